@@ -1,0 +1,75 @@
+"""Content-addressed cache for slow-to-build artifacts (rootfs trees, VM images, SSH key)."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def cache_root() -> Path:
+    root = Path(os.environ.get("MLFLOW_STACK_CACHE", "/var/cache/mlflow-stack-tests"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _digest(inputs: list[str | bytes]) -> str:
+    h = hashlib.sha256()
+    for item in inputs:
+        data = item.encode() if isinstance(item, str) else bytes(item)
+        # Length prefix so ["ab", "c"] and ["a", "bc"] hash differently.
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def cached_path(kind: str, inputs: list[str | bytes]) -> Path:
+    """Path where the artifact of `kind` built from `inputs` lives (may not exist yet)."""
+    return cache_root() / f"{kind}-{_digest(inputs)[:20]}"
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    # Serialise concurrent builders of the same artifact (e.g. parallel pytest workers).
+    lock_file = path.with_name(path.name + ".lock")
+    with open(lock_file, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def build_cached(kind: str, inputs: list[str | bytes], builder: Callable[[Path], None]) -> Path:
+    """Return the cached artifact, building it with builder(tmp_path) if missing.
+
+    The builder writes into a temporary sibling path which is renamed into place only on
+    success, so a crashed build never leaves a half-finished artifact under the final name.
+    """
+    final = cached_path(kind, inputs)
+    if final.exists():
+        return final
+    with _lock(final):
+        if final.exists():
+            return final
+        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+        # Leftovers of earlier crashed builds (any pid) are garbage now that we hold the lock.
+        for stale in final.parent.glob(f"{final.name}.tmp-*"):
+            remove_tree(stale)
+        try:
+            builder(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+    return final

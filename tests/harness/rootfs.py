@@ -1,0 +1,194 @@
+"""Debian 13 (trixie) root filesystems for the test targets, built with debootstrap and cached."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from .cache import build_cached, cache_root
+
+SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+BASE_PACKAGES = [
+    "systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "sudo", "ca-certificates",
+    "python3", "iproute2", "curl", "ifupdown",
+]
+# The VM boots its own kernel (qemu -kernel/-initrd taken from the rootfs /boot).
+VM_PACKAGES = ["linux-image-amd64", "initramfs-tools"]
+SUDO_USER = "labadmin"
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+# Bump when the build steps below change in a way the other inputs do not capture.
+BUILD_VERSION = "1"
+
+# nspawn mounts the cgroup v1 controllers read-only; dockerd needs them writable.
+CGROUP_UNIT = """\
+[Unit]
+Description=Make cgroup v1 controllers writable for dockerd inside systemd-nspawn
+DefaultDependencies=no
+ConditionVirtualization=systemd-nspawn
+Before=containerd.service docker.service
+After=local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$d"; done; true'
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[harness {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ssh_keypair() -> Path:
+    """Private key (ed25519, 0600) shared by all targets; generated once into the cache."""
+    key_dir = cache_root() / "ssh"
+    key = key_dir / "id_ed25519"
+    if key.exists() and key.with_suffix(".pub").exists():
+        return key
+    key_dir.mkdir(mode=0o700, exist_ok=True)
+    tmp = key_dir / f"tmp-{os.getpid()}"
+    for p in (tmp, tmp.with_suffix(".pub")):
+        p.unlink(missing_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mlflow-stack-tests", "-f", str(tmp)])
+    os.chmod(tmp, 0o600)
+    os.rename(tmp.with_suffix(".pub"), key.with_suffix(".pub"))
+    os.rename(tmp, key)
+    return key
+
+
+def host_ca_certs() -> list[Path]:
+    return sorted(HOST_CA_DIR.glob("*.crt")) if HOST_CA_DIR.is_dir() else []
+
+
+def host_nameserver() -> str:
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            return parts[1]
+    raise RuntimeError("no nameserver line in /etc/resolv.conf")
+
+
+def security_mirror_reachable() -> bool:
+    try:
+        url = f"{SECURITY_MIRROR}/dists/{SUITE}-security/InRelease"
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def sources_list(with_security: bool) -> str:
+    lines = [
+        f"deb {MIRROR} {SUITE} main",
+        f"deb {MIRROR} {SUITE}-updates main",
+    ]
+    if with_security:
+        lines.append(f"deb {SECURITY_MIRROR} {SUITE}-security main")
+    return "\n".join(lines) + "\n"
+
+
+def _debootstrap(packages: list[str]) -> Path:
+    def build(tmp: Path) -> None:
+        log(f"debootstrap {SUITE} into {tmp} (takes ~2 min)")
+        t0 = time.monotonic()
+        run(["debootstrap", "--include=" + ",".join(packages), SUITE, str(tmp), MIRROR],
+            stdout=subprocess.DEVNULL)
+        # Downloaded .debs are dead weight in every per-target copy.
+        for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+        log(f"debootstrap done in {time.monotonic() - t0:.0f}s")
+
+    return build_cached("debootstrap", [BUILD_VERSION, SUITE, MIRROR, *packages], build)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def _configure(root: Path, kind: str, pubkey: str, with_security: bool, vm_net: str | None) -> None:
+    chroot = ["chroot", str(root)]
+    _write(root / "etc/hostname", "mlflow-target\n")
+    _write(root / "etc/hosts", "127.0.0.1 localhost\n127.0.1.1 mlflow-target\n::1 localhost ip6-localhost ip6-loopback\n")
+    _write(root / "etc/apt/sources.list", sources_list(with_security))
+    _write(root / "etc/network/interfaces",
+           "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n")
+
+    # Root and the sudo user share one key.
+    _write(root / "root/.ssh/authorized_keys", pubkey, 0o600)
+    os.chmod(root / "root/.ssh", 0o700)
+    run(chroot + ["useradd", "-m", "-s", "/bin/bash", "-G", "sudo", SUDO_USER])
+    # "*" instead of the default "!" so no sshd/PAM setup treats the account as locked.
+    run(chroot + ["usermod", "-p", "*", SUDO_USER])
+    _write(root / f"home/{SUDO_USER}/.ssh/authorized_keys", pubkey, 0o600)
+    run(chroot + ["chown", "-R", f"{SUDO_USER}:{SUDO_USER}", f"/home/{SUDO_USER}/.ssh"])
+    os.chmod(root / f"home/{SUDO_USER}/.ssh", 0o700)
+    _write(root / f"etc/sudoers.d/{SUDO_USER}", f"{SUDO_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
+
+    # The control machine sits behind a TLS-intercepting proxy: trust its CAs (image build only).
+    for crt in host_ca_certs():
+        shutil.copy(crt, root / "usr/local/share/ca-certificates" / crt.name)
+    run(chroot + ["update-ca-certificates"], stdout=subprocess.DEVNULL)
+
+    run(chroot + ["systemctl", "enable", "ssh"], stderr=subprocess.DEVNULL)
+
+    if kind == "container":
+        _write(root / "etc/systemd/system/cgroup-rw.service", CGROUP_UNIT)
+        run(chroot + ["systemctl", "enable", "cgroup-rw.service"], stderr=subprocess.DEVNULL)
+    else:
+        _write(root / "etc/fstab", "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
+        # allow-hotplug: udev brings eth0 up on every boot, including after a reboot.
+        _write(root / "etc/network/interfaces.d/eth0", vm_net or "")
+        # No console login prompt needed; serial output goes to the console log.
+        _write(root / "etc/resolv.conf", f"nameserver {host_nameserver()}\n")
+
+
+def container_netconfig(index: int) -> str:
+    return (f"auto host0\niface host0 inet static\n"
+            f"    address 10.99.{index}.2/30\n    gateway 10.99.{index}.1\n")
+
+
+def vm_netconfig(index: int) -> str:
+    return (f"allow-hotplug eth0\niface eth0 inet static\n"
+            f"    address 10.99.{index}.2/30\n    gateway 10.99.{index}.1\n")
+
+
+def build_rootfs(kind: str = "container", vm_index: int = 200) -> Path:
+    """Return a cached, configured rootfs directory for kind "container" or "vm"."""
+    if kind not in ("container", "vm"):
+        raise ValueError(kind)
+    packages = BASE_PACKAGES + (VM_PACKAGES if kind == "vm" else [])
+    base = _debootstrap(packages)
+    key = ssh_keypair()
+    pubkey = key.with_suffix(".pub").read_text()
+    with_security = security_mirror_reachable()
+    vm_net = vm_netconfig(vm_index) if kind == "vm" else None
+    inputs: list[str | bytes] = [
+        BUILD_VERSION, kind, base.name, pubkey, str(with_security), CGROUP_UNIT, vm_net or "",
+        Path(__file__).read_bytes(),
+    ]
+    if kind == "vm":
+        inputs.append(host_nameserver())
+    for crt in host_ca_certs():
+        inputs += [crt.name, crt.read_bytes()]
+
+    def build(tmp: Path) -> None:
+        log(f"configuring {kind} rootfs {tmp}")
+        run(["cp", "-a", "--reflink=auto", str(base), str(tmp)])
+        _configure(tmp, kind, pubkey, with_security, vm_net)
+
+    return build_cached(f"rootfs-{kind}", inputs, build)

@@ -1,0 +1,556 @@
+"""Disposable Debian 13 servers to deploy to: systemd-nspawn containers and qemu (TCG) VMs.
+
+Every resource a target creates (process, veth/tap, iptables rule, directory) is recorded in a
+state file under /run/mlflow-stack-tests/<name>.json *before* it is created, so `stop()` -- from
+this process, another process, or a later run after a crash -- can remove exactly those.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import rootfs as rootfs_mod
+from .cache import cache_root, remove_tree
+from .rootfs import log
+
+STATE_DIR = Path("/run/mlflow-stack-tests")
+VM_MEM_MB = 4096
+VM_SMP = 2
+# Fixed MACs: a VM resumed from the snapshot still has the host side's MAC in its ARP cache.
+HOST_TAP_MAC = "02:99:00:00:00:01"
+GUEST_MAC = "52:54:00:99:00:02"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,10}$")  # "tap-" + name must fit IFNAMSIZ (15)
+
+
+# ---------------------------------------------------------------- small host helpers
+
+def _run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+def default_route_iface() -> str:
+    out = _run(["ip", "-4", "route", "show", "default"]).stdout.split()
+    if "dev" not in out:
+        raise RuntimeError("host has no IPv4 default route")
+    return out[out.index("dev") + 1]
+
+
+def _link_exists(dev: str) -> bool:
+    return _run(["ip", "link", "show", "dev", dev], check=False).returncode == 0
+
+
+def _address_in_use(addr: str) -> bool:
+    out = _run(["ip", "-4", "-o", "addr", "show"]).stdout
+    return f" {addr}/" in out
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Start time from /proc/<pid>/stat: guards against killing a recycled PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def _pid_gone(pid: int) -> bool:
+    try:  # reap it if it is our own child, else it lingers as a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return _proc_start_time(pid) is None
+
+
+def _kill_and_wait(pid: int, start_time: str | None, timeout: float) -> None:
+    if not pid or _proc_start_time(pid) is None or (start_time and _proc_start_time(pid) != start_time):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _pid_gone(pid):
+            return
+        time.sleep(0.2)
+    log(f"pid {pid} ignored SIGTERM for {timeout:.0f}s, sending SIGKILL")
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while not _pid_gone(pid):
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- state files
+
+def _state_path(name: str) -> Path:
+    return STATE_DIR / f"{name}.json"
+
+
+def _save_state(state: dict) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = _state_path(state["name"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.rename(tmp, path)
+
+
+def load_state(name: str) -> dict | None:
+    try:
+        return json.loads(_state_path(name).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def all_states() -> list[dict]:
+    if not STATE_DIR.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(STATE_DIR.glob("*.json"))]
+
+
+def _iptables(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    return _run(["iptables", "-w", *args], check=check)
+
+
+def _add_rule(state: dict, table: str, chain: str, spec: list[str], insert: bool = False) -> None:
+    state["rules"].append([table, chain, spec])
+    _save_state(state)
+    _iptables(["-t", table, "-I" if insert else "-A", chain, *spec])
+
+
+def cleanup_state(state: dict) -> None:
+    """Undo everything recorded in `state`; safe to call repeatedly and on partial states."""
+    name = state["name"]
+    errors = []
+    timeout = 90 if state["kind"] == "container" else 30
+    try:
+        _kill_and_wait(state.get("pid") or 0, state.get("pid_start"), timeout)
+    except Exception as e:  # keep cleaning the rest
+        errors.append(f"kill: {e}")
+    for dev in state.get("links", []):
+        if _link_exists(dev):
+            r = _run(["ip", "link", "del", "dev", dev], check=False)
+            if r.returncode and _link_exists(dev):
+                errors.append(f"ip link del {dev}: {r.stderr.strip()}")
+    for table, chain, spec in reversed(state.get("rules", [])):
+        # Delete exactly the rules we added (same spec), each once, only if still present.
+        if _iptables(["-t", table, "-C", chain, *spec], check=False).returncode == 0:
+            r = _iptables(["-t", table, "-D", chain, *spec], check=False)
+            if r.returncode:
+                errors.append(f"iptables -D {chain}: {r.stderr.strip()}")
+    for p in state.get("paths", []):
+        remove_tree(Path(p))
+    if errors:
+        raise RuntimeError(f"cleanup of target {name} incomplete: {'; '.join(errors)}")
+    _state_path(name).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- automatic cleanup
+
+_live: dict[str, "Target"] = {}
+_live_lock = threading.Lock()
+_handlers_installed = False
+
+
+def _stop_all() -> None:
+    with _live_lock:
+        targets = list(_live.values())
+    for t in targets:
+        try:
+            t.stop()
+        except Exception as e:
+            log(f"cleanup of {t.name} failed: {e}")
+
+
+def _on_signal(signum, frame):
+    _stop_all()
+    prev = _prev_handlers.get(signum)
+    if callable(prev):
+        prev(signum, frame)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+_prev_handlers: dict[int, object] = {}
+
+
+def _register(target: "Target") -> None:
+    global _handlers_installed
+    with _live_lock:
+        _live[target.name] = target
+        if not _handlers_installed:
+            atexit.register(_stop_all)
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    _prev_handlers[sig] = signal.getsignal(sig)
+                    signal.signal(sig, _on_signal)
+            _handlers_installed = True
+
+
+# ---------------------------------------------------------------- the target
+
+@dataclass
+class Target:
+    name: str
+    kind: str            # "container" or "vm"
+    address: str         # IPv4 of the target; SSH on 22, published ports reachable here too
+    ssh_key: Path        # private key valid for root and labadmin
+    index: int = 0
+    state: dict = field(default_factory=dict, repr=False)
+
+    def ssh_command(self, user: str = "root") -> list[str]:
+        return ["ssh", "-i", str(self.ssh_key), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-o", "ServerAliveInterval=15", f"{user}@{self.address}"]
+
+    def ssh(self, command: str, user: str = "root", check: bool = True,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.ssh_command(user) + [command], check=check, text=True,
+                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def inventory_data(self, user: str = "root") -> dict:
+        data = {
+            "ssh_user": user,
+            "ssh_key": str(self.ssh_key),
+            "ssh_known_hosts_file": "/dev/null",
+            "ssh_strict_host_key_checking": "no",
+        }
+        if user != "root":
+            data["_sudo"] = True
+        return data
+
+    def stop(self) -> None:
+        state = load_state(self.name) or self.state
+        if state:
+            cleanup_state(state)
+        with _live_lock:
+            _live.pop(self.name, None)
+
+    def wait_ssh(self, timeout: float = 120, users: tuple[str, ...] = ("root", rootfs_mod.SUDO_USER)) -> None:
+        deadline = time.monotonic() + timeout
+        for user in users:
+            while True:
+                try:
+                    if self.ssh("true", user=user, check=False, timeout=15).returncode == 0:
+                        break
+                except subprocess.TimeoutExpired:
+                    pass
+                pid = self.state.get("pid")
+                if pid and _proc_start_time(pid) is None:
+                    raise RuntimeError(f"target {self.name}: process {pid} died; see {self._console_log()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"target {self.name}: no SSH as {user} on {self.address} "
+                                       f"after {timeout:.0f}s; see {self._console_log()}")
+                time.sleep(0.5)
+
+    def _console_log(self) -> str:
+        return str(Path(self.state.get("dir", "/nonexistent")) / "console.log")
+
+    def _boot_id(self) -> str:
+        return self.ssh("cat /proc/sys/kernel/random/boot_id", timeout=30).stdout.strip()
+
+    def sync_clock(self) -> None:
+        self.ssh(f"date -u -s @{time.time():.3f} >/dev/null", timeout=60)
+
+    def reboot(self, timeout: float = 600) -> None:
+        if self.kind != "vm":
+            raise NotImplementedError("reboot is only supported for VM targets")
+        old = self._boot_id()
+        self.ssh("systemctl reboot", check=False, timeout=30)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                r = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=15)
+                if r.returncode == 0 and r.stdout.strip() and r.stdout.strip() != old:
+                    break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"VM {self.name} did not come back within {timeout:.0f}s")
+            time.sleep(1)
+        self.wait_ssh(timeout=max(30, deadline - time.monotonic()))
+        self.wait_system_running(timeout=max(30, deadline - time.monotonic()))
+        self.sync_clock()
+
+    def wait_system_running(self, timeout: float = 300) -> str:
+        # "degraded" also counts: the boot finished, some unrelated unit failed.
+        r = self.ssh("systemctl is-system-running --wait", check=False, timeout=timeout)
+        status = r.stdout.strip()
+        if status not in ("running", "degraded"):
+            raise RuntimeError(f"{self.name}: system state {status!r} {r.stderr.strip()}")
+        return status
+
+    @classmethod
+    def from_state(cls, name: str) -> "Target":
+        state = load_state(name)
+        if state is None:
+            raise LookupError(f"no target named {name!r} (no {_state_path(name)})")
+        return cls(name=name, kind=state["kind"], address=state["address"],
+                   ssh_key=Path(state["ssh_key"]), index=state["index"], state=state)
+
+
+# ---------------------------------------------------------------- common start logic
+
+def _prepare(name: str, index: int, kind: str) -> dict:
+    if not NAME_RE.match(name):
+        raise ValueError(f"target name {name!r} must match {NAME_RE.pattern}")
+    if not 1 <= index <= 254:
+        raise ValueError(f"index {index} out of range 1..254")
+    old = load_state(name)
+    if old:
+        log(f"removing leftovers of earlier target {name}")
+        cleanup_state(old)
+    for other in all_states():
+        if other["index"] == index:
+            raise RuntimeError(f"index {index} (10.99.{index}.0/30) is in use by running target "
+                               f"{other['name']!r}; stop it or choose another index")
+    if _address_in_use(f"10.99.{index}.1"):
+        raise RuntimeError(f"10.99.{index}.1 is already configured on a host interface; "
+                           f"choose another index or remove it")
+    state = {"name": name, "kind": kind, "index": index, "address": f"10.99.{index}.2",
+             "ssh_key": str(rootfs_mod.ssh_keypair()), "pid": None, "pid_start": None,
+             "links": [], "rules": [], "paths": [], "created": time.time()}
+    _save_state(state)
+    return state
+
+
+def _setup_routing(state: dict, dev: str, nat: bool = True) -> None:
+    index = state["index"]
+    _run(["ip", "addr", "add", f"10.99.{index}.1/30", "dev", dev])
+    _run(["ip", "link", "set", dev, "up"])
+    if not nat:
+        return
+    subnet = f"10.99.{index}.0/30"
+    tag = ["-m", "comment", "--comment", f"mlflow-stack-tests:{state['name']}"]
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    _add_rule(state, "nat", "POSTROUTING",
+              ["-s", subnet, "-o", default_route_iface(), *tag, "-j", "MASQUERADE"])
+    # The host FORWARD policy may be DROP (dockerd on the host sets it), so accept explicitly.
+    _add_rule(state, "filter", "FORWARD", ["-s", subnet, *tag, "-j", "ACCEPT"], insert=True)
+    _add_rule(state, "filter", "FORWARD", ["-d", subnet, *tag, "-j", "ACCEPT"], insert=True)
+
+
+def _finish(target: Target, keep: bool) -> Target:
+    if not keep:
+        _register(target)
+    return target
+
+
+# ---------------------------------------------------------------- container targets
+
+def start_container_target(index: int = 1, name: str | None = None, *, keep: bool = False) -> Target:
+    """Boot a systemd-nspawn container at 10.99.<index>.2 and wait until SSH answers.
+
+    keep=True: no atexit/signal cleanup in this process (the CLI uses it; stop via the name).
+    """
+    name = name or f"ct{index}"
+    root_src = rootfs_mod.build_rootfs("container")
+    t0 = time.monotonic()
+    state = _prepare(name, index, "container")
+    target = Target(name=name, kind="container", address=state["address"],
+                    ssh_key=Path(state["ssh_key"]), index=index, state=state)
+    try:
+        tdir = cache_root() / "targets" / name
+        state["dir"] = str(tdir)
+        state["paths"].append(str(tdir))
+        veth = f"ve-{name}"
+        state["links"].append(veth)
+        _save_state(state)
+        remove_tree(tdir)
+        tdir.mkdir(parents=True)
+        root = tdir / "rootfs"
+        subprocess.run(["cp", "-a", "--reflink=auto", str(root_src), str(root)], check=True)
+        (root / "etc/network/interfaces.d/host0").write_text(rootfs_mod.container_netconfig(index))
+        resolv = root / "etc/resolv.conf"
+        if resolv.is_symlink() or resolv.exists():
+            resolv.unlink()
+        resolv.write_text(f"nameserver {rootfs_mod.host_nameserver()}\n")
+        (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        _spawn_nspawn(state, name, root, tdir)
+
+        deadline = time.monotonic() + 30
+        while not _link_exists(veth):
+            if _proc_start_time(state["pid"]) is None or time.monotonic() > deadline:
+                raise RuntimeError(f"nspawn for {name} did not create {veth}; see {tdir}/console.log")
+            time.sleep(0.1)
+        _setup_routing(state, veth)
+        target.wait_ssh(timeout=120)
+        log(f"container target {name} up at {target.address} in {time.monotonic() - t0:.1f}s")
+    except BaseException:
+        cleanup_state(state)
+        raise
+    return _finish(target, keep)
+
+
+def _spawn_nspawn(state: dict, name: str, root: Path, tdir: Path) -> None:
+    env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="yes")
+    cmd = ["systemd-nspawn", "-b", "-D", str(root), "-M", name, "--network-veth",
+           "--register=no", "--keep-unit", "--capability=all",
+           "--system-call-filter=add_key keyctl bpf", "--console=pipe", "--resolv-conf=off"]
+    with open(tdir / "console.log", "ab") as logf:
+        # Own session: a Ctrl-C in the terminal reaches us, and we stop it in order.
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    state["pid"] = proc.pid
+    state["pid_start"] = _proc_start_time(proc.pid)
+    _save_state(state)
+
+
+# ---------------------------------------------------------------- VM targets
+
+def _qemu_cmd(image_dir: Path, disk: Path, tap: str, tdir: Path, loadvm: bool) -> list[str]:
+    # Must be identical (devices, memory, MAC) between the snapshot build and every resume.
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", str(VM_SMP),
+           "-m", str(VM_MEM_MB),
+           "-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
+           "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+           "-drive", f"file={disk},if=virtio,format=qcow2,cache=unsafe",
+           "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
+           "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
+           "-display", "none", "-serial", f"file:{tdir / 'console.log'}",
+           "-monitor", f"unix:{tdir / 'mon.sock'},server,nowait",
+           "-daemonize", "-pidfile", str(tdir / "vm.pid")]
+    if loadvm:
+        cmd += ["-loadvm", "ready"]
+    return cmd
+
+
+def _launch_vm(state: dict, image_dir: Path, disk: Path, tdir: Path, loadvm: bool, nat: bool) -> None:
+    tap = f"tap-{state['name']}"
+    state["links"].append(tap)
+    _save_state(state)
+    _run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+    _run(["ip", "link", "set", tap, "address", HOST_TAP_MAC])
+    _setup_routing(state, tap, nat=nat)
+    r = _run(_qemu_cmd(image_dir, disk, tap, tdir, loadvm), check=False)
+    if r.returncode:
+        raise RuntimeError(f"qemu failed: {r.stderr.strip()}")
+    pid = int((tdir / "vm.pid").read_text().strip())
+    state["pid"] = pid
+    state["pid_start"] = _proc_start_time(pid)
+    _save_state(state)
+
+
+def _hmp(sock_path: Path, commands: list[str], timeout: float = 600) -> str:
+    """Run human-monitor commands, each waiting for the next prompt."""
+    out = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+
+        def until_prompt() -> str:
+            buf = b""
+            while not buf.endswith(b"(qemu) "):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            return buf.decode(errors="replace")
+
+        until_prompt()
+        for c in commands:
+            s.sendall(c.encode() + b"\n")
+            out.append(until_prompt() if c != "quit" else "")
+    return "".join(out)
+
+
+def build_vm_image(index: int = 200) -> Path:
+    """Cached dir with vmlinuz, initrd.img, base.qcow2 and ready.qcow2 (holds snapshot 'ready')."""
+    from .cache import build_cached
+
+    rootfs = rootfs_mod.build_rootfs("vm", vm_index=index)
+    inputs: list[str | bytes] = [rootfs.name, str(index), str(VM_MEM_MB), str(VM_SMP),
+                                 HOST_TAP_MAC, GUEST_MAC, " ".join(_qemu_cmd(Path("I"), Path("D"), "T", Path("L"), True))]
+
+    def build(tmp: Path) -> None:
+        t0 = time.monotonic()
+        tmp.mkdir()
+        boot = rootfs / "boot"
+        shutil.copy(sorted(boot.glob("vmlinuz-*"))[-1], tmp / "vmlinuz")
+        shutil.copy(sorted(boot.glob("initrd.img-*"))[-1], tmp / "initrd.img")
+        log("creating VM disk image")
+        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(tmp / "base.raw"), "16G"])
+        _run(["qemu-img", "convert", "-O", "qcow2", str(tmp / "base.raw"), str(tmp / "base.qcow2")])
+        (tmp / "base.raw").unlink()
+        # Relative backing path: stays valid when tmp is renamed into place.
+        _run(["qemu-img", "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "ready.qcow2"], cwd=tmp)
+        name = f"vmb{index}"
+        state = _prepare(name, index, "vm")
+        state["dir"] = str(tmp)
+        target = Target(name=name, kind="vm", address=state["address"],
+                        ssh_key=Path(state["ssh_key"]), index=index, state=state)
+        try:
+            log("cold-booting VM under TCG to take the snapshot (~1 min)")
+            _launch_vm(state, tmp, tmp / "ready.qcow2", tmp, loadvm=False, nat=False)
+            target.wait_ssh(timeout=600)
+            target.wait_system_running(timeout=600)
+            target.ssh("sync", timeout=60)
+            log(f"VM booted after {time.monotonic() - t0:.0f}s; saving snapshot")
+            _hmp(tmp / "mon.sock", ["stop", "savevm ready", "info snapshots", "quit"])
+            deadline = time.monotonic() + 60
+            while not _pid_gone(state["pid"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            cleanup_state(state)
+        info = _run(["qemu-img", "snapshot", "-l", str(tmp / "ready.qcow2")]).stdout
+        if "ready" not in info:
+            raise RuntimeError(f"snapshot 'ready' missing from image: {info}")
+        for f in ("console.log", "mon.sock", "vm.pid"):
+            (tmp / f).unlink(missing_ok=True)
+        log(f"VM image built in {time.monotonic() - t0:.0f}s")
+
+    return build_cached("vm-image", inputs, build)
+
+
+def start_vm_target(index: int = 200, name: str | None = None, *, keep: bool = False) -> Target:
+    """Resume a fresh qemu VM from the cached snapshot at 10.99.<index>.2; wait for SSH.
+
+    The guest's static address is baked into the image, so each index has its own cached image.
+    """
+    name = name or f"vm{index}"
+    image_dir = build_vm_image(index)
+    t0 = time.monotonic()
+    state = _prepare(name, index, "vm")
+    target = Target(name=name, kind="vm", address=state["address"],
+                    ssh_key=Path(state["ssh_key"]), index=index, state=state)
+    try:
+        tdir = cache_root() / "targets" / name
+        state["dir"] = str(tdir)
+        state["paths"].append(str(tdir))
+        _save_state(state)
+        remove_tree(tdir)
+        tdir.mkdir(parents=True)
+        disk = tdir / "disk.qcow2"
+        subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(image_dir / "ready.qcow2"), str(disk)],
+                       check=True)
+        _run(["qemu-img", "rebase", "-u", "-b", str(image_dir / "base.qcow2"), "-F", "qcow2", str(disk)])
+        _launch_vm(state, image_dir, disk, tdir, loadvm=True, nat=True)
+        target.wait_ssh(timeout=120)
+        # The guest resumes with the clock of snapshot time.
+        target.sync_clock()
+        log(f"VM target {name} up at {target.address} in {time.monotonic() - t0:.1f}s")
+    except BaseException:
+        cleanup_state(state)
+        raise
+    return _finish(target, keep)
+
+
+def get_target(name: str) -> Target:
+    """A Target handle for a running target started by any process (from its state file)."""
+    return Target.from_state(name)
