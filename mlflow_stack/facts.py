@@ -1,0 +1,81 @@
+"""Facts the built-in ones do not cover. None of them prints a secret value."""
+
+from __future__ import annotations
+
+import json
+
+from pyinfra.api import FactBase
+
+
+class ComposeServices(FactBase):
+    """State of every container of a compose project, by service name.
+
+    ``{"postgres": {"state": "running", "health": "healthy", "exit_code": 0}, ...}``;
+    empty when Docker, the daemon or the project is missing.
+    """
+
+    default = dict
+
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
+
+    def command(self, project: str) -> str:
+        # Compose prints either one JSON object per line or one JSON array, by version.
+        return f"docker compose --project-name {project} ps --all --format json 2>/dev/null || true"
+
+    def process(self, output):
+        text = "\n".join(output).strip()
+        if not text:
+            return {}
+        if text.startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return {
+            row["Service"]: {
+                "state": row.get("State", ""),
+                "health": row.get("Health", ""),
+                "exit_code": row.get("ExitCode", 0),
+            }
+            for row in rows
+        }
+
+
+class IdOwners(FactBase):
+    """Which user name owns a uid and which group name owns a gid (None when free)."""
+
+    def command(self, uid: int, gid: int) -> str:
+        return f"echo user=$(getent passwd {int(uid)} | cut -d: -f1); echo group=$(getent group {int(gid)} | cut -d: -f1)"
+
+    def process(self, output):
+        owners = dict(line.split("=", 1) for line in output if "=" in line)
+        return {"user": owners.get("user") or None, "group": owners.get("group") or None}
+
+
+class EnvFileKeys(FactBase):
+    """Keys set to a non-empty value in an env file (values are never read back)."""
+
+    default = list
+
+    def command(self, path: str) -> str:
+        return f"test -f {path} && sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=..*$/\\1/p' {path} || true"
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+class EnvFileDigests(FactBase):
+    """sha256 of each value in an env file, so given secrets are compared without reading them."""
+
+    default = dict
+
+    def command(self, path: str) -> str:
+        return (
+            f"test -f {path} || exit 0; "
+            f"while IFS='=' read -r key value; do "
+            f'printf "%s %s\\n" "$key" "$(printf %s "$value" | sha256sum | cut -c1-64)"; '
+            f"done < {path}"
+        )
+
+    def process(self, output):
+        return dict(line.split(" ", 1) for line in output if " " in line)

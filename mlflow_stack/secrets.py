@@ -1,0 +1,91 @@
+"""Database and MinIO passwords: generated on the host once, or taken from the config.
+
+They live in one root-owned 0600 env file that compose reads for ${...} interpolation.
+A value never appears in a command line, in pyinfra's output or in a diff: generated values
+are made and written by the remote shell itself; given values travel by SFTP into a 0600
+temporary file and are compared by sha256 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+
+from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.facts import EnvFileDigests, EnvFileKeys
+
+# 32 random bytes as 64 hex characters: URL-safe, so it can sit in the database URI.
+_RANDOM_HEX = "$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -dc 0-9a-f)"
+
+
+def secret_values(config: StackConfig) -> dict[str, str | None]:
+    """Env key -> given value, or None to generate it on the host."""
+    return {
+        "POSTGRES_PASSWORD": config.postgres_password,
+        "MINIO_ROOT_PASSWORD": config.minio_root_password,
+    }
+
+
+@operation()
+def env_secrets(path: str, values: dict[str, str | None]):
+    """Ensure an env file holds every key: generated ones kept once made, given ones current.
+
+    + path: env file on the host (root:root 0600)
+    + values: key -> given value, or None to generate 64 hex characters on the host
+    """
+    present = host.get_fact(EnvFileKeys, path=path)
+    digests = host.get_fact(EnvFileDigests, path=path)
+    to_generate = [key for key, value in values.items() if value is None and key not in present]
+    to_write = {
+        key: value
+        for key, value in values.items()
+        if value is not None and digests.get(key) != hashlib.sha256(value.encode()).hexdigest()
+    }
+    if not to_generate and not to_write:
+        host.noop(f"{path} holds every secret")
+        return
+
+    if to_write:
+        yield FunctionCommand(_write_given_values, (path, to_write), {})
+    if to_generate:
+        appends = "; ".join(f'echo "{key}={_RANDOM_HEX}" >> {path}' for key in to_generate)
+        yield StringCommand(f"umask 077; touch {path}; {appends}")
+    yield StringCommand(f"chown root:root {path} && chmod 600 {path}")
+
+
+def _write_given_values(state, host, path: str, values: dict[str, str]) -> bool:
+    sudo = {"_sudo": bool(host.data.get("_sudo"))}
+    # mktemp makes a 0600 file owned by the SSH user; SFTP keeps that mode when writing into it.
+    ok, output = host.run_shell_command(StringCommand("mktemp"), _sudo=False)
+    if not ok:
+        raise RuntimeError("could not create a temporary file for the secrets")
+    temp = output.stdout.strip()
+    try:
+        content = "".join(f"{key}={value}\n" for key, value in values.items())
+        if not host.put_file(StringIO(content), temp, _sudo=False):
+            raise RuntimeError("could not upload the secrets")
+        keys = "|".join(values)
+        merge = (
+            f"umask 077; touch {path}; "
+            f"{{ grep -v -E '^({keys})=' {path} || true; cat {temp}; }} > {path}.new && mv {path}.new {path}"
+        )
+        ok, output = host.run_shell_command(StringCommand(merge), **sudo)
+        if not ok:
+            raise RuntimeError(f"could not write {path}: {output.stderr}")
+    finally:
+        host.run_shell_command(StringCommand("rm", "-f", temp), _sudo=False)
+    return True
+
+
+@deploy("Ensure the stack's secrets exist on the host")
+def ensure_secrets(config: StackConfig | None = None):
+    """Returns the operation, whose change means the stack must be brought up again."""
+    config = config or config_from_host()
+    return env_secrets(
+        name=f"Ensure database and MinIO passwords in {config.secrets_file}",
+        path=config.secrets_file,
+        values=secret_values(config),
+    )

@@ -1,0 +1,56 @@
+"""The one system account all containers run as, and the directories it owns."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.operations import files, server
+
+from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.facts import IdOwners
+
+# Per data directory: the mode the service that writes it needs (PostgreSQL insists on 0700).
+DATA_DIRS = {"postgres": "700", "minio": "750", "mlruns": "750"}
+
+
+def check_ids_free(config: StackConfig) -> None:
+    """Refuse to reuse a uid/gid that belongs to another name: chowning data to it would
+    hand the data to that account."""
+    owners = host.get_fact(IdOwners, uid=config.stack_uid, gid=config.stack_gid)
+    problems = []
+    if owners["user"] not in (None, config.stack_user):
+        problems.append(f"stack_uid = {config.stack_uid} already belongs to user {owners['user']!r}")
+    if owners["group"] not in (None, config.stack_user):
+        problems.append(f"stack_gid = {config.stack_gid} already belongs to group {owners['group']!r}")
+    if problems:
+        raise DeployError(f"on {host.name}: " + "; ".join(problems) + "; choose free ids or that name as stack_user")
+
+
+@deploy("Create the service account and stack directories")
+def create_service_account(config: StackConfig | None = None):
+    config = config or config_from_host()
+    check_ids_free(config)
+    server.group(name=f"Create group {config.stack_user}", group=config.stack_user, gid=config.stack_gid, system=True)
+    server.user(
+        name=f"Create user {config.stack_user}",
+        user=config.stack_user,
+        uid=config.stack_uid,
+        group=config.stack_user,
+        home=config.stack_dir,
+        shell="/usr/sbin/nologin",
+        system=True,
+        ensure_home=False,
+        comment="MLflow stack containers",
+    )
+    # Written by root (pyinfra) only: compose file, build context, secrets.
+    for path, mode in ((config.stack_dir, "755"), (config.build_dir, "755"), (config.data_dir, "755")):
+        files.directory(name=f"Ensure {path} exists", path=path, user="root", group="root", mode=mode)
+    # Written by the containers, so owned by the user they run as.
+    for subdir, mode in DATA_DIRS.items():
+        files.directory(
+            name=f"Ensure {config.data_dir}/{subdir} is owned by {config.stack_user}",
+            path=f"{config.data_dir}/{subdir}",
+            user=config.stack_user,
+            group=config.stack_user,
+            mode=mode,
+        )

@@ -1,0 +1,69 @@
+"""Load image archives, build the MLflow image, and bring the stack up only when needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import docker, files, server
+
+from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.facts import ComposeServices
+from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICE, mlflow_image_ref
+
+
+def stack_is_healthy(services: dict) -> bool:
+    """Every long-running service running and healthy, the bucket init exited 0."""
+    oneshot = services.get(ONESHOT_SERVICE, {})
+    if oneshot.get("state") != "exited" or oneshot.get("exit_code") != 0:
+        return False
+    return all(
+        services.get(name, {}).get("state") == "running" and services.get(name, {}).get("health") == "healthy"
+        for name in LONG_RUNNING_SERVICES
+    )
+
+
+@deploy("Load image archives")
+def load_image_archives(config: StackConfig | None = None):
+    """For air-gapped hosts: upload `docker save` tarballs and load each one that changed."""
+    config = config or config_from_host()
+    uploads = []
+    for archive in config.docker_image_archives:
+        remote = f"{config.stack_dir}/images/{Path(archive).name}"
+        upload = files.put(name=f"Upload image archive {Path(archive).name}", src=archive, dest=remote,
+                           user="root", group="root", mode="600")
+        server.shell(name=f"Load image archive {Path(archive).name}", commands=[f"docker load --input {remote}"],
+                     _if=upload.did_change)
+        uploads.append(upload)
+    return uploads
+
+
+@deploy("Build the MLflow image and start the stack")
+def start_stack(config: StackConfig | None = None, changed=()):
+    """Bring the stack up when an input changed (`changed` operations, a new image) or a
+    service is not healthy; then wait for health. Returns the compose operation."""
+    config = config or config_from_host()
+    healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project))
+
+    build = docker.build(
+        name="Build the MLflow image (only when its inputs changed)",
+        path=config.build_dir,
+        tags=[mlflow_image_ref(config)],
+    )
+    triggers = [build, *changed]
+    up = docker.compose(
+        name="Start the stack" if healthy else "Start the stack (a service is not healthy)",
+        project_directory=config.stack_dir,
+        project_name=config.compose_project,
+        _if=lambda: not healthy or any(op.did_change() for op in triggers),
+    )
+    server.shell(
+        name="Wait until every service is healthy",
+        commands=[
+            f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
+            f"{ONESHOT_SERVICE} {' '.join(LONG_RUNNING_SERVICES)}"
+        ],
+        _if=up.did_change,
+    )
+    return up

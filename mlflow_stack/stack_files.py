@@ -1,0 +1,97 @@
+"""Render templates/ from the config and upload them, with the build context, to the host."""
+
+from __future__ import annotations
+
+import hashlib
+from io import BytesIO, StringIO
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from mlflow_stack.config import StackConfig, config_from_host
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
+ONESHOT_SERVICE = "create-bucket"
+LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow")
+
+_jinja = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+def render(template: str, config: StackConfig) -> str:
+    return _jinja.get_template(template).render(**template_context(config))
+
+
+def template_context(config: StackConfig, with_image: bool = True) -> dict:
+    context = {name: getattr(config, name) for name in config.__dataclass_fields__}
+    context.update(
+        data_dir=config.data_dir,
+        s3_public_endpoint=config.s3_public_endpoint,
+        artifacts_destination=config.artifacts_destination,
+        allowed_hosts=",".join(config.allowed_hosts),
+        psycopg2_version=config.mlflow_psycopg2_version,
+        boto3_version=config.mlflow_boto3_version,
+    )
+    if with_image:
+        context["mlflow_image_ref"] = mlflow_image_ref(config)
+    return context
+
+
+def ca_certificates(config: StackConfig) -> dict[str, bytes]:
+    """Extra CA files by the name update-ca-certificates needs (*.crt)."""
+    return {f"{Path(path).stem}.crt": Path(path).read_bytes() for path in config.extra_ca_certificates}
+
+
+def build_context(config: StackConfig) -> dict[str, bytes]:
+    """Relative path in build/ -> content: everything the MLflow image is made from."""
+    dockerfile = _jinja.get_template("Dockerfile.j2").render(**template_context(config, with_image=False))
+    context = {
+        "Dockerfile": dockerfile.encode(),
+        "create_bucket.py": (TEMPLATES / "create_bucket.py").read_bytes(),
+    }
+    context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})
+    return context
+
+
+def mlflow_image_ref(config: StackConfig) -> str:
+    """Tag derived from the image's inputs: a changed input means a new tag, and so a build;
+    unchanged inputs find the tag present and build nothing."""
+    digest = hashlib.sha256()
+    for name, data in sorted(build_context(config).items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return f"{config.mlflow_image}:{config.mlflow_version}-{digest.hexdigest()[:12]}"
+
+
+@deploy("Upload the stack files")
+def upload_stack_files(config: StackConfig | None = None):
+    """Returns the operations whose change means the stack must be brought up again."""
+    config = config or config_from_host()
+    changed = []
+
+    for name, data in ca_certificates(config).items():
+        cert = files.put(name=f"Trust CA certificate {name} on the host", src=BytesIO(data),
+                         dest=f"{HOST_CA_DIR}/{name}", user="root", group="root", mode="644")
+        server.shell(name=f"Update the host's CA store for {name}", commands=["update-ca-certificates"],
+                     _if=cert.did_change)
+
+    files.directory(name="Ensure the build context has a CA folder", path=f"{config.build_dir}/ca-certificates",
+                    user="root", group="root", mode="755")
+    for relative, data in build_context(config).items():
+        changed.append(files.put(name=f"Upload build/{relative}", src=BytesIO(data),
+                                 dest=f"{config.build_dir}/{relative}", user="root", group="root", mode="644"))
+
+    changed.append(files.put(name="Upload compose.yaml", src=StringIO(render("compose.yaml.j2", config)),
+                             dest=f"{config.stack_dir}/compose.yaml", user="root", group="root", mode="644"))
+    changed.append(files.put(name="Upload mlflow.env", src=StringIO(render("mlflow.env.j2", config)),
+                             dest=f"{config.stack_dir}/mlflow.env", user="root", group="root", mode="600"))
+    files.put(name="Upload wait-healthy.sh", src=str(TEMPLATES / "wait-healthy.sh"),
+              dest=f"{config.stack_dir}/wait-healthy.sh", user="root", group="root", mode="755")
+
+    server.shell(
+        name="Validate compose.yaml on the host",
+        commands=[f"docker compose --project-directory {config.stack_dir} config --quiet"],
+        _if=lambda: any(op.did_change() for op in changed),
+    )
+    return changed
