@@ -2,17 +2,16 @@
 
 They live in one root-owned 0600 env file that compose reads for ${...} interpolation.
 A value never appears in a command line, in pyinfra's output or in a diff: generated values
-are made and written by the remote shell itself; given values travel by SFTP into a 0600
-temporary file and are compared by sha256 only.
+are made and written by the remote shell itself; given values travel on the remote shell's
+stdin and are compared by sha256 only.
 """
 
 from __future__ import annotations
 
 import hashlib
-from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api import StringCommand, deploy, operation
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import EnvFileDigests, EnvFileKeys
@@ -49,35 +48,18 @@ def env_secrets(path: str, values: dict[str, str | None]):
         return
 
     if to_write:
-        yield FunctionCommand(_write_given_values, (path, to_write), {})
+        # The values reach the remote shell on stdin: not in argv, not in a temporary file.
+        keys = "|".join(to_write)
+        content = "".join(f"{key}={value}\n" for key, value in to_write.items())
+        yield StringCommand(
+            f"umask 077; touch {path}; {{ grep -v -E '^({keys})=' {path} || true; cat; }} > {path}.new "
+            f"&& mv {path}.new {path}",
+            _stdin=content,
+        )
     if to_generate:
         appends = "; ".join(f'echo "{key}={_RANDOM_HEX}" >> {path}' for key in to_generate)
         yield StringCommand(f"umask 077; touch {path}; {appends}")
     yield StringCommand(f"chown root:root {path} && chmod 600 {path}")
-
-
-def _write_given_values(state, host, path: str, values: dict[str, str]) -> bool:
-    sudo = {"_sudo": bool(host.data.get("_sudo"))}
-    # mktemp makes a 0600 file owned by the SSH user; SFTP keeps that mode when writing into it.
-    ok, output = host.run_shell_command(StringCommand("mktemp"), _sudo=False)
-    if not ok:
-        raise RuntimeError("could not create a temporary file for the secrets")
-    temp = output.stdout.strip()
-    try:
-        content = "".join(f"{key}={value}\n" for key, value in values.items())
-        if not host.put_file(StringIO(content), temp, _sudo=False):
-            raise RuntimeError("could not upload the secrets")
-        keys = "|".join(values)
-        merge = (
-            f"umask 077; touch {path}; "
-            f"{{ grep -v -E '^({keys})=' {path} || true; cat {temp}; }} > {path}.new && mv {path}.new {path}"
-        )
-        ok, output = host.run_shell_command(StringCommand(merge), **sudo)
-        if not ok:
-            raise RuntimeError(f"could not write {path}: {output.stderr}")
-    finally:
-        host.run_shell_command(StringCommand("rm", "-f", temp), _sudo=False)
-    return True
 
 
 @deploy("Ensure the stack's secrets exist on the host")

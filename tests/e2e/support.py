@@ -1,0 +1,169 @@
+"""Run the real pyinfra CLI against a target and read its result; talk to the stack.
+
+The deploy reaches the stand-ins only through settings a real user has: image names,
+docker_source, image archives (air-gapped hosts) and extra CA certificates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pprint
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.standins.build import STANDIN_IMAGES
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+HOST_CA_CERTS = sorted(str(p) for p in Path("/usr/local/share/ca-certificates").glob("*.crt"))
+LONG_RUNNING = ("postgres", "minio", "mlflow")
+
+
+def standin_settings(archive: Path) -> dict:
+    """What a user of an air-gapped Debian 13 server behind a TLS proxy would set."""
+    return {
+        "docker_source": "distro",
+        "docker_image_archives": [str(archive)],
+        "extra_ca_certificates": HOST_CA_CERTS,
+        "python_image": STANDIN_IMAGES["python"],
+        "postgres_image": STANDIN_IMAGES["postgres"],
+        "minio_image": STANDIN_IMAGES["minio"],
+    }
+
+
+@dataclass
+class DeployResult:
+    returncode: int
+    seconds: float
+    stdout: str
+    stderr: str
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    remote_commands: int = 0
+
+    def check(self) -> "DeployResult":
+        assert self.returncode == 0, f"deploy failed ({self.returncode}):\n{self.stderr[-6000:]}"
+        return self
+
+
+class Deployer:
+    """Writes an inventory for one target and runs `pyinfra -y INVENTORY deploy.py`."""
+
+    def __init__(self, target, settings: dict, user: str = "root", workdir: Path | None = None):
+        self.target = target
+        self.user = user
+        self.settings = dict(settings)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"deploy-{target.name}-"))
+
+    def inventory(self, overrides: dict | None = None) -> Path:
+        data = {**self.target.inventory_data(self.user), **self.settings, **(overrides or {})}
+        path = self.workdir / "inventory.py"
+        path.write_text(f"mlflow_servers = [({self.target.address!r}, {pprint.pformat(data)})]\n")
+        return path
+
+    def run(self, overrides: dict | None = None, extra_args: tuple[str, ...] = (), env: dict | None = None,
+            deploy: str = "deploy.py") -> DeployResult:
+        inventory = self.inventory(overrides)
+        # --json gives the per-operation result; -v lets us count the remote commands.
+        command = [PYINFRA, "-y", "--json", *extra_args, str(inventory), deploy]
+        started = time.monotonic()
+        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                              timeout=3600)
+        result = DeployResult(proc.returncode, time.monotonic() - started, proc.stdout, proc.stderr)
+        _read_json_result(result)
+        return result
+
+
+def _read_json_result(result: DeployResult) -> None:
+    start = result.stdout.find('{"plan"')
+    if start < 0:
+        return
+    data = json.loads(result.stdout[start:])
+    for op in data.get("results", {}).get("operations", []):
+        if op["error"]:
+            result.errors.append(op["name"])
+        elif op["success"]:
+            result.changed.append(op["name"])
+        else:
+            result.unchanged.append(op["name"])
+    result.remote_commands = count_remote_commands(result.stderr)
+
+
+def count_remote_commands(log: str) -> int:
+    """Commands pyinfra ran on the host (facts and operations), from its debug log."""
+    return len(re.findall(r"Running command on ", log))
+
+
+def compose_status(target, project: str = "mlflow") -> dict[str, dict]:
+    out = target.ssh(f"docker compose --project-name {project} ps --all --format json").stdout.strip()
+    rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
+    return {row["Service"]: row for row in rows}
+
+
+def assert_stack_healthy(target) -> None:
+    status = compose_status(target)
+    for service in LONG_RUNNING:
+        assert status[service]["State"] == "running", status
+        assert status[service]["Health"] == "healthy", status
+    assert status["create-bucket"]["State"] == "exited" and status["create-bucket"]["ExitCode"] == 0, status
+
+
+def read_secrets(target) -> dict[str, str]:
+    text = target.ssh("cat /srv/mlflow/.env").stdout
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def http_json(url: str, payload: dict | None = None) -> dict:
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                     method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def client_env(tracking_uri: str, home: Path) -> dict:
+    """Only MLFLOW_TRACKING_URI: no S3 credentials, no endpoint, no shared filesystem."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "MLFLOW_TRACKING_URI": tracking_uri,
+            "OPENBLAS_NUM_THREADS": "1"}
+
+
+def run_client(script: str, tracking_uri: str, workdir: Path, *args: str, timeout: float = 600) -> str:
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([PYTHON, str(Path(__file__).with_name(script)), *args], cwd=workdir,
+                          env=client_env(tracking_uri, workdir), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-4000:]}"
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def bucket_keys(target, secrets: dict, prefix: str = "") -> list[str]:
+    """Object keys in the artifact bucket, through the S3 API with the server's credentials."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=f"http://{target.address}:9000", region_name="us-east-1",
+                      aws_access_key_id="mlflow", aws_secret_access_key=secrets["MINIO_ROOT_PASSWORD"])
+    keys, token = [], None
+    while True:
+        kwargs = {"Bucket": "mlflow", "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+        page = s3.list_objects_v2(**kwargs)
+        keys += [obj["Key"] for obj in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            return keys
+        token = page["NextContinuationToken"]
+
+
+def files_under(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def cleanup_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
