@@ -1,0 +1,53 @@
+"""`make demo`: a local disposable Debian 13 target with the stack deployed into it through
+the real `pyinfra INVENTORY deploy.py` path. `make demo-down` removes it again.
+
+    python -m tests.demo up | down
+"""
+
+from __future__ import annotations
+
+import pprint
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness.targets import get_target, load_state, start_container_target
+from tests.standins.build import ensure_standin_archive
+
+from tests.e2e.support import PYINFRA, REPO, standin_settings
+
+NAME, INDEX = "demo", 50
+INVENTORY = REPO / ".demo" / "inventory.py"
+
+
+def up() -> int:
+    archive = ensure_standin_archive()
+    target = get_target(NAME) if load_state(NAME) else start_container_target(index=INDEX, name=NAME, keep=True)
+    data = {**target.inventory_data("root"), **standin_settings(archive)}
+    INVENTORY.parent.mkdir(exist_ok=True)
+    INVENTORY.write_text(
+        "# Written by `make demo`: the local disposable target, with the stand-in images and the\n"
+        "# host's CA certificates passed through the deploy's own settings.\n"
+        f"mlflow_servers = [({target.address!r}, {pprint.pformat(data)})]\n"
+    )
+    print(f"$ pyinfra -y {INVENTORY.relative_to(REPO)} deploy.py", flush=True)
+    code = subprocess.call([PYINFRA, "-y", str(INVENTORY), "deploy.py"], cwd=REPO)
+    if code == 0:
+        print(f"\nMLflow is running at http://{target.address}:5000\n"
+              f"  export MLFLOW_TRACKING_URI=http://{target.address}:5000\n"
+              f"  rerun:    .venv/bin/pyinfra -y {INVENTORY.relative_to(REPO)} deploy.py\n"
+              f"  shell:    {' '.join(target.ssh_command())}\n"
+              f"  teardown: make demo-down")
+    return code
+
+
+def down() -> int:
+    if load_state(NAME):
+        get_target(NAME).stop()
+        print("demo target stopped and removed")
+    INVENTORY.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit({"up": up, "down": down}[sys.argv[1] if len(sys.argv) > 1 else "up"]())

@@ -1,0 +1,38 @@
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
+from tests.standins.build import ensure_standin_archive
+
+from .support import standin_settings
+
+# Figures measured by the suite (wall times, remote commands) for the README and bench/.
+MEASUREMENTS = Path(os.environ.get("E2E_MEASUREMENTS", "/tmp/mlflow-stack-e2e-measurements.json"))
+
+
+@pytest.fixture(scope="session")
+def standin_archive() -> Path:
+    return ensure_standin_archive()
+
+
+@pytest.fixture(scope="session")
+def settings(standin_archive) -> dict:
+    return standin_settings(standin_archive)
+
+
+@pytest.fixture(scope="session")
+def record():
+    """record(key, value): keep a measured figure and print it in the test log."""
+    figures = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
+
+    def put(key, value):
+        figures[key] = value
+        figures["_updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        MEASUREMENTS.write_text(json.dumps(figures, indent=2, sort_keys=True))
+        print(f"MEASURED {key} = {value}")
+
+    return put

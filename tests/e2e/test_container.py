@@ -1,0 +1,200 @@
+"""End-to-end on a fresh Debian 13 container target over SSH (systemd-nspawn): the real
+pyinfra CLI, the real Docker engine, the MLflow image built from our Dockerfile, and a real
+MLflow client logging and loading a model from outside the target.
+
+The tests in this module share one target and run in order: deploy, use, rerun, change,
+break, heal.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from .support import (
+    Deployer,
+    assert_stack_healthy,
+    bucket_keys,
+    compose_status,
+    files_under,
+    http_json,
+    read_secrets,
+    run_client,
+)
+
+pytestmark = pytest.mark.e2e
+
+# Operations that may change when only the MLflow port changes: the rendered files, the
+# compose validation, the restart of what changed, the wait and the smoke test.
+PORT_CHANGE_OPS = {
+    "Upload the stack files | Upload compose.yaml",
+    "Upload the stack files | Upload mlflow.env",
+    "Upload the stack files | Validate compose.yaml on the host",
+    "Build the MLflow image and start the stack | Start the stack",
+    "Build the MLflow image and start the stack | Wait until every service is healthy",
+}
+VERSION_CHANGE_OPS = PORT_CHANGE_OPS | {
+    "Upload the stack files | Upload build/Dockerfile",
+    "Build the MLflow image and start the stack | Build the MLflow image (only when its inputs changed)",
+}
+
+
+def smoke_op(port: int, address: str) -> str:
+    return f"Verify the stack from the control machine | Smoke-test MLflow at http://{address}:{port}"
+
+
+@pytest.fixture(scope="module")
+def deployer(container_target, settings, tmp_path_factory):
+    return Deployer(container_target, settings, workdir=tmp_path_factory.mktemp("deploy"))
+
+
+@pytest.fixture(scope="module")
+def first_run(deployer, record):
+    result = deployer.run(extra_args=("--debug",)).check()
+    record("container_first_run_seconds", round(result.seconds, 1))
+    return result
+
+
+@pytest.fixture(scope="module")
+def logged_model(container_target, first_run, tmp_path_factory):
+    """A run with params, metrics and a model, logged by a remote client process."""
+    uri = f"http://{container_target.address}:5000"
+    workdir = tmp_path_factory.mktemp("client")
+    run_id = run_client("client_log_model.py", uri, workdir)
+    return {"run_id": run_id, "workdir": workdir}
+
+
+def test_first_run_brings_up_a_healthy_stack(container_target, first_run):
+    assert not first_run.errors
+    assert smoke_op(5000, container_target.address) in first_run.changed
+    assert_stack_healthy(container_target)
+
+
+def test_directories_belong_to_the_account_the_containers_run_as(container_target, first_run):
+    out = container_target.ssh("stat -c '%U:%G %a %n' /srv/mlflow/data/postgres /srv/mlflow/data/minio "
+                               "/srv/mlflow/data/mlruns /srv/mlflow/.env /srv/mlflow/mlflow.env").stdout.split("\n")
+    assert out[0] == "mlflow:mlflow 700 /srv/mlflow/data/postgres"
+    assert out[1] == "mlflow:mlflow 750 /srv/mlflow/data/minio"
+    assert out[2] == "mlflow:mlflow 750 /srv/mlflow/data/mlruns"
+    assert out[3] == "root:root 600 /srv/mlflow/.env"
+    assert out[4] == "root:root 600 /srv/mlflow/mlflow.env"
+    users = container_target.ssh("docker ps --format '{{.Names}}' | xargs docker inspect --format '{{.Config.User}}'").stdout.split()
+    assert users and set(users) == {"10001:10001"}
+
+
+def test_remote_client_logs_and_loads_a_model_with_only_the_tracking_uri(container_target, logged_model, tmp_path):
+    uri = f"http://{container_target.address}:5000"
+    prediction = run_client("client_load_model.py", uri, tmp_path / "loader", logged_model["run_id"])
+    assert abs(float(prediction) - 31.0) < 1e-6  # y = 3x + 1 at x = 10
+
+    run = http_json(f"{uri}/api/2.0/mlflow/runs/get?run_id={logged_model['run_id']}")["run"]
+    assert run["data"]["params"] == [{"key": "alpha", "value": "0.5"}]
+    assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")
+
+    # The artifacts are in the bucket, and nothing landed on the clients' filesystems.
+    keys = bucket_keys(container_target, read_secrets(container_target), prefix="artifacts/")
+    assert any(key.endswith("/MLmodel") for key in keys), keys
+    assert any(logged_model["run_id"] in key or "/models/" in key for key in keys), keys
+    for workdir in (logged_model["workdir"], tmp_path / "loader"):
+        leaked = [f for f in files_under(workdir) if "mlruns" in f or "mlartifacts" in f or f.endswith("MLmodel")]
+        assert not leaked, leaked
+
+
+def test_rerun_changes_nothing(deployer, first_run, logged_model, record):
+    result = deployer.run(extra_args=("--debug",)).check()
+    assert result.changed == [], result.changed
+    assert result.unchanged, "no operations were reported at all"
+    record("container_rerun_seconds", round(result.seconds, 1))
+    record("container_rerun_remote_commands", result.remote_commands)
+    assert result.remote_commands > 0
+
+
+def test_no_secret_in_argv_files_or_pyinfra_output(container_target, deployer, first_run):
+    secrets = read_secrets(container_target)
+    assert set(secrets) == {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"}
+    assert all(len(value) == 64 for value in secrets.values())
+    argv = container_target.ssh("ps -eo args").stdout
+    rendered = container_target.ssh("cat /srv/mlflow/compose.yaml /srv/mlflow/mlflow.env /srv/mlflow/build/Dockerfile").stdout
+    verbose = deployer.run(extra_args=("-vv", "--diff")).check()
+    for value in secrets.values():
+        assert value not in argv
+        assert value not in rendered
+        assert value not in verbose.stdout + verbose.stderr
+    assert verbose.changed == []
+
+
+def test_postgres_is_not_reachable_from_outside(container_target, first_run):
+    listening = container_target.ssh("ss -ltnH").stdout
+    assert ":5432 " not in listening
+    with pytest.raises(OSError):
+        socket.create_connection((container_target.address, 5432), timeout=3).close()
+    # The MinIO console is on loopback only; MLflow and the S3 API are published.
+    assert "127.0.0.1:9001 " in listening and "0.0.0.0:9001 " not in listening
+    socket.create_connection((container_target.address, 5000), timeout=3).close()
+
+
+def test_port_change_touches_only_what_it_must(container_target, deployer, logged_model, tmp_path):
+    result = deployer.run(overrides={"mlflow_port": 5001}).check()
+    smoke = smoke_op(5001, container_target.address)
+    assert smoke in result.changed
+    assert set(result.changed) - {smoke} <= PORT_CHANGE_OPS, result.changed
+    assert "Build the MLflow image and start the stack | Start the stack" in result.changed
+    assert_stack_healthy(container_target)
+    uri = f"http://{container_target.address}:5001"
+    prediction = run_client("client_load_model.py", uri, tmp_path / "loader", logged_model["run_id"])
+    assert abs(float(prediction) - 31.0) < 1e-6
+    # Back to the default port for the tests that follow.
+    deployer.run().check()
+
+
+def test_version_change_rebuilds_the_image_and_keeps_the_data(container_target, deployer, logged_model, tmp_path):
+    result = deployer.run(overrides={"mlflow_version": "3.17.1"}).check()
+    smoke = smoke_op(5000, container_target.address)
+    assert "Build the MLflow image and start the stack | Build the MLflow image (only when its inputs changed)" in result.changed
+    assert set(result.changed) - {smoke} <= VERSION_CHANGE_OPS, result.changed
+    assert_stack_healthy(container_target)
+    image = container_target.ssh("docker inspect --format '{{.Config.Image}}' mlflow-mlflow-1").stdout.strip()
+    assert ":3.17.1-" in image
+    uri = f"http://{container_target.address}:5000"
+    run = http_json(f"{uri}/api/2.0/mlflow/runs/get?run_id={logged_model['run_id']}")["run"]
+    assert run["info"]["run_id"] == logged_model["run_id"]
+    # Back to the pinned version: the old image tag is still there, so nothing is rebuilt.
+    back = deployer.run().check()
+    assert "Build the MLflow image and start the stack | Build the MLflow image (only when its inputs changed)" not in back.changed
+    prediction = run_client("client_load_model.py", uri, tmp_path / "loader", logged_model["run_id"])
+    assert abs(float(prediction) - 31.0) < 1e-6
+
+
+def test_killed_container_is_noticed_and_healed(container_target, deployer, logged_model, tmp_path):
+    container_target.ssh("docker kill mlflow-mlflow-1")
+    assert compose_status(container_target)["mlflow"]["State"] != "running"
+    result = deployer.run().check()
+    assert "Build the MLflow image and start the stack | Start the stack (a service is not healthy)" in result.changed
+    assert_stack_healthy(container_target)
+    run_client("client_load_model.py", f"http://{container_target.address}:5000", tmp_path / "l", logged_model["run_id"])
+
+
+def test_stopped_dockerd_is_noticed_and_healed(container_target, deployer, logged_model, tmp_path):
+    container_target.ssh("systemctl stop docker.socket docker.service")
+    result = deployer.run().check()
+    assert "Install Docker Engine and Compose v2 | Enable and start Docker" in result.changed
+    assert_stack_healthy(container_target)
+    run_client("client_load_model.py", f"http://{container_target.address}:5000", tmp_path / "l", logged_model["run_id"])
+    again = deployer.run().check()
+    assert again.changed == []
+
+
+def test_sudo_user_deploys_a_fresh_server_with_given_secrets(container_target_factory, settings, tmp_path, record):
+    target = container_target_factory()
+    password = "given-" + uuid.uuid4().hex
+    deployer = Deployer(target, settings, user="labadmin", workdir=tmp_path)
+    result = deployer.run(env={"MLFLOW_STACK_POSTGRES_PASSWORD": password}).check()
+    record("container_sudo_first_run_seconds", round(result.seconds, 1))
+    assert_stack_healthy(target)
+    secrets = read_secrets(target)
+    assert secrets["POSTGRES_PASSWORD"] == password
+    assert password not in result.stdout + result.stderr
+    again = deployer.run(env={"MLFLOW_STACK_POSTGRES_PASSWORD": password}).check()
+    assert again.changed == []

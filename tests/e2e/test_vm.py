@@ -1,0 +1,42 @@
+"""End-to-end on a qemu VM (real kernel): a full fresh provision, then a reboot. The stack
+must come back by itself, and a rerun afterwards must change nothing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .support import Deployer, assert_stack_healthy, compose_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.vm]
+
+
+def wait_healthy(target, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assert_stack_healthy(target)
+            return
+        except (AssertionError, KeyError, Exception):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stack not healthy after reboot: {compose_status(target)}")
+            time.sleep(5)
+
+
+def test_fresh_provision_survives_a_reboot(vm_target, settings, tmp_path, record):
+    deployer = Deployer(vm_target, settings, workdir=tmp_path)
+    first = deployer.run().check()
+    record("vm_first_run_seconds", round(first.seconds, 1))
+    assert_stack_healthy(vm_target)
+
+    boot_before = vm_target.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    started = time.monotonic()
+    vm_target.reboot()
+    assert vm_target.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip() != boot_before
+    wait_healthy(vm_target)
+    record("vm_reboot_to_healthy_seconds", round(time.monotonic() - started, 1))
+
+    rerun = deployer.run(extra_args=("--debug",)).check()
+    assert rerun.changed == [], rerun.changed
+    record("vm_rerun_seconds", round(rerun.seconds, 1))
