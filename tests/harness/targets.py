@@ -466,7 +466,8 @@ def _hmp(sock_path: Path, commands: list[str], timeout: float = 600) -> str:
         until_prompt()
         for c in commands:
             s.sendall(c.encode() + b"\n")
-            out.append(until_prompt() if c != "quit" else "")
+            # After "quit" qemu closes the socket; closing first could drop the command.
+            out.append(until_prompt())
     return "".join(out)
 
 

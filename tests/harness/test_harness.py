@@ -46,9 +46,9 @@ def test_container_target():
 
 
 def test_vm_target():
-    t = start_vm_target(index=201, name="selftestvm")
+    t = start_vm_target(index=200, name="selftestvm")
     try:
-        assert t.kind == "vm" and t.address == "10.99.201.2"
+        assert t.kind == "vm" and t.address == "10.99.200.2"
         _check_common(t)
         boot_before = t.ssh("cat /proc/sys/kernel/random/boot_id").stdout
         t.reboot()
@@ -57,6 +57,6 @@ def test_vm_target():
         t.ssh("apt-get update -q", timeout=300)  # network is back by itself after the reboot
     finally:
         t.stop()
-    link, rules = _host_state(201, "tap-selftestvm")
+    link, rules = _host_state(200, "tap-selftestvm")
     assert not link, "tap left behind"
     assert rules == "", f"iptables rules left behind:\n{rules}"
