@@ -69,6 +69,7 @@ without_nss_wrapper() {
 
 run_initdb_d() {
 	local f
+	shopt -s nullglob
 	for f in /docker-entrypoint-initdb.d/*; do
 		case "$f" in
 			*.sh)
@@ -76,7 +77,7 @@ run_initdb_d() {
 			*.sql) log "running $f"; psql_init -f "$f" ;;
 			*.sql.gz) log "running $f"; gunzip -c "$f" | psql_init ;;
 			*.sql.xz) log "running $f"; xzcat "$f" | psql_init ;;
-			*) [ -e "$f" ] && log "ignoring $f" ;;
+			*) if [ -e "$f" ]; then log "ignoring $f"; fi ;;
 		esac
 	done
 }
@@ -100,12 +101,19 @@ init_database() {
 
 	with_nss_wrapper
 	log "initialising database cluster in $PGDATA"
-	local pwargs=()
+	local pwargs=() pwfile=''
 	if [ -n "$POSTGRES_PASSWORD" ]; then
-		pwargs=(--pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD"))
+		pwfile="$(mktemp)"
+		chmod 600 "$pwfile"
+		printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
+		pwargs=(--pwfile="$pwfile")
 	fi
 	# shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is split on purpose, as upstream does
-	initdb --username="$POSTGRES_USER" "${pwargs[@]}" $POSTGRES_INITDB_ARGS > /dev/null
+	if ! initdb --username="$POSTGRES_USER" "${pwargs[@]}" $POSTGRES_INITDB_ARGS > /dev/null; then
+		[ -z "$pwfile" ] || rm -f "$pwfile"
+		die "initdb failed"
+	fi
+	[ -z "$pwfile" ] || rm -f "$pwfile"
 
 	{
 		printf '\n# added by the standin entrypoint\n'
