@@ -42,7 +42,8 @@ def load_image_archives(config: StackConfig | None = None):
 @deploy("Build the MLflow image and start the stack")
 def start_stack(config: StackConfig | None = None, changed=()):
     """Bring the stack up when an input changed (`changed` operations, a new image) or a
-    service is not healthy; then wait for health. Returns the compose operation."""
+    service is not healthy; then wait for health. Returns a callable telling whether the
+    stack was (re)started, for steps that follow a start."""
     config = config or config_from_host()
     healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project))
 
@@ -52,11 +53,18 @@ def start_stack(config: StackConfig | None = None, changed=()):
         tags=[mlflow_image_ref(config)],
     )
     triggers = [build, *changed]
+
+    def needs_up() -> bool:
+        return not healthy or any(op.did_change() for op in triggers)
+
     up = docker.compose(
         name="Start the stack" if healthy else "Start the stack (a service is not healthy)",
         project_directory=config.stack_dir,
         project_name=config.compose_project,
-        _if=lambda: not healthy or any(op.did_change() for op in triggers),
+        _if=needs_up,
+        # compose itself gives up on an unhealthy dependency with a one-line reason; the
+        # next step then fails the deploy with the failing services' logs.
+        _ignore_errors=True,
     )
     server.shell(
         name="Wait until every service is healthy",
@@ -64,6 +72,6 @@ def start_stack(config: StackConfig | None = None, changed=()):
             f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
             f"{ONESHOT_SERVICE} {' '.join(LONG_RUNNING_SERVICES)}"
         ],
-        _if=up.did_change,
+        _if=needs_up,
     )
-    return up
+    return needs_up

@@ -95,10 +95,10 @@ def report(text: str):
 
 @deploy("Verify the stack from the control machine")
 def verify_stack(config: StackConfig | None = None, started=None):
-    """Smoke-test over HTTP whenever the stack was (re)started (`started` operation), or
-    always when run on its own; then print where to point clients."""
+    """Smoke-test over HTTP whenever the stack was (re)started (`started`: a callable saying
+    so), or always when run on its own; then print where to point clients."""
     config = config or config_from_host()
-    gate = {"_if": started.did_change} if started is not None else {}
+    gate = {"_if": started} if started is not None else {}
     python.call(
         name=f"Smoke-test MLflow at {config.tracking_uri}",
         function=_run_smoke_test,
