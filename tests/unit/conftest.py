@@ -1,0 +1,25 @@
+import pytest
+
+from mlflow_stack.config import SECRET_ENV_VARS
+
+from .helpers import make_config
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_env(monkeypatch):
+    """A developer's exported MLFLOW_STACK_* password must not change what the tests see."""
+    for name in SECRET_ENV_VARS.values():
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def default_config():
+    return make_config()
+
+
+@pytest.fixture
+def ca_cert(tmp_path):
+    """A local PEM file as extra_ca_certificates expects (content is not parsed)."""
+    path = tmp_path / "corp-root.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n")
+    return str(path)
