@@ -3,20 +3,34 @@ from __future__ import annotations
 
 import pytest
 
-from .targets import Target, start_container_target, start_vm_target
+from .targets import IndexInUseError, Target, free_index, start_container_target, start_vm_target
 
 __all__ = ["container_target", "container_target_factory", "vm_target"]
 
-# Index ranges: module fixture uses 1, the factory hands out 10..99, the VM uses 200.
-_CONTAINER_INDEX = 1
-_FACTORY_FIRST_INDEX = 10
+# Index ranges (10.99.<index>.0/30): module fixture 1..9, factory 10..49 (50 = `make demo`,
+# 60 = bench), VM 200. Free indexes are picked so parallel sessions/workers do not collide.
+_MODULE_RANGE = (1, 9)
+_FACTORY_RANGE = (10, 49)
 _VM_INDEX = 200
+
+
+def _start_in_range(first: int, last: int, name: str | None = None,
+                    skip: set[int] = frozenset()) -> Target:
+    index = first
+    while True:
+        index = free_index(index, last)
+        if index not in skip:
+            try:
+                return start_container_target(index=index, name=name or f"ct{index}")
+            except IndexInUseError:
+                pass  # another process claimed it between the check and the start
+        index += 1
 
 
 @pytest.fixture(scope="module")
 def container_target():
     """A fresh nspawn container target for the test module; stopped afterwards."""
-    target = start_container_target(index=_CONTAINER_INDEX)
+    target = _start_in_range(*_MODULE_RANGE)
     try:
         yield target
     finally:
@@ -34,11 +48,10 @@ def container_target_factory():
 
     def factory(index: int | None = None, name: str | None = None) -> Target:
         if index is None:
-            index = _FACTORY_FIRST_INDEX
-            while index in used:
-                index += 1
-        used.add(index)
-        target = start_container_target(index=index, name=name)
+            target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used)
+        else:
+            target = start_container_target(index=index, name=name)
+        used.add(target.index)
         started.append(target)
         return target
 

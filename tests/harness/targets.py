@@ -7,6 +7,8 @@ this process, another process, or a later run after a crash -- can remove exactl
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -269,8 +271,8 @@ class Target:
         self.ssh(f"date -u -s @{time.time():.3f} >/dev/null", timeout=60)
 
     def reboot(self, timeout: float = 600) -> None:
-        if self.kind != "vm":
-            raise NotImplementedError("reboot is only supported for VM targets")
+        if self.kind == "container":
+            return self._reboot_container(timeout)
         old = self._boot_id()
         self.ssh("systemctl reboot", check=False, timeout=30)
         deadline = time.monotonic() + timeout
@@ -287,6 +289,29 @@ class Target:
         self.wait_ssh(timeout=max(30, deadline - time.monotonic()))
         self.wait_system_running(timeout=max(30, deadline - time.monotonic()))
         self.sync_clock()
+
+    def _reboot_container(self, timeout: float) -> None:
+        # systemd-nspawn exits when the container reboots (a service manager would restart
+        # it); we do that by hand: same rootfs, new veth, same address and rules.
+        state = load_state(self.name) or self.state
+        self.ssh("systemctl reboot", check=False, timeout=30)
+        deadline = time.monotonic() + timeout
+        while not _pid_gone(state["pid"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"container {self.name} did not shut down for the reboot")
+            time.sleep(0.2)
+        tdir = Path(state["dir"])
+        _spawn_nspawn(state, self.name, tdir / "rootfs", tdir)
+        self.state = state
+        veth = f"ve-{self.name}"
+        while not _link_exists(veth):
+            if _proc_start_time(state["pid"]) is None or time.monotonic() > deadline:
+                raise RuntimeError(f"nspawn for {self.name} did not come back; see {tdir}/console.log")
+            time.sleep(0.1)
+        _run(["ip", "addr", "add", f"10.99.{self.index}.1/30", "dev", veth])
+        _run(["ip", "link", "set", veth, "up"])
+        self.wait_ssh(timeout=max(30, deadline - time.monotonic()))
+        self.wait_system_running(timeout=max(30, deadline - time.monotonic()))
 
     def wait_system_running(self, timeout: float = 300) -> str:
         # "degraded" also counts: the boot finished, some unrelated unit failed.
@@ -307,26 +332,55 @@ class Target:
 
 # ---------------------------------------------------------------- common start logic
 
+class IndexInUseError(RuntimeError):
+    """The 10.99.<index>.0/30 subnet is taken by another target or host interface."""
+
+
+@contextlib.contextmanager
+def _state_lock():
+    # Makes "check index free + claim it" atomic across processes (pytest-xdist, demo, bench).
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _index_problem(index: int, name: str | None = None) -> str | None:
+    for other in all_states():
+        if other["index"] == index and other["name"] != name:
+            return (f"index {index} (10.99.{index}.0/30) is in use by running target "
+                    f"{other['name']!r}; stop it or choose another index")
+    if _address_in_use(f"10.99.{index}.1"):
+        return (f"10.99.{index}.1 is already configured on a host interface; "
+                f"choose another index or remove it")
+    return None
+
+
+def free_index(first: int, last: int) -> int:
+    """Lowest index in [first, last] not used by any target (a hint; start_* re-checks)."""
+    for index in range(first, last + 1):
+        if _index_problem(index) is None:
+            return index
+    raise IndexInUseError(f"no free index in {first}..{last}")
+
+
 def _prepare(name: str, index: int, kind: str) -> dict:
     if not NAME_RE.match(name):
         raise ValueError(f"target name {name!r} must match {NAME_RE.pattern}")
     if not 1 <= index <= 254:
         raise ValueError(f"index {index} out of range 1..254")
-    old = load_state(name)
-    if old:
-        log(f"removing leftovers of earlier target {name}")
-        cleanup_state(old)
-    for other in all_states():
-        if other["index"] == index:
-            raise RuntimeError(f"index {index} (10.99.{index}.0/30) is in use by running target "
-                               f"{other['name']!r}; stop it or choose another index")
-    if _address_in_use(f"10.99.{index}.1"):
-        raise RuntimeError(f"10.99.{index}.1 is already configured on a host interface; "
-                           f"choose another index or remove it")
-    state = {"name": name, "kind": kind, "index": index, "address": f"10.99.{index}.2",
-             "ssh_key": str(rootfs_mod.ssh_keypair()), "pid": None, "pid_start": None,
-             "links": [], "rules": [], "paths": [], "created": time.time()}
-    _save_state(state)
+    with _state_lock():
+        old = load_state(name)
+        if old:
+            log(f"removing leftovers of earlier target {name}")
+            cleanup_state(old)
+        problem = _index_problem(index, name)
+        if problem:
+            raise IndexInUseError(problem)
+        state = {"name": name, "kind": kind, "index": index, "address": f"10.99.{index}.2",
+                 "ssh_key": str(rootfs_mod.ssh_keypair()), "pid": None, "pid_start": None,
+                 "links": [], "rules": [], "paths": [], "created": time.time()}
+        _save_state(state)
     return state
 
 

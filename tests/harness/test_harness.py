@@ -37,6 +37,10 @@ def test_container_target():
         assert data["_sudo"] is True and data["ssh_user"] == "labadmin"
         assert "_sudo" not in t.inventory_data()
         assert _host_state(9, "ve-selftest")[0]
+        boot_before = t.ssh("cat /proc/sys/kernel/random/boot_id").stdout
+        t.reboot()
+        assert t.ssh("cat /proc/sys/kernel/random/boot_id").stdout != boot_before
+        t.ssh("curl -sSf -m 30 -o /dev/null http://deb.debian.org/debian/dists/trixie/InRelease")
     finally:
         t.stop()
     t.stop()  # idempotent
@@ -45,6 +49,7 @@ def test_container_target():
     assert rules == "", f"iptables rules left behind:\n{rules}"
 
 
+@pytest.mark.vm
 def test_vm_target():
     t = start_vm_target(index=200, name="selftestvm")
     try:
