@@ -1,0 +1,248 @@
+"""Config validation: the defaults load, and every bad value is named, shown and explained."""
+
+from __future__ import annotations
+
+import runpy
+
+import pytest
+
+from mlflow_stack.config import CONFIG_KEYS, SECRET_ENV_VARS, ConfigError, StackConfig, load_config
+
+from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
+
+PORT_RANGE = "an integer from 1 to 65535"
+ID_RANGE = "an integer from 1000 to 59999"
+SAFE_DIR = "an absolute path below a dedicated directory"
+BUCKET = "an S3 bucket name: 3-63 characters"
+PASSWORD_RULE = "12-128 characters of A-Z a-z 0-9 . _ ~ -"
+
+
+def config_error(overrides: dict, environ: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(host_data(**overrides), HOST_NAME, environ=environ or {})
+    return str(caught.value)
+
+
+# --- the defaults ----------------------------------------------------------------------------
+
+
+def test_group_data_defines_exactly_the_config_keys():
+    namespace = runpy.run_path(str(REPO / "group_data" / "all.py"))
+    public = {key for key in namespace if not key.startswith("_")}
+    assert public - set(CONFIG_KEYS) == set(), "keys in group_data/all.py that config.py does not validate"
+    assert set(CONFIG_KEYS) - public == set(), "validated keys without a default in group_data/all.py"
+
+
+def test_defaults_load_into_a_stack_config():
+    data = defaults()
+    config = load_config(data, HOST_NAME, environ={})
+    assert isinstance(config, StackConfig)
+    assert config.inventory_name == HOST_NAME
+    for key in CONFIG_KEYS:
+        value = getattr(config, key)
+        if key == "mlflow_public_host" and data[key] is None:
+            assert value == HOST_NAME  # None means: the inventory name
+        elif isinstance(data[key], list):
+            assert value == tuple(data[key])  # frozen: lists become tuples
+        else:
+            assert value == data[key], key
+
+
+def test_config_is_frozen(default_config):
+    with pytest.raises(AttributeError):
+        default_config.mlflow_port = 1  # type: ignore[misc]
+
+
+def test_derived_values_follow_the_inputs():
+    config = make_config(stack_dir="/opt/stack", minio_bucket="bkt", minio_bucket_prefix="p/q",
+                         mlflow_public_host="2001:db8::1", mlflow_port=8080, minio_api_port=9100)
+    assert config.data_dir == "/opt/stack/data"
+    assert config.secrets_file == "/opt/stack/.env"
+    assert config.artifacts_destination == "s3://bkt/p/q"
+    assert config.tracking_uri == "http://[2001:db8::1]:8080"
+    assert config.s3_public_endpoint == "http://[2001:db8::1]:9100"
+    assert "[2001:db8::1]:8080" in config.allowed_hosts and HOST_NAME in config.allowed_hosts
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(mlflow_port=1), dict(mlflow_port=65535), dict(stack_uid=1000, stack_gid=59999),
+        dict(minio_bucket="abc"), dict(minio_bucket="a" * 63), dict(minio_bucket="my-bucket.v2"),
+        dict(mlflow_version="3.2.0rc1"), dict(stack_dir="/srv/mlflow-2"), dict(mlflow_bind_address="::"),
+        dict(postgres_image="registry.example.org:5000/lib/postgres:17@sha256:" + "a" * 64),
+        dict(mlflow_public_names=["10.1.2.3", "ml.internal"]),
+    ],
+    ids=str,
+)
+def test_boundary_values_are_accepted(overrides):
+    config = make_config(**overrides)
+    for key, value in overrides.items():
+        assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value)
+
+
+# --- one bad value at a time -----------------------------------------------------------------
+
+# (overrides, substrings the message must contain). Each names the key, shows the value and
+# says what is allowed.
+BAD = {
+    "port as str": (dict(mlflow_port="5000"), ["mlflow_port = '5000'", PORT_RANGE]),
+    "bool for int": (dict(docker_log_max_file=True), ["docker_log_max_file = True", "an integer from 1 to 100"]),
+    "bool for port": (dict(minio_api_port=False), ["minio_api_port = False", PORT_RANGE]),
+    "int for str": (dict(postgres_db=5), ["postgres_db = 5", "letters, digits and '_'"]),
+    "int for image": (dict(minio_image=17), ["minio_image = 17", "an image reference"]),
+    "str for bool": (dict(docker_live_restore="yes"), ["docker_live_restore = 'yes'", "True or False"]),
+    "port 0": (dict(mlflow_port=0), ["mlflow_port = 0", PORT_RANGE]),
+    "port 70000": (dict(minio_api_port=70000), ["minio_api_port = 70000", PORT_RANGE]),
+    "console port 65536": (dict(minio_console_port=65536), ["minio_console_port = 65536", PORT_RANGE]),
+    "port clash": (dict(mlflow_port=9000, minio_api_port=9000),
+                   ["minio_api_port = 9000", "clashes with mlflow_port = 9000", "must differ"]),
+    "console clash": (dict(minio_console_port=5000, mlflow_port=5000),
+                      ["minio_console_port = 5000", "clashes with mlflow_port", "must differ"]),
+    "docker_source": (dict(docker_source="snap"), ["docker_source = 'snap'", "one of 'official', 'distro'"]),
+    "version latest": (dict(mlflow_version="latest"), ["mlflow_version = 'latest'", "a release version like"]),
+    "version 3.x": (dict(mlflow_version="3.x"), ["mlflow_version = '3.x'", "a release version like"]),
+    "boto3 version": (dict(mlflow_boto3_version="1"), ["mlflow_boto3_version = '1'", "a release version like"]),
+    "relative stack_dir": (dict(stack_dir="srv/mlflow"), ["stack_dir = 'srv/mlflow'", SAFE_DIR]),
+    "stack_dir /": (dict(stack_dir="/"), ["stack_dir = '/'", SAFE_DIR]),
+    "stack_dir /etc": (dict(stack_dir="/etc"), ["stack_dir = '/etc'", SAFE_DIR, "not a system directory"]),
+    "stack_dir /srv/": (dict(stack_dir="/srv/"), ["stack_dir = '/srv/'", SAFE_DIR]),
+    "stack_dir ..": (dict(stack_dir="/srv/../etc"), ["stack_dir = '/srv/../etc'", "no '..'"]),
+    "stack_dir //": (dict(stack_dir="/srv//x"), ["stack_dir = '/srv//x'", SAFE_DIR]),
+    "bucket empty": (dict(minio_bucket=""), ["minio_bucket = ''", BUCKET]),
+    "bucket short": (dict(minio_bucket="ab"), ["minio_bucket = 'ab'", BUCKET]),
+    "bucket upper": (dict(minio_bucket="Upper"), ["minio_bucket = 'Upper'", "lowercase letters"]),
+    "bucket underscore": (dict(minio_bucket="has_underscore"), ["minio_bucket = 'has_underscore'", BUCKET]),
+    "bucket ip": (dict(minio_bucket="192.168.1.1"), ["minio_bucket = '192.168.1.1'", "not an IP address"]),
+    "bucket ..": (dict(minio_bucket="a..b"), ["minio_bucket = 'a..b'", "no '..'"]),
+    "bucket 64": (dict(minio_bucket="b" * 64), [f"minio_bucket = '{'b' * 64}'", BUCKET]),
+    "bucket prefix": (dict(minio_bucket_prefix="/artifacts"), ["minio_bucket_prefix = '/artifacts'", "no leading"]),
+    "uid 0": (dict(stack_uid=0), ["stack_uid = 0", ID_RANGE]),
+    "uid 999": (dict(stack_uid=999), ["stack_uid = 999", ID_RANGE]),
+    "uid 70000": (dict(stack_uid=70000), ["stack_uid = 70000", ID_RANGE]),
+    "gid 999": (dict(stack_gid=999), ["stack_gid = 999", ID_RANGE]),
+    "typo mlflow_prot": (dict(mlflow_prot=5001), ["mlflow_prot: unknown setting", "did you mean 'mlflow_port'"]),
+    "typo postgress_image": (dict(postgress_image="postgres:16"),
+                             ["postgress_image: unknown setting", "did you mean 'postgres_image'"]),
+    "image uppercase": (dict(postgres_image="Postgres:17"), ["postgres_image = 'Postgres:17'", "an image reference"]),
+    "image space": (dict(python_image="python:3.12 slim"), ["python_image = 'python:3.12 slim'", "an image reference"]),
+    "image empty": (dict(minio_image=""), ["minio_image = ''", "an image reference"]),
+    "repository with tag": (dict(mlflow_image="mlflow-stack/mlflow:1.0"),
+                            ["mlflow_image = 'mlflow-stack/mlflow:1.0'", "without tag"]),
+    "bind hostname": (dict(mlflow_bind_address="localhost"), ["mlflow_bind_address = 'localhost'", "an IP address"]),
+    "bind bad ip": (dict(minio_api_bind_address="300.1.1.1"), ["minio_api_bind_address = '300.1.1.1'", "an IP address"]),
+    "missing key": (dict(postgres_user=MISSING), ["postgres_user: missing", "group_data/all.py"]),
+    "public names str": (dict(mlflow_public_names="a.example.org"),
+                         ["mlflow_public_names = 'a.example.org'", "a list of DNS names"]),
+    "public name bad": (dict(mlflow_public_names=["ok.example.org", "bad name"]), ["'bad name'", "a list of DNS names"]),
+    "public host": (dict(mlflow_public_host="under_score.example"), ["mlflow_public_host = 'under_score.example'",
+                                                                     "a DNS name or IP address"]),
+    "apt url": (dict(docker_apt_url="ftp://mirror/docker"), ["docker_apt_url = 'ftp://mirror/docker'", "an http://"]),
+    "log size": (dict(docker_log_max_size="10MB"), ["docker_log_max_size = '10MB'", "a size like '10m'"]),
+    "workers 0": (dict(mlflow_workers=0), ["mlflow_workers = 0", "an integer from 1 to 64"]),
+    "archive missing": (dict(docker_image_archives=["/nonexistent/img.tar"]),
+                        ["docker_image_archives", "not found: /nonexistent/img.tar"]),
+    "ca missing": (dict(extra_ca_certificates=["/nonexistent/ca.pem"]),
+                   ["extra_ca_certificates", "existing local files"]),
+    "user root": (dict(stack_user="root"), ["stack_user = 'root'", "dedicated unprivileged account"]),
+    "user upper": (dict(stack_user="MLflow"), ["stack_user = 'MLflow'", "a user name"]),
+    "project": (dict(compose_project="My Stack"), ["compose_project = 'My Stack'", "lowercase letters"]),
+}
+
+
+@pytest.mark.parametrize("overrides, expected", list(BAD.values()), ids=list(BAD))
+def test_bad_value_is_named_shown_and_explained(overrides, expected):
+    message = config_error(overrides)
+    assert message.startswith("invalid MLflow stack configuration:")
+    for text in expected:
+        assert text in message, f"{text!r} not in:\n{message}"
+
+
+def test_table_is_large_enough():
+    assert len(BAD) >= 25
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+BAD_SECRETS = {
+    "postgres too short": ("postgres_password", "Sh0rtSecret"),
+    "postgres bad chars": ("postgres_password", "pass word with spaces!"),
+    "minio too long": ("minio_root_password", "L" * 129),
+    "minio wrong type": ("minio_root_password", 123456789012345),
+}
+
+
+@pytest.mark.parametrize("key, secret", list(BAD_SECRETS.values()), ids=list(BAD_SECRETS))
+def test_bad_secret_in_config_is_hidden(key, secret):
+    message = config_error({key: secret})
+    assert f"{key} = <hidden>" in message
+    assert PASSWORD_RULE in message
+    assert str(secret) not in message
+    assert repr(secret) not in message
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_ENV_VARS))
+def test_bad_secret_from_environment_is_hidden(key):
+    variable = SECRET_ENV_VARS[key]
+    secret = "tinyS3cret"  # 10 characters: too short
+    message = config_error({}, environ={variable: secret})
+    assert key in message and f"${variable}" in message
+    assert PASSWORD_RULE in message
+    assert secret not in message
+
+
+def test_postgres_env_var_name_is_the_documented_one():
+    assert SECRET_ENV_VARS["postgres_password"] == "MLFLOW_STACK_POSTGRES_PASSWORD"
+    assert SECRET_ENV_VARS["minio_root_password"] == "MLFLOW_STACK_MINIO_ROOT_PASSWORD"
+
+
+def test_password_given_in_config_is_used():
+    given = "Given-Passw0rd.123"
+    config = make_config(postgres_password=given, minio_root_password=given[::-1])
+    assert config.postgres_password == given
+    assert config.minio_root_password == given[::-1]
+
+
+def test_config_password_wins_over_environment():
+    given = "FromConfigFile123"
+    config = make_config(environ={"MLFLOW_STACK_POSTGRES_PASSWORD": "FromEnvironment456"}, postgres_password=given)
+    assert config.postgres_password == given
+
+
+def test_env_var_used_when_config_is_none():
+    secret = "FromEnvironment_42"
+    config = make_config(environ={"MLFLOW_STACK_POSTGRES_PASSWORD": secret})
+    assert config.postgres_password == secret
+    assert config.minio_root_password is None  # its variable is unset: generated on the host
+
+
+def test_no_secret_anywhere_means_generate_on_host(default_config):
+    assert default_config.postgres_password is None
+    assert default_config.minio_root_password is None
+
+
+def test_load_config_reads_os_environ_by_default(monkeypatch):
+    secret = "OsEnvironSecret99"
+    monkeypatch.setenv("MLFLOW_STACK_MINIO_ROOT_PASSWORD", secret)
+    config = load_config(host_data(), HOST_NAME)
+    assert config.minio_root_password == secret
+
+
+# --- several problems at once -------------------------------------------------------------------
+
+
+def test_every_problem_is_reported_at_once():
+    overrides = dict(mlflow_port="x", minio_bucket="Bad_Bucket", stack_uid=5, docker_source="snap",
+                     mlflow_prot=1, postgres_password="short")
+    message = config_error(overrides)
+    lines = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert len(lines) == len(overrides), message
+    for key in overrides:
+        assert any(line.startswith(f"  - {key}") for line in lines), f"{key} not reported:\n{message}"
+    assert "short" not in message.replace("postgres_password = <hidden>", "")
+
+
+def test_unrelated_unknown_keys_are_ignored():
+    # pyinfra's own host data (ssh_user, ...) sits next to the stack's keys.
+    config = make_config(ssh_user="admin", _private=1)
+    assert config.mlflow_port == defaults()["mlflow_port"]
