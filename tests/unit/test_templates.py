@@ -1,0 +1,258 @@
+"""Rendered files: a valid compose model that runs as the stack user, proxies artifacts to
+MinIO, keeps passwords out of every file, and an image tag that follows the image's inputs."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+import yaml
+
+from mlflow_stack.secrets import secret_values
+from mlflow_stack.service_account import DATA_DIRS
+from mlflow_stack.stack_files import (LONG_RUNNING_SERVICES, ONESHOT_SERVICE, build_context, mlflow_image_ref,
+                                      render)
+
+from .helpers import HOST_NAME, NON_DEFAULT, make_config
+
+HEALTH_CONDITIONS = {"service_healthy", "service_completed_successfully", "service_started"}
+RESTART_POLICIES = {"no", "always", "on-failure", "unless-stopped"}
+PORT = re.compile(r"^(?P<addr>.+):(?P<host>\d{1,5}):(?P<container>\d{1,5})$")
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+][^}]*)?\}")
+GIVEN_SECRETS = dict(postgres_password="Pg-Literal.Secret_0123", minio_root_password="Minio~Literal.Secret_4567")
+
+
+@pytest.fixture(params=["default", "non_default"])
+def config(request):
+    return make_config() if request.param == "default" else make_config(**NON_DEFAULT)
+
+
+def rendered_files(config) -> dict[str, str]:
+    files = {"compose.yaml": render("compose.yaml.j2", config), "mlflow.env": render("mlflow.env.j2", config)}
+    files.update({f"build/{name}": data.decode() for name, data in build_context(config).items()})
+    return files
+
+
+def compose(config) -> dict:
+    return yaml.safe_load(render("compose.yaml.j2", config))
+
+
+def env_file(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {key: value for key, value in pairs}
+
+
+def url_host(name: str) -> str:
+    return f"[{name}]" if ":" in name else name
+
+
+def flag(command: list[str], name: str) -> str:
+    values = [item.split("=", 1)[1] for item in command if item.startswith(f"{name}=")]
+    assert len(values) == 1, f"{name} given {len(values)} times in {command}"
+    return values[0]
+
+
+# --- structure -------------------------------------------------------------------------------
+
+
+def test_compose_is_a_valid_model(config):
+    model = compose(config)
+    assert model["name"] == config.compose_project
+    services = model["services"]
+    assert set(services) == {ONESHOT_SERVICE, *LONG_RUNNING_SERVICES}
+    for name, service in services.items():
+        assert isinstance(service["image"], str) and service["image"], name
+        assert re.fullmatch(r"\d+:\d+", service["user"]), name
+        assert service.get("restart", "no") in RESTART_POLICIES, name
+        if "healthcheck" in service:
+            test = service["healthcheck"]["test"]
+            assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
+        for dependency, spec in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert spec["condition"] in HEALTH_CONDITIONS, name
+        for port in service.get("ports", []):
+            assert isinstance(port, str), f"{name}: port {port!r} must be a quoted string"
+            match = PORT.match(port)
+            assert match, f"{name}: {port!r} is not addr:port:port"
+            ipaddress.ip_address(match["addr"])
+            assert 1 <= int(match["host"]) <= 65535 and 1 <= int(match["container"]) <= 65535
+        for key, value in (service.get("environment") or {}).items():
+            assert isinstance(value, (str, int)), f"{name}: {key} = {value!r}"
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            assert source.startswith(config.data_dir + "/") and target.startswith("/"), volume
+
+
+def test_images_come_from_the_config(config):
+    services = compose(config)["services"]
+    assert services["postgres"]["image"] == config.postgres_image
+    assert services["minio"]["image"] == config.minio_image
+    assert services["mlflow"]["image"] == services[ONESHOT_SERVICE]["image"] == mlflow_image_ref(config)
+
+
+def test_every_service_runs_as_the_stack_account(config):
+    expected = f"{config.stack_uid}:{config.stack_gid}"
+    for name, service in compose(config)["services"].items():
+        assert service["user"] == expected, name
+
+
+def test_postgres_is_not_published(config):
+    assert "ports" not in compose(config)["services"]["postgres"]
+
+
+def test_long_running_services_have_healthchecks(config):
+    services = compose(config)["services"]
+    for name in LONG_RUNNING_SERVICES:
+        assert services[name]["healthcheck"]["test"], name
+    assert config.postgres_user in services["postgres"]["healthcheck"]["test"]
+
+
+def test_bucket_init_runs_once_and_mlflow_waits_for_it(config):
+    services = compose(config)["services"]
+    assert services[ONESHOT_SERVICE]["restart"] == "no"  # the string, not YAML's false
+    assert services["mlflow"]["depends_on"][ONESHOT_SERVICE]["condition"] == "service_completed_successfully"
+    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services[ONESHOT_SERVICE]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services[ONESHOT_SERVICE]["environment"]["ARTIFACT_BUCKET"] == config.minio_bucket
+
+
+def test_published_ports_follow_the_config(config):
+    services = compose(config)["services"]
+    mlflow_command = services["mlflow"]["command"]
+    container_port = flag(mlflow_command, "--port")
+    assert services["mlflow"]["ports"] == [f"{config.mlflow_bind_address}:{config.mlflow_port}:{container_port}"]
+    minio_ports = services["minio"]["ports"]
+    assert f"{config.minio_api_bind_address}:{config.minio_api_port}:9000" in minio_ports
+    console = [p for p in minio_ports if p.endswith(":9001")]
+    assert console == [f"127.0.0.1:{config.minio_console_port}:9001"]  # console: loopback only
+    command = services["minio"]["command"]
+    assert command[command.index("--console-address") + 1] == ":9001"
+
+
+def test_data_volumes_are_the_directories_the_service_account_creates(config):
+    services = compose(config)["services"]
+    sources = {volume.split(":")[0] for service in services.values() for volume in service.get("volumes", [])}
+    assert sources == {f"{config.stack_dir}/data/{name}" for name in DATA_DIRS}
+
+
+# --- MLflow server ---------------------------------------------------------------------------
+
+
+def test_mlflow_proxies_artifacts_to_the_bucket(config):
+    command = compose(config)["services"]["mlflow"]["command"]
+    assert "--serve-artifacts" in command
+    expected = f"s3://{config.minio_bucket}/{config.minio_bucket_prefix}"
+    assert flag(command, "--artifacts-destination") == expected
+    assert flag(command, "--workers") == str(config.mlflow_workers)
+
+
+def test_no_local_artifact_store_anywhere(config):
+    for name, text in rendered_files(config).items():
+        assert "file://" not in text, name
+
+
+def test_allowed_hosts_cover_every_public_name(config):
+    command = compose(config)["services"]["mlflow"]["command"]
+    allowed = flag(command, "--allowed-hosts").split(",")
+    names = {config.inventory_name, config.mlflow_public_host, *config.mlflow_public_names}
+    for name in names:
+        assert url_host(name) in allowed, name
+        assert f"{url_host(name)}:{config.mlflow_port}" in allowed, name
+    assert HOST_NAME in allowed
+    assert "*" not in allowed
+
+
+def test_s3_endpoint_in_mlflow_env_is_the_public_minio(config):
+    env = env_file(render("mlflow.env.j2", config))
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == f"http://{url_host(config.mlflow_public_host)}:{config.minio_api_port}"
+    assert env["AWS_ACCESS_KEY_ID"] == config.minio_root_user
+    assert not any("PASSWORD" in key or "SECRET" in key for key in env)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [{}, NON_DEFAULT], ids=["default", "non_default"])
+def test_given_passwords_appear_in_no_rendered_file(extra):
+    config = make_config(**extra, **GIVEN_SECRETS)
+    files = rendered_files(config)
+    assert {"compose.yaml", "mlflow.env", "build/Dockerfile", "build/create_bucket.py"} <= set(files)
+    for name, text in files.items():
+        for secret in GIVEN_SECRETS.values():
+            assert secret not in text, f"{secret} written into {name}"
+
+
+def test_passwords_come_from_env_file_interpolation(config):
+    services = compose(config)["services"]
+    uri = services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    match = re.fullmatch(r"postgresql\+psycopg2://(?P<user>[^:]+):(?P<password>.+)@postgres:5432/(?P<db>\w+)", uri)
+    assert match, uri
+    assert match["user"] == config.postgres_user and match["db"] == config.postgres_db
+    assert INTERPOLATION.fullmatch(match["password"])[1] == "POSTGRES_PASSWORD"
+    assert INTERPOLATION.fullmatch(services["postgres"]["environment"]["POSTGRES_PASSWORD"])[1] == "POSTGRES_PASSWORD"
+    for name in ("minio",):
+        assert INTERPOLATION.fullmatch(services[name]["environment"]["MINIO_ROOT_PASSWORD"])[1] == "MINIO_ROOT_PASSWORD"
+    for name in ("mlflow", ONESHOT_SERVICE):
+        secret = services[name]["environment"]["AWS_SECRET_ACCESS_KEY"]
+        assert INTERPOLATION.fullmatch(secret)[1] == "MINIO_ROOT_PASSWORD"
+
+
+def test_interpolated_variables_are_the_ones_the_secrets_step_writes(config):
+    referenced = set(INTERPOLATION.findall(render("compose.yaml.j2", config)))
+    assert referenced == set(secret_values(config))
+
+
+def test_mlflow_command_line_holds_no_password(config):
+    command = compose(config)["services"]["mlflow"]["command"]
+    assert isinstance(command, list)
+    for item in command:
+        assert "PASSWORD" not in item and "${" not in item and "postgresql" not in item, item
+
+
+# --- the MLflow image ------------------------------------------------------------------------
+
+
+def test_dockerfile_pins_versions_and_runs_as_the_stack_account(config):
+    dockerfile = build_context(config)["Dockerfile"].decode()
+    assert re.search(rf"^FROM {re.escape(config.python_image)}$", dockerfile, re.M)
+    assert f'"mlflow=={config.mlflow_version}"' in dockerfile
+    assert f'"psycopg2-binary=={config.mlflow_psycopg2_version}"' in dockerfile
+    assert f'"boto3=={config.mlflow_boto3_version}"' in dockerfile
+    assert f'--index-url "{config.pip_index_url}"' in dockerfile
+    user_lines = re.findall(r"^USER (.+)$", dockerfile, re.M)
+    assert user_lines == [f"{config.stack_uid}:{config.stack_gid}"]
+
+
+def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
+    config = make_config(extra_ca_certificates=[ca_cert])
+    context = build_context(config)
+    assert set(context) == {"Dockerfile", "create_bucket.py", "ca-certificates/corp-root.crt"}
+    with open(ca_cert, "rb") as handle:
+        assert context["ca-certificates/corp-root.crt"] == handle.read()
+
+
+def test_image_ref_is_repository_version_and_digest(config):
+    ref = mlflow_image_ref(config)
+    assert re.fullmatch(rf"{re.escape(config.mlflow_image)}:{re.escape(config.mlflow_version)}-[0-9a-f]{{12}}", ref)
+
+
+@pytest.mark.parametrize(
+    "change, rebuilds",
+    [
+        (dict(mlflow_version="3.17.3"), True),
+        (dict(mlflow_boto3_version="1.44.9"), True),
+        (dict(python_image="python:3.13-slim"), True),
+        (dict(stack_uid=10002), True),
+        ("ca", True),
+        (dict(mlflow_port=5001), False),
+        (dict(minio_bucket="other-bucket"), False),
+        (dict(mlflow_workers=2), False),
+    ],
+    ids=["version", "boto3", "base", "uid", "ca-cert", "port", "bucket", "workers"],
+)
+def test_image_ref_changes_only_with_the_image_inputs(change, rebuilds, ca_cert):
+    base = mlflow_image_ref(make_config())
+    changed = make_config(extra_ca_certificates=[ca_cert]) if change == "ca" else make_config(**change)
+    assert (mlflow_image_ref(changed) != base) is rebuilds
+    assert mlflow_image_ref(make_config()) == base  # deterministic
