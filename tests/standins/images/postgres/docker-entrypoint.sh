@@ -124,8 +124,12 @@ init_database() {
 		printf 'host all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD"
 	} >> "$PGDATA/pg_hba.conf"
 
-	# private server on the unix socket only, for setting up
-	pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -p ${PGPORT:-5432}" start > /dev/null
+	# private server for setting up: no TCP, and a socket directory of its own, so that
+	# pg_isready (a healthcheck) does not report ready before initialisation is done
+	local sockdir
+	sockdir="$(mktemp -d)"
+	pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -c unix_socket_directories=$sockdir -p ${PGPORT:-5432}" start > /dev/null
+	export PGHOST="$sockdir"
 	if [ "$POSTGRES_DB" != 'postgres' ]; then
 		POSTGRES_DB=postgres psql_init -v db="$POSTGRES_DB" <<- 'EOSQL'
 			SELECT format('CREATE DATABASE %I', :'db')
@@ -135,6 +139,8 @@ init_database() {
 	fi
 	run_initdb_d
 	pg_ctl -D "$PGDATA" -m fast -w stop > /dev/null
+	unset PGHOST
+	rmdir "$sockdir" 2> /dev/null || :
 	without_nss_wrapper
 	log "PostgreSQL init process complete; ready for start up"
 }
