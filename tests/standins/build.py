@@ -208,6 +208,19 @@ def _docker_build(daemon: HostDockerd, tag: str, context: Path, log: Path,
                            + log.read_text(errors="replace")[-6000:])
 
 
+def _prune_old_archives(keep: Path, min_age: float = 600.0) -> None:
+    """Delete archives of older inputs (~0.5 GB each) not touched for min_age seconds."""
+    now = time.time()
+    for old in cache_dir().glob(f"{ARCHIVE_PREFIX}*.tar"):
+        if old == keep:
+            continue
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime > min_age:
+                old.unlink()
+                old.with_suffix(".json").unlink(missing_ok=True)
+                _log(f"removed stale archive {old.name}")
+
+
 def build_archive(target: Path) -> None:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="standins-build-", dir=cache_dir()))
@@ -275,6 +288,7 @@ def build_archive(target: Path) -> None:
         }
         target.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
         _log(f"archive {target} ({target.stat().st_size / 1e6:.0f} MB) in {elapsed:.0f}s")
+        _prune_old_archives(keep=target)
     finally:
         _umount_below(work)
         shutil.rmtree(work, ignore_errors=True)
