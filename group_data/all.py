@@ -57,6 +57,8 @@ mlflow_public_names = []
 # uvicorn workers. 1 keeps per-request latency low (several workers add ~44 ms per call
 # from clients that keep their connection open; uvicorn issue #3149).
 mlflow_workers = 1
+# MLflow 3 sends anonymous usage telemetry by default; lab servers often may not phone home.
+mlflow_disable_telemetry = True
 # Seconds to wait for every service to become healthy after (re)starting the stack.
 mlflow_health_timeout = 300
 

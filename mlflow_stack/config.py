@@ -52,6 +52,7 @@ class StackConfig:
     mlflow_public_host: str
     mlflow_public_names: tuple[str, ...]
     mlflow_workers: int
+    mlflow_disable_telemetry: bool
     mlflow_health_timeout: int
     postgres_image: str
     postgres_db: str
@@ -252,6 +253,7 @@ RULES: dict[str, Validator] = {
     "mlflow_public_host": lambda v: None if v is None else _host_name(v),
     "mlflow_public_names": _list_of(_host_name, "a list of DNS names or IP addresses"),
     "mlflow_workers": _int_range(1, 64),
+    "mlflow_disable_telemetry": _typed(bool, "True or False"),
     "mlflow_health_timeout": _int_range(10, 3600),
     "postgres_image": _pattern(_IMAGE, "an image reference like 'postgres:17'"),
     "postgres_db": _pattern(_IDENT, "letters, digits and '_', starting with a letter or '_' (max 63)"),

@@ -6,4 +6,4 @@ import mlflow
 import numpy as np
 
 model = mlflow.pyfunc.load_model(f"runs:/{sys.argv[1]}/model")
-print(float(model.predict(np.array([[10.0]]))[0]))
+print(f"RESULT={float(model.predict(np.array([[10.0]]))[0])}")

@@ -15,4 +15,5 @@ with mlflow.start_run() as run:
         mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
     model = LinearRegression().fit(X, y)
     mlflow.sklearn.log_model(model, name="model", input_example=X[:2])
-    print(run.info.run_id)
+run_id = run.info.run_id
+print(f"RESULT={run_id}")

@@ -134,7 +134,8 @@ def http_json(url: str, payload: dict | None = None) -> dict:
 def client_env(tracking_uri: str, home: Path) -> dict:
     """Only MLFLOW_TRACKING_URI: no S3 credentials, no endpoint, no shared filesystem."""
     return {"PATH": os.environ["PATH"], "HOME": str(home), "MLFLOW_TRACKING_URI": tracking_uri,
-            "OPENBLAS_NUM_THREADS": "1"}
+            # no traffic beyond the test hosts
+            "MLFLOW_DISABLE_TELEMETRY": "true", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def run_client(script: str, tracking_uri: str, workdir: Path, *args: str, timeout: float = 600) -> str:
