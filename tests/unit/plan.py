@@ -39,6 +39,7 @@ KEYED_FACTS = {
     "Sha256File": "path",
     "Md5File": "path",
     "FileContents": "path",
+    "FindFiles": "path",
     "DockerImage": "object_id",
     "EnvFileKeys": "path",
     "EnvFileDigests": "path",
