@@ -5,7 +5,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -43,9 +43,20 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _unmount_below(path: Path) -> None:
+    # A killed debootstrap leaves proc/sys mounted inside its target: unmount before deleting.
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1].replace("\\040", " ") for line in fh]
+    for mp in sorted((m for m in points if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], check=False, capture_output=True)
+
+
 def remove_tree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        _unmount_below(path)
+        # --one-file-system: never descend into anything still mounted below it.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
     elif path.exists() or path.is_symlink():
         path.unlink()
 

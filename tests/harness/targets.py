@@ -550,6 +550,7 @@ def build_vm_image(index: int = 200) -> Path:
         state["dir"] = str(tmp)
         target = Target(name=name, kind="vm", address=state["address"],
                         ssh_key=Path(state["ssh_key"]), index=index, state=state)
+        _register(target)  # a SIGTERM/Ctrl-C during the build still removes the tap and qemu
         try:
             log("cold-booting VM under TCG to take the snapshot (~1 min)")
             _launch_vm(state, tmp, tmp / "ready.qcow2", tmp, loadvm=False, nat=False)
@@ -562,7 +563,7 @@ def build_vm_image(index: int = 200) -> Path:
             while not _pid_gone(state["pid"]) and time.monotonic() < deadline:
                 time.sleep(0.2)
         finally:
-            cleanup_state(state)
+            target.stop()
         info = _run(["qemu-img", "snapshot", "-l", str(tmp / "ready.qcow2")]).stdout
         if "ready" not in info:
             raise RuntimeError(f"snapshot 'ready' missing from image: {info}")
