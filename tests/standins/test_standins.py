@@ -250,6 +250,9 @@ def test_minio_contract(docker, tmp_path):
             "ContentLength"] == 5
         listed = s3.list_objects_v2(Bucket="mlflow", Prefix="1/run/")
         assert [o["Key"] for o in listed["Contents"]] == ["1/run/artifacts/model file.txt"]
+        with pytest.raises(ClientError) as missing:
+            s3.head_bucket(Bucket="no-such-bucket")
+        assert missing.value.response["Error"]["Code"] == "404"  # create_bucket.py relies on it
 
         # multipart: two parts (5 MiB minimum for all but the last), then an aborted one
         body = os.urandom(5 * MIB) + os.urandom(MIB + 7)
@@ -270,6 +273,19 @@ def test_minio_contract(docker, tmp_path):
                                   UploadId=aborted["UploadId"])
         with pytest.raises(ClientError):
             s3.head_object(Bucket="mlflow", Key="big/aborted.bin")
+
+        # what MLflow's server does with artifacts: boto3's transfer manager (multipart with
+        # concurrent parts and checksums above 8 MiB) and delimiter listings
+        src = tmp_path / "artifact.bin"
+        src.write_bytes(os.urandom(9 * MIB + 123))
+        s3.upload_file(str(src), "mlflow", "1/run/artifacts/model/artifact.bin")
+        back = tmp_path / "artifact.back"
+        s3.download_file("mlflow", "1/run/artifacts/model/artifact.bin", str(back))
+        assert back.read_bytes() == src.read_bytes()
+        tree = s3.list_objects_v2(Bucket="mlflow", Prefix="1/run/artifacts/", Delimiter="/")
+        assert [p["Prefix"] for p in tree.get("CommonPrefixes", [])] == [
+            "1/run/artifacts/model/"]
+        assert [o["Key"] for o in tree["Contents"]] == ["1/run/artifacts/model file.txt"]
 
         # presigned GET (how MLflow clients download artifacts)
         url = s3.generate_presigned_url(
