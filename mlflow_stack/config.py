@@ -157,8 +157,8 @@ def _one_of(*choices: str) -> Validator:
 
 
 def _absolute_safe_dir(value) -> str | None:
-    allowed = "an absolute path below a dedicated directory, e.g. '/srv/mlflow' (not a system directory, no '..')"
-    if not isinstance(value, str) or not value.startswith("/") or "//" in value:
+    allowed = "an absolute path below a dedicated directory, e.g. '/srv/mlflow' (not a system directory, no '..', no trailing '/')"
+    if not isinstance(value, str) or not value.startswith("/") or "//" in value or value.endswith("/"):
         return allowed
     parts = value.rstrip("/").split("/")
     if any(p in (".", "..") for p in parts) or not re.match(r"^[A-Za-z0-9/._-]+$", value):

@@ -42,14 +42,26 @@ class ComposeServices(FactBase):
 
 
 class IdOwners(FactBase):
-    """Which user name owns a uid and which group name owns a gid (None when free)."""
+    """Which user name owns a uid, which group name owns a gid (None when free), and the
+    ids an existing account called `account` already has (None when absent)."""
 
-    def command(self, uid: int, gid: int) -> str:
-        return f"echo user=$(getent passwd {int(uid)} | cut -d: -f1); echo group=$(getent group {int(gid)} | cut -d: -f1)"
+    def command(self, uid: int, gid: int, account: str) -> str:
+        return (
+            f"echo user=$(getent passwd {int(uid)} | cut -d: -f1); "
+            f"echo group=$(getent group {int(gid)} | cut -d: -f1); "
+            f"echo name_uid=$(getent passwd {account} | cut -d: -f3); "
+            f"echo name_gid=$(getent group {account} | cut -d: -f3)"
+        )
 
     def process(self, output):
-        owners = dict(line.split("=", 1) for line in output if "=" in line)
-        return {"user": owners.get("user") or None, "group": owners.get("group") or None}
+        found = dict(line.split("=", 1) for line in output if "=" in line)
+        as_int = lambda key: int(found[key]) if found.get(key) else None  # noqa: E731
+        return {
+            "user": found.get("user") or None,
+            "group": found.get("group") or None,
+            "name_uid": as_int("name_uid"),
+            "name_gid": as_int("name_gid"),
+        }
 
 
 class EnvFileKeys(FactBase):

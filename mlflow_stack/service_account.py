@@ -16,14 +16,18 @@ DATA_DIRS = {"postgres": "700", "minio": "750", "mlruns": "750"}
 def check_ids_free(config: StackConfig) -> None:
     """Refuse to reuse a uid/gid that belongs to another name: chowning data to it would
     hand the data to that account."""
-    owners = host.get_fact(IdOwners, uid=config.stack_uid, gid=config.stack_gid)
+    owners = host.get_fact(IdOwners, uid=config.stack_uid, gid=config.stack_gid, account=config.stack_user)
     problems = []
+    if owners.get("name_uid") not in (None, config.stack_uid):
+        problems.append(f"user {config.stack_user!r} already exists with uid {owners['name_uid']}, not stack_uid = {config.stack_uid}")
+    if owners.get("name_gid") not in (None, config.stack_gid):
+        problems.append(f"group {config.stack_user!r} already exists with gid {owners['name_gid']}, not stack_gid = {config.stack_gid}")
     if owners["user"] not in (None, config.stack_user):
         problems.append(f"stack_uid = {config.stack_uid} already belongs to user {owners['user']!r}")
     if owners["group"] not in (None, config.stack_user):
         problems.append(f"stack_gid = {config.stack_gid} already belongs to group {owners['group']!r}")
     if problems:
-        raise DeployError(f"on {host.name}: " + "; ".join(problems) + "; choose free ids or that name as stack_user")
+        raise DeployError(f"on {host.name}: " + "; ".join(problems) + "; choose free ids, or the existing account's name and ids")
 
 
 @deploy("Create the service account and stack directories")

@@ -7,7 +7,9 @@ from io import BytesIO, StringIO
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import FindFiles
 from pyinfra.operations import files, server
 
 from mlflow_stack.config import StackConfig, config_from_host
@@ -64,20 +66,36 @@ def mlflow_image_ref(config: StackConfig) -> str:
     return f"{config.mlflow_image}:{config.mlflow_version}-{digest.hexdigest()[:12]}"
 
 
+def remove_stale_files(directory: str, wanted: dict) -> list:
+    """Remove files in `directory` that are not named in `wanted`; returns the operations."""
+    present = host.get_fact(FindFiles, path=directory, quote_path=True) or []
+    return [
+        files.file(name=f"Remove {path} (no longer configured)", path=path, present=False)
+        for path in sorted(present)
+        if path.rsplit("/", 1)[-1] not in wanted
+    ]
+
+
 @deploy("Upload the stack files")
 def upload_stack_files(config: StackConfig | None = None):
     """Returns the operations whose change means the stack must be brought up again."""
     config = config or config_from_host()
     changed = []
 
-    for name, data in ca_certificates(config).items():
-        cert = files.put(name=f"Trust CA certificate {name} on the host", src=BytesIO(data),
-                         dest=f"{HOST_CA_DIR}/{name}", user="root", group="root", mode="644")
-        server.shell(name=f"Update the host's CA store for {name}", commands=["update-ca-certificates"],
-                     _if=cert.did_change)
+    certificates = ca_certificates(config)
+    host_store = [
+        files.put(name=f"Trust CA certificate {name} on the host", src=BytesIO(data),
+                  dest=f"{HOST_CA_DIR}/{name}", user="root", group="root", mode="644")
+        for name, data in certificates.items()
+    ]
+    host_store += remove_stale_files(HOST_CA_DIR, certificates)
+    server.shell(name="Update the host's CA store", commands=["update-ca-certificates --fresh"],
+                 _if=lambda: any(op.did_change() for op in host_store))
 
     files.directory(name="Ensure the build context has a CA folder", path=f"{config.build_dir}/ca-certificates",
                     user="root", group="root", mode="755")
+    # A certificate dropped from the config must leave the image too.
+    changed += remove_stale_files(f"{config.build_dir}/ca-certificates", certificates)
     for relative, data in build_context(config).items():
         changed.append(files.put(name=f"Upload build/{relative}", src=BytesIO(data),
                                  dest=f"{config.build_dir}/{relative}", user="root", group="root", mode="644"))

@@ -302,15 +302,14 @@ def test_id_owned_by_another_name_is_refused(owners, text):
     assert text in str(caught.value) and HOST_NAME in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a pre-existing stack_user with other ids passes check_ids_free (it only asks who owns "
-    "stack_uid/stack_gid); server.user/group never change ids, so data dirs are chowned to the old "
-    "uid while containers run as stack_uid:stack_gid and PostgreSQL cannot open its data"))
 def test_existing_stack_user_with_other_ids_is_refused():
+    # server.user/group never change ids: the data would be chowned to 998 while the
+    # containers run as 10001 and PostgreSQL could not open its data.
     config = make_config()
     facts = converged_facts(config)
     facts["Users"][config.stack_user].update(uid=998, gid=998)
-    facts["IdOwners"] = {"user": None, "group": None}  # 10001 is free: the account has 998
+    # 10001 is free: the account has 998
+    facts["IdOwners"] = {"user": None, "group": None, "name_uid": 998, "name_gid": 998}
     with pytest.raises(DeployError, match="998"):
         plan(service_account.create_service_account, config, facts)
 
@@ -383,7 +382,7 @@ def test_fresh_upload_writes_the_rendered_files_and_validates_them(ca_cert):
     with open(ca_cert, "rb") as handle:
         assert result.uploads[f"{HOST_CA_DIR}/corp-root.crt"] == handle.read()
     commands = result.commands
-    assert "update-ca-certificates" in commands
+    assert "update-ca-certificates --fresh" in commands
     assert commands[-1] == f"docker compose --project-directory {config.stack_dir} config --quiet"
     for path, mode in expected_file_modes(config).items():
         if path in result.uploads:
@@ -405,9 +404,6 @@ def test_changed_compose_file_is_uploaded_and_validated():
                                 "Upload the stack files | Validate compose.yaml on the host"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a CA file dropped from extra_ca_certificates stays in build/ca-certificates, so the next "
-    "image build (COPY ca-certificates/) still trusts it while mlflow_image_ref says it is gone"))
 def test_removed_ca_certificate_leaves_the_build_context():
     config = make_config()
     facts = converged_facts(config)
