@@ -65,9 +65,11 @@ def _log(message: str) -> None:
 
 
 def input_files() -> list[Path]:
-    """Every file whose content goes into the images (plus the build logic)."""
+    """Every file whose content goes into the images, plus the build logic (build.py).
+
+    dockerd.py is left out: how the build daemon runs does not change the images."""
     files = sorted(p for p in IMAGES_DIR.rglob("*") if p.is_file())
-    return files + [HERE / "build.py", HERE / "dockerd.py"]
+    return files + [HERE / "build.py"]
 
 
 def inputs_digest() -> str:

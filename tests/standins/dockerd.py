@@ -168,6 +168,18 @@ def _umount_below(root: Path) -> None:
         subprocess.run(["umount", "-l", target], capture_output=True)
 
 
+def _free_subnet_prefix() -> str:
+    """A 10.231.x.0/24 that no interface on the host uses yet."""
+    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
+                          text=True).stdout
+    candidates = list(range(256))
+    random.shuffle(candidates)
+    for x in candidates:
+        if f" 10.231.{x}." not in used:
+            return f"10.231.{x}"
+    raise RuntimeError("no free 10.231.x.0/24 for the dockerd bridge")
+
+
 @contextlib.contextmanager
 def host_dockerd(keep_data: bool = False) -> Iterator[HostDockerd]:
     """Start a private dockerd; stop it (by PID) and remove its files afterwards."""
@@ -179,7 +191,7 @@ def host_dockerd(keep_data: bool = False) -> Iterator[HostDockerd]:
     workdir = Path(tempfile.mkdtemp(prefix="standins-dockerd-", dir=cache_dir()))
     rundir = RUN_ROOT / f"standins-dockerd-{tag}"
     bridge = f"stdk{tag}"[:15]
-    subnet = f"10.231.{random.randint(0, 255)}"
+    subnet = _free_subnet_prefix()
     daemon = HostDockerd(workdir, rundir, bridge, subnet)
     try:
         daemon.start()
