@@ -286,6 +286,12 @@ def test_minio_contract(docker, tmp_path):
         assert [p["Prefix"] for p in tree.get("CommonPrefixes", [])] == [
             "1/run/artifacts/model/"]
         assert [o["Key"] for o in tree["Contents"]] == ["1/run/artifacts/model file.txt"]
+        # DeleteObjects (how MLflow's server deletes artifacts)
+        s3.put_object(Bucket="mlflow", Key="gone/a.txt", Body=b"a")
+        s3.put_object(Bucket="mlflow", Key="gone/b.txt", Body=b"b")
+        deleted = s3.delete_objects(Bucket="mlflow", Delete={"Objects": [{"Key": "gone/a.txt"}, {"Key": "gone/b.txt"}]})
+        assert sorted(d["Key"] for d in deleted["Deleted"]) == ["gone/a.txt", "gone/b.txt"]
+        assert s3.list_objects_v2(Bucket="mlflow", Prefix="gone/").get("KeyCount") == 0
 
         # presigned GET (how MLflow clients download artifacts)
         url = s3.generate_presigned_url(
