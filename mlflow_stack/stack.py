@@ -10,7 +10,7 @@ from pyinfra.operations import docker, files, server
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices
-from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICE, mlflow_image_ref
+from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICE, mlflow_image_ref, remove_stale_files
 
 
 def stack_is_healthy(services: dict) -> bool:
@@ -36,6 +36,8 @@ def load_image_archives(config: StackConfig | None = None):
         server.shell(name=f"Load image archive {Path(archive).name}", commands=[f"docker load --input {remote}"],
                      _if=upload.did_change)
         uploads.append(upload)
+    # An archive dropped from the config is only disk space on the host now.
+    remove_stale_files(f"{config.stack_dir}/images", {Path(a).name: a for a in config.docker_image_archives})
     return uploads
 
 
