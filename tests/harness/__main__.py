@@ -8,6 +8,7 @@ import sys
 import time
 
 from . import targets
+from .cache import prune
 from .rootfs import build_rootfs
 
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--name", required=True)
     sh.add_argument("--user", default="root")
     sh.add_argument("command", nargs=argparse.REMAINDER)
+    pr = sub.add_parser("prune", help="delete cached images not used for --days (no targets may run)")
+    pr.add_argument("--days", type=float, default=7)
     a = p.parse_args(argv)
 
     if a.cmd == "build":
@@ -55,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             alive = bool(st_.get("pid")) and targets._proc_start_time(st_["pid"]) == st_.get("pid_start")
             print(f"{st_['name']:12} {st_['kind']:9} {st_['address']:15} pid={st_.get('pid')} "
                   f"{'running' if alive else 'DEAD (run stop to clean up)'}")
+    elif a.cmd == "prune":
+        running = [s_["name"] for s_ in targets.all_states()]
+        if running:
+            # VM disks are overlays on a cached base image; never pull it from under them.
+            print(f"targets still running: {', '.join(running)}; stop them first", file=sys.stderr)
+            return 1
+        for path in prune(a.days):
+            print(f"removed {path}")
     elif a.cmd == "ssh":
         t = targets.get_target(a.name)
         cmd = a.command[1:] if a.command[:1] == ["--"] else a.command

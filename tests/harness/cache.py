@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -69,6 +70,7 @@ def build_cached(kind: str, inputs: list[str | bytes], builder: Callable[[Path],
     """
     final = cached_path(kind, inputs)
     if final.exists():
+        os.utime(final)  # last-use time, for prune()
         return final
     with _lock(final):
         if final.exists():
@@ -84,3 +86,17 @@ def build_cached(kind: str, inputs: list[str | bytes], builder: Callable[[Path],
             remove_tree(tmp)
             raise
     return final
+
+
+def prune(max_age_days: float, kinds: tuple[str, ...] = ("debootstrap", "rootfs", "vm-image")) -> list[Path]:
+    """Delete artifacts of `kinds` not used for max_age_days (callers make sure none is in use)."""
+    cutoff = time.time() - max_age_days * 86400
+    removed = []
+    for path in sorted(cache_root().iterdir()):
+        if not path.name.startswith(kinds) or path.name.endswith(".lock"):
+            continue
+        if path.stat().st_mtime < cutoff:
+            remove_tree(path)
+            path.with_name(path.name + ".lock").unlink(missing_ok=True)
+            removed.append(path)
+    return removed
