@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
 import uuid
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api import deploy, operation
 from pyinfra.operations import python
 
 from mlflow_stack.config import StackConfig, config_from_host
+
+
+logger = logging.getLogger("pyinfra")
 
 
 class SmokeTestError(RuntimeError):
@@ -79,7 +83,7 @@ def summary(config: StackConfig) -> str:
 
 
 def _run_smoke_test(tracking_uri: str) -> None:
-    print(smoke_test(tracking_uri))
+    logger.info(f"{host.print_prefix}{smoke_test(tracking_uri)}")
 
 
 @operation()
@@ -88,6 +92,9 @@ def report(text: str):
 
     + text: what to show
     """
+    if state.is_executing:  # not again while pyinfra looks for changes before asking
+        for part in text.split(" | "):
+            logger.info(f"{host.print_prefix}{part}")
     host.noop(text)
     return
     yield
