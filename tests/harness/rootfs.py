@@ -75,11 +75,18 @@ def host_ca_certs() -> list[Path]:
 
 
 def host_nameserver() -> str:
-    for line in Path("/etc/resolv.conf").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            return parts[1]
-    raise RuntimeError("no nameserver line in /etc/resolv.conf")
+    # A loopback stub (systemd-resolved's 127.0.0.53) is unreachable from a target's own
+    # network namespace; use resolved's upstream list then.
+    for conf in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            lines = Path(conf).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
+                return parts[1]
+    raise RuntimeError("no non-loopback nameserver in /etc/resolv.conf")
 
 
 @functools.lru_cache(maxsize=None)
