@@ -190,7 +190,8 @@ def test_sudo_user_deploys_a_fresh_server_with_given_secrets(container_target_fa
     target = container_target_factory()
     password = "given-" + uuid.uuid4().hex
     deployer = Deployer(target, settings, user="labadmin", workdir=tmp_path)
-    result = deployer.run(env={"MLFLOW_STACK_POSTGRES_PASSWORD": password}).check()
+    # -vv --diff: the given password travels on stdin and must not show up anywhere.
+    result = deployer.run(env={"MLFLOW_STACK_POSTGRES_PASSWORD": password}, extra_args=("-vv", "--diff")).check()
     record("container_sudo_first_run_seconds", round(result.seconds, 1))
     assert_stack_healthy(target)
     secrets = read_secrets(target)
