@@ -143,7 +143,9 @@ def run_client(script: str, tracking_uri: str, workdir: Path, *args: str, timeou
     proc = subprocess.run([PYTHON, str(Path(__file__).with_name(script)), *args], cwd=workdir,
                           env=client_env(tracking_uri, workdir), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-4000:]}"
-    return proc.stdout.strip().splitlines()[-1]
+    results = [line[len("RESULT="):] for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
+    assert len(results) == 1, proc.stdout
+    return results[0]
 
 
 def bucket_keys(target, secrets: dict, prefix: str = "") -> list[str]:
