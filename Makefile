@@ -3,13 +3,13 @@
 #   make test   - unit tests, then the end-to-end suite (container targets and the VM)
 VENV := .venv
 PY := $(VENV)/bin/python
-HOST_PACKAGES := debootstrap systemd-container iptables iproute2 docker.io qemu-system-x86 qemu-utils openssh-client python3-venv
+HOST_PACKAGES := debootstrap systemd-container iptables iproute2 docker.io qemu-system-x86 qemu-utils e2fsprogs openssh-client
 
 .PHONY: setup demo demo-down test unit e2e bench
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-test.txt
-	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v qemu-system-x86_64 >/dev/null && command -v dockerd >/dev/null \
+	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v qemu-system-x86_64 >/dev/null && command -v dockerd >/dev/null && command -v ssh >/dev/null && command -v mkfs.ext4 >/dev/null \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(HOST_PACKAGES); }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-test.txt
