@@ -59,7 +59,7 @@ def start_stack(config: StackConfig | None = None, changed=()):
     def needs_up() -> bool:
         return not healthy or any(op.did_change() for op in triggers)
 
-    up = docker.compose(
+    docker.compose(
         name="Start the stack" if healthy else "Start the stack (a service is not healthy)",
         project_directory=config.stack_dir,
         project_name=config.compose_project,

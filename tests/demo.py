@@ -9,7 +9,6 @@ from __future__ import annotations
 import pprint
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.harness.targets import get_target, load_state, start_container_target
 from tests.standins.build import ensure_standin_archive

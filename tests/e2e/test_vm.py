@@ -3,6 +3,7 @@ must come back by itself, and a rerun afterwards must change nothing."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -18,9 +19,9 @@ def wait_healthy(target, timeout: float = 900) -> None:
         try:
             assert_stack_healthy(target)
             return
-        except (AssertionError, KeyError, Exception):
+        except (AssertionError, KeyError, subprocess.CalledProcessError):
             if time.monotonic() > deadline:
-                raise AssertionError(f"stack not healthy after reboot: {compose_status(target)}")
+                raise AssertionError(f"stack not healthy after reboot: {compose_status(target)}") from None
             time.sleep(5)
 
 

@@ -6,11 +6,9 @@ are on 127.0.0.1 only.  Needs root, debootstrap and docker.io (dockerd).
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
