@@ -7,6 +7,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import docker, files, server
+from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices
@@ -54,10 +55,10 @@ def start_stack(config: StackConfig | None = None, changed=()):
         path=config.build_dir,
         tags=[mlflow_image_ref(config)],
     )
-    triggers = [build, *changed]
+    inputs_changed = any_changed(build, *changed)
 
     def needs_up() -> bool:
-        return not healthy or any(op.did_change() for op in triggers)
+        return not healthy or inputs_changed()
 
     docker.compose(
         name="Start the stack" if healthy else "Start the stack (a service is not healthy)",

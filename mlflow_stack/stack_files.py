@@ -11,6 +11,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.operations import files, server
+from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
 
@@ -90,7 +91,7 @@ def upload_stack_files(config: StackConfig | None = None):
     ]
     host_store += remove_stale_files(HOST_CA_DIR, certificates)
     server.shell(name="Update the host's CA store", commands=["update-ca-certificates --fresh"],
-                 _if=lambda: any(op.did_change() for op in host_store))
+                 _if=any_changed(*host_store))
 
     files.directory(name="Ensure the build context has a CA folder", path=f"{config.build_dir}/ca-certificates",
                     user="root", group="root", mode="755")
@@ -110,6 +111,6 @@ def upload_stack_files(config: StackConfig | None = None):
     server.shell(
         name="Validate compose.yaml on the host",
         commands=[f"docker compose --project-directory {config.stack_dir} config --quiet"],
-        _if=lambda: any(op.did_change() for op in changed),
+        _if=any_changed(*changed),
     )
     return changed
