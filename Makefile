@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST_PACKAGES := debootstrap systemd-container iptables iproute2 docker.io qemu-system-x86 qemu-utils e2fsprogs openssh-client
 
-.PHONY: setup demo demo-down test unit e2e bench
+.PHONY: setup demo demo-down test unit harness-test bench
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-test.txt
@@ -24,8 +24,13 @@ demo-down: setup
 unit: setup
 	$(PY) -m pytest tests/unit
 
+# Fast tiers first. The harness's own VM self-test is left out: tests/e2e/test_vm.py boots,
+# reboots and cleans up the same VM (run it with `make harness-test` when changing the harness).
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests/unit tests/harness tests/standins tests/e2e --deselect tests/harness/test_harness.py::test_vm_target
+
+harness-test: setup
+	$(PY) -m pytest tests/harness
 
 bench: setup
 	$(PY) bench/bench.py
