@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pyinfra.api import DeployError
+
 SUPPORTED_DOCKER_SOURCES = ("official", "distro")
 # Environment variables that may carry secrets into a run without putting them in a file.
 SECRET_ENV_VARS = {
@@ -22,8 +24,9 @@ SECRET_ENV_VARS = {
 }
 
 
-class ConfigError(ValueError):
-    """Raised with every problem found in the configuration, one per line."""
+class ConfigError(DeployError, ValueError):
+    """Raised with every problem found in the configuration, one per line. A DeployError,
+    so pyinfra prints the message alone instead of a traceback."""
 
 
 @dataclass(frozen=True)
