@@ -34,6 +34,16 @@ def env_secrets(path: str, values: dict[str, str | None]):
 
     + path: env file on the host (root:root 0600)
     + values: key -> given value, or None to generate 64 hex characters on the host
+
+    **Example:**
+
+    .. code:: python
+
+        env_secrets(
+            name="Ensure the database password in /srv/mlflow/.env",
+            path="/srv/mlflow/.env",
+            values={"POSTGRES_PASSWORD": None},
+        )
     """
     present = host.get_fact(EnvFileKeys, path=path)
     digests = host.get_fact(EnvFileDigests, path=path)

@@ -90,7 +90,13 @@ def _run_smoke_test(tracking_uri: str) -> None:
 def report(text: str):
     """Show text in pyinfra's output without changing anything.
 
-    + text: what to show
+    + text: what to show; " | " separates lines
+
+    **Example:**
+
+    .. code:: python
+
+        report(name="Summary", text="MLflow is at http://mlflow.lab:5000")
     """
     if state.is_executing:  # not again while pyinfra looks for changes before asking
         for part in text.split(" | "):
