@@ -14,8 +14,9 @@ DATA_DIRS = {"postgres": "700", "minio": "750", "mlruns": "750"}
 
 
 def check_ids_free(config: StackConfig) -> None:
-    """Refuse to reuse a uid/gid that belongs to another name: chowning data to it would
-    hand the data to that account."""
+    """Refuse ids that belong to another name (chowning data to them would hand the data to
+    that account) and an existing account whose ids differ from the config (pyinfra would
+    keep its ids while the containers run as the configured ones)."""
     owners = host.get_fact(IdOwners, uid=config.stack_uid, gid=config.stack_gid, account=config.stack_user)
     problems = []
     if owners.get("name_uid") not in (None, config.stack_uid):
