@@ -64,20 +64,9 @@ class IdOwners(FactBase):
         }
 
 
-class EnvFileKeys(FactBase):
-    """Keys set to a non-empty value in an env file (values are never read back)."""
-
-    default = list
-
-    def command(self, path: str) -> str:
-        return f"test -f {path} && sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=..*$/\\1/p' {path} || true"
-
-    def process(self, output):
-        return [line.strip() for line in output if line.strip()]
-
-
 class EnvFileDigests(FactBase):
-    """sha256 of each value in an env file, so given secrets are compared without reading them."""
+    """sha256 of each value in an env file, by key: which keys are set, and whether a given
+    secret matches, are known without the values leaving the host."""
 
     default = dict
 

@@ -14,9 +14,10 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import EnvFileDigests, EnvFileKeys
+from mlflow_stack.facts import EnvFileDigests
 
 # 32 random bytes as 64 hex characters: URL-safe, so it can sit in the database URI.
+_EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 _RANDOM_HEX = "$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -dc 0-9a-f)"
 
 
@@ -45,8 +46,8 @@ def env_secrets(path: str, values: dict[str, str | None]):
             values={"POSTGRES_PASSWORD": None},
         )
     """
-    present = host.get_fact(EnvFileKeys, path=path)
     digests = host.get_fact(EnvFileDigests, path=path)
+    present = {key for key, digest in digests.items() if digest != _EMPTY_DIGEST}
     to_generate = [key for key, value in values.items() if value is None and key not in present]
     to_write = {
         key: value

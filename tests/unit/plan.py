@@ -41,7 +41,6 @@ KEYED_FACTS = {
     "FileContents": "path",
     "FindFiles": "path",
     "DockerImage": "object_id",
-    "EnvFileKeys": "path",
     "EnvFileDigests": "path",
     "ComposeServices": "project",
     "Which": "command",

@@ -115,10 +115,9 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         Users={user: {"home": config.stack_dir, "shell": "/usr/sbin/nologin", "group": user, "groups": [],
                       "comment": "MLflow stack containers", "uid": config.stack_uid, "gid": config.stack_gid}},
         IdOwners={"user": user, "group": user},
-        EnvFileKeys={config.secrets_file: ["POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"]},
-        EnvFileDigests={config.secrets_file: {key: sha256(value) for key, value in (
-            ("POSTGRES_PASSWORD", config.postgres_password), ("MINIO_ROOT_PASSWORD", config.minio_root_password))
-            if value}},
+        # generated values are unknown here: any non-empty value's digest will do
+        EnvFileDigests={config.secrets_file: {key: sha256(value or f"generated-{key}") for key, value in (
+            ("POSTGRES_PASSWORD", config.postgres_password), ("MINIO_ROOT_PASSWORD", config.minio_root_password))}},
         DockerImage={mlflow_image_ref(config): [{"Id": "sha256:" + "0" * 64}]},
         ComposeServices={config.compose_project: HEALTHY},
     )
@@ -359,7 +358,15 @@ def test_changed_given_password_is_rewritten_alone():
 def test_missing_generated_key_is_added_and_existing_one_kept():
     config = make_config()
     facts = converged_facts(config)
-    facts["EnvFileKeys"][config.secrets_file] = ["POSTGRES_PASSWORD"]
+    del facts["EnvFileDigests"][config.secrets_file]["MINIO_ROOT_PASSWORD"]
+    (op,) = [op for op in plan(secrets.ensure_secrets, config, facts).ops if op.commands]
+    assert "MINIO_ROOT_PASSWORD=" in op.commands[0] and "POSTGRES_PASSWORD" not in op.commands[0]
+
+
+def test_empty_generated_key_is_generated_again():
+    config = make_config()
+    facts = converged_facts(config)
+    facts["EnvFileDigests"][config.secrets_file]["MINIO_ROOT_PASSWORD"] = sha256("")
     (op,) = [op for op in plan(secrets.ensure_secrets, config, facts).ops if op.commands]
     assert "MINIO_ROOT_PASSWORD=" in op.commands[0] and "POSTGRES_PASSWORD" not in op.commands[0]
 
