@@ -34,8 +34,6 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         s3_public_endpoint=config.s3_public_endpoint,
         artifacts_destination=config.artifacts_destination,
         allowed_hosts=",".join(config.allowed_hosts),
-        psycopg2_version=config.mlflow_psycopg2_version,
-        boto3_version=config.mlflow_boto3_version,
     )
     if with_image:
         context["mlflow_image_ref"] = mlflow_image_ref(config)
