@@ -77,8 +77,9 @@ class Deployer:
         # --json gives the per-operation result; -v lets us count the remote commands.
         command = [PYINFRA, "-y", "--json", *extra_args, str(inventory), deploy]
         started = time.monotonic()
-        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                              timeout=3600)
+        # run_watched: like subprocess.run, but aborts (TargetDied + console tail) if the target dies.
+        proc = self.target.run_watched(command, cwd=REPO, capture_output=True, text=True,
+                                       env={**os.environ, **(env or {})}, timeout=3600)
         result = DeployResult(proc.returncode, time.monotonic() - started, proc.stdout, proc.stderr)
         _read_json_result(result)
         return result

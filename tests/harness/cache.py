@@ -44,22 +44,39 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _unmount_below(path: Path) -> None:
-    # A killed debootstrap leaves proc/sys mounted inside its target: unmount before deleting.
+def _mounts_below(path: Path) -> list[str]:
     prefix = str(path.resolve()).rstrip("/") + "/"
     with open("/proc/self/mounts") as fh:
         points = [line.split()[1].replace("\\040", " ") for line in fh]
-    for mp in sorted((m for m in points if m.startswith(prefix)), key=len, reverse=True):
+    return sorted((m for m in points if m.startswith(prefix)), key=len, reverse=True)
+
+
+def _unmount_below(path: Path) -> None:
+    # A killed debootstrap leaves proc/sys mounted inside its target, and a container's
+    # dockerd can leak overlay/nsfs mounts into the host namespace: unmount (lazily, deepest
+    # first) before deleting.
+    for mp in _mounts_below(path):
         subprocess.run(["umount", "-l", mp], check=False, capture_output=True)
 
 
-def remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        _unmount_below(path)
-        # --one-file-system: never descend into anything still mounted below it.
-        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def remove_tree(path: Path, attempts: int = 3) -> None:
+    """Delete `path` for real: unmount what is mounted below it, retry, raise if it stays."""
+    for attempt in range(attempts):
+        if path.is_dir() and not path.is_symlink():
+            _unmount_below(path)
+            # --one-file-system: never descend into anything still mounted below it.
+            r = subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False,
+                               capture_output=True, text=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+            return
+        else:
+            return
+        if not os.path.lexists(path):
+            return
+        time.sleep(0.5 * (attempt + 1))  # e.g. a process of a dying container still writing
+    raise RuntimeError(f"could not remove {path}: {r.stderr.strip()[-500:]} "
+                       f"(mounts below it: {_mounts_below(path)[:5]})")
 
 
 def build_cached(kind: str, inputs: list[str | bytes], builder: Callable[[Path], None]) -> Path:
