@@ -7,7 +7,7 @@ from mlflow_stack.config import config_from_host
 from mlflow_stack.docker_engine import install_docker
 from mlflow_stack.secrets import ensure_secrets
 from mlflow_stack.service_account import create_service_account
-from mlflow_stack.stack import load_image_archives, start_stack
+from mlflow_stack.stack import apply_database_password, load_image_archives, start_stack
 from mlflow_stack.stack_files import upload_stack_files
 from mlflow_stack.verify import verify_stack
 
@@ -19,5 +19,6 @@ create_service_account(config)
 secrets = ensure_secrets(config)
 stack_files = upload_stack_files(config)
 archives = load_image_archives(config)
+apply_database_password(config, secrets=secrets)
 started = start_stack(config, changed=[secrets, *stack_files, *archives])
 verify_stack(config, started=started)

@@ -85,3 +85,9 @@ minio_console_port = 9001
 # Bucket and key prefix of the artifact store.
 minio_bucket = "mlflow"
 minio_bucket_prefix = "artifacts"
+
+# --- Secrets -------------------------------------------------------------------------------
+# Generated passwords to replace with new ones on this run, e.g.
+# `pyinfra inventory.py deploy.py --data rotate_secrets=postgres_password,minio_root_password`.
+# A one-off request: leave it empty here (set here, every run would rotate again).
+rotate_secrets = []

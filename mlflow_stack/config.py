@@ -22,6 +22,8 @@ SECRET_ENV_VARS = {
     "postgres_password": "MLFLOW_STACK_POSTGRES_PASSWORD",
     "minio_root_password": "MLFLOW_STACK_MINIO_ROOT_PASSWORD",
 }
+# Compose service names: a public name equal to one would shadow that service on the network.
+SERVICE_NAMES = ("postgres", "minio", "create-bucket", "mlflow")
 
 
 class ConfigError(DeployError, ValueError):
@@ -69,6 +71,7 @@ class StackConfig:
     minio_console_port: int
     minio_bucket: str
     minio_bucket_prefix: str
+    rotate_secrets: tuple[str, ...]
 
     # Derived values, so templates and steps never compute them twice.
     @property
@@ -93,6 +96,20 @@ class StackConfig:
         return f"http://{_url_host(self.mlflow_public_host)}:{self.minio_api_port}"
 
     @property
+    def s3_internal_endpoint(self) -> str:
+        """Where the bucket init reaches MinIO: over the compose network, by service name."""
+        return f"http://minio:{self.minio_api_port}"
+
+    @property
+    def minio_network_aliases(self) -> tuple[str, ...]:
+        """Inside the compose network the public name resolves to MinIO itself, so the MLflow
+        server signs URLs for the public endpoint but sends its own S3 traffic straight to the
+        container, whatever the name resolves to on the host (or if it resolves nowhere
+        there). An IP address cannot be an alias: the server then reaches MinIO through the
+        host's published port."""
+        return () if _is_ip(self.mlflow_public_host) else (self.mlflow_public_host,)
+
+    @property
     def artifacts_destination(self) -> str:
         return f"s3://{self.minio_bucket}/{self.minio_bucket_prefix}"
 
@@ -111,6 +128,14 @@ class StackConfig:
 
 def _url_host(name: str) -> str:
     return f"[{name}]" if ":" in name else name
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 # --- validators: each returns an error text (what is allowed) or None ----------------------
@@ -232,6 +257,25 @@ def _local_files(value) -> str | None:
     return None
 
 
+ROTATABLE_SECRETS = tuple(SECRET_ENV_VARS)
+
+
+def _split_names(value) -> list | None:
+    """A list, or the comma-separated string `pyinfra --data key=a,b` passes."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+def _rotate_list(value) -> str | None:
+    names = _split_names(value)
+    if names is None or any(name not in ROTATABLE_SECRETS for name in names):
+        return "a list (or comma-separated string) of " + ", ".join(repr(n) for n in ROTATABLE_SECRETS)
+    return None
+
+
 RULES: dict[str, Validator] = {
     "docker_source": _one_of(*SUPPORTED_DOCKER_SOURCES),
     "docker_apt_url": _url,
@@ -270,9 +314,10 @@ RULES: dict[str, Validator] = {
     "minio_console_port": _int_range(1, 65535),
     "minio_bucket": _bucket,
     "minio_bucket_prefix": _pattern(_PREFIX, "a key prefix like 'artifacts' (no leading or trailing '/', no empty parts)"),
+    "rotate_secrets": _rotate_list,
 }
 CONFIG_KEYS = tuple(RULES)
-_TUPLE_KEYS = {"docker_image_archives", "extra_ca_certificates", "mlflow_public_names"}
+_TUPLE_KEYS = {"docker_image_archives", "extra_ca_certificates", "mlflow_public_names", "rotate_secrets"}
 _PORT_KEYS = ("mlflow_port", "minio_api_port", "minio_console_port")
 
 
@@ -299,10 +344,12 @@ def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, st
                 shown = "<hidden>" if key in SECRET_ENV_VARS else repr(value)
                 errors.append(f"{key} = {shown}: must be {problem}")
                 continue
+        if key == "rotate_secrets":
+            value = _split_names(value)
         values[key] = tuple(value) if key in _TUPLE_KEYS else value
 
     errors += _typo_errors(data)
-    errors += _cross_errors(values)
+    errors += _cross_errors(values, inventory_name)
     if errors:
         raise ConfigError("invalid MLflow stack configuration:\n  - " + "\n  - ".join(errors))
 
@@ -322,7 +369,7 @@ def _typo_errors(data: dict[str, Any]) -> list[str]:
     return errors
 
 
-def _cross_errors(values: dict[str, Any]) -> list[str]:
+def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
     errors = []
     ports = [(k, values[k]) for k in _PORT_KEYS if k in values]
     seen: dict[int, str] = {}
@@ -332,6 +379,14 @@ def _cross_errors(values: dict[str, Any]) -> list[str]:
         seen.setdefault(port, key)
     if values.get("stack_user") == "root":
         errors.append("stack_user = 'root': must be a dedicated unprivileged account")
+    public_host = values.get("mlflow_public_host") or inventory_name
+    if public_host in SERVICE_NAMES:
+        errors.append(f"mlflow_public_host = {public_host!r} (or the inventory name): a compose service has that "
+                      "name; use the server's DNS name or IP address")
+    for key in values.get("rotate_secrets", ()):
+        if values.get(key) is not None:
+            errors.append(f"rotate_secrets names {key!r}, which is given in the config: "
+                          f"rotate it by giving a new value, or set {key} = None to have one generated")
     return errors
 
 

@@ -80,3 +80,30 @@ class EnvFileDigests(FactBase):
 
     def process(self, output):
         return dict(line.split(" ", 1) for line in output if " " in line)
+
+
+class DatabasePasswordState(FactBase):
+    """Whether the database role accepts the password in the env file, checked inside the
+    running database container over its network address (loopback and the local socket
+    trust everyone, so they prove nothing). The password goes from the file to psql on a
+    pipe: never in argv, never printed.
+
+    ``"none"``: no database cluster yet; ``"matches"``; ``"differs"``; ``"unknown"``: the
+    database container is not running, so it cannot be asked.
+    """
+
+    def command(self, stack_dir: str, project: str, user: str, database: str) -> str:
+        # The container's own network address: the line that asks for a password.
+        address = "$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' $id | cut -d' ' -f1)"
+        psql = f'IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -w -q -t -h "$1" -U {user} -d {database} -c "select 1"'
+        return (
+            f"test -s {stack_dir}/data/postgres/PG_VERSION || {{ echo none; exit 0; }}; "
+            f"id=$(docker compose --project-name {project} ps -q postgres 2>/dev/null); "
+            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
+            f"|| {{ echo unknown; exit 0; }}; "
+            f"sed -n 's/^POSTGRES_PASSWORD=//p' {stack_dir}/.env 2>/dev/null | "
+            f"docker exec -i $id sh -c '{psql}' sh \"{address}\" >/dev/null 2>&1 && echo matches || echo differs"
+        )
+
+    def process(self, output):
+        return output[-1].strip() if output else "unknown"

@@ -21,20 +21,22 @@ _EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 _RANDOM_HEX = "$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -dc 0-9a-f)"
 
 
+# Setting -> the key it is kept under in the env file.
+SECRET_KEYS = {"postgres_password": "POSTGRES_PASSWORD", "minio_root_password": "MINIO_ROOT_PASSWORD"}
+
+
 def secret_values(config: StackConfig) -> dict[str, str | None]:
     """Env key -> given value, or None to generate it on the host."""
-    return {
-        "POSTGRES_PASSWORD": config.postgres_password,
-        "MINIO_ROOT_PASSWORD": config.minio_root_password,
-    }
+    return {key: getattr(config, setting) for setting, key in SECRET_KEYS.items()}
 
 
 @operation()
-def env_secrets(path: str, values: dict[str, str | None]):
+def env_secrets(path: str, values: dict[str, str | None], regenerate: tuple[str, ...] = ()):
     """Ensure an env file holds every key: generated ones kept once made, given ones current.
 
     + path: env file on the host (root:root 0600)
     + values: key -> given value, or None to generate 64 hex characters on the host
+    + regenerate: keys (with value None) to generate anew even though they are present
 
     **Example:**
 
@@ -48,7 +50,8 @@ def env_secrets(path: str, values: dict[str, str | None]):
     """
     digests = host.get_fact(EnvFileDigests, path=path)
     present = {key for key, digest in digests.items() if digest != _EMPTY_DIGEST}
-    to_generate = [key for key, value in values.items() if value is None and key not in present]
+    to_generate = [key for key, value in values.items()
+                   if value is None and (key not in present or key in regenerate)]
     to_write = {
         key: value
         for key, value in values.items()
@@ -68,8 +71,12 @@ def env_secrets(path: str, values: dict[str, str | None]):
             _stdin=content,
         )
     if to_generate:
-        appends = "; ".join(f'echo "{key}={_RANDOM_HEX}" >> {path}' for key in to_generate)
-        yield StringCommand(f"umask 077; touch {path}; {appends}")
+        keys = "|".join(to_generate)
+        appends = "; ".join(f'echo "{key}={_RANDOM_HEX}"' for key in to_generate)
+        yield StringCommand(
+            f"umask 077; touch {path}; {{ grep -v -E '^({keys})=' {path} || true; {appends}; }} > {path}.new "
+            f"&& mv {path}.new {path}"
+        )
     yield StringCommand(f"chown root:root {path} && chmod 600 {path}")
 
 
@@ -81,4 +88,5 @@ def ensure_secrets(config: StackConfig | None = None):
         name=f"Ensure database and MinIO passwords in {config.secrets_file}",
         path=config.secrets_file,
         values=secret_values(config),
+        regenerate=tuple(SECRET_KEYS[setting] for setting in config.rotate_secrets),
     )

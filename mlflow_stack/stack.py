@@ -10,7 +10,7 @@ from pyinfra.operations import docker, files, server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import ComposeServices
+from mlflow_stack.facts import ComposeServices, DatabasePasswordState
 from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICE, mlflow_image_ref, remove_stale_files
 
 
@@ -68,13 +68,36 @@ def start_stack(config: StackConfig | None = None, changed=()):
         # compose itself gives up on an unhealthy dependency with a one-line reason; the
         # next step then fails the deploy with the failing services' logs.
         _ignore_errors=True,
+        # compose waits for a dependency's health without a limit of its own.
+        compose_command=f"timeout {config.mlflow_health_timeout} docker compose",
     )
     server.shell(
         name="Wait until every service is healthy",
-        commands=[
-            f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
-            f"{ONESHOT_SERVICE} {' '.join(LONG_RUNNING_SERVICES)}"
-        ],
+        commands=[wait_command(config, *LONG_RUNNING_SERVICES, oneshot=ONESHOT_SERVICE)],
         _if=needs_up,
     )
     return needs_up
+
+
+def wait_command(config: StackConfig, *services: str, oneshot: str | None = None) -> str:
+    oneshot_args = f" --oneshot {oneshot}" if oneshot else ""
+    return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout}"
+            f"{oneshot_args} {' '.join(services)}")
+
+
+@deploy("Apply the database password")
+def apply_database_password(config: StackConfig | None = None, secrets=None):
+    """Give the database role the password in the secrets file before MLflow restarts with
+    it: when the secrets changed on this run (`secrets`: their operation), or the running
+    database does not accept the file's password (lost and regenerated, restored, edited),
+    or the database is not running so it cannot be asked."""
+    config = config or config_from_host()
+    state = host.get_fact(DatabasePasswordState, stack_dir=config.stack_dir, project=config.compose_project,
+                          user=config.postgres_user, database=config.postgres_db)
+    secrets_changed = secrets.did_change if secrets is not None else (lambda: False)
+    server.shell(
+        name="Give the database role the password in the secrets file",
+        commands=[f"sh {config.stack_dir}/apply-db-password.sh {config.stack_dir} {config.compose_project} "
+                  f"{config.postgres_user} {config.postgres_db} {config.mlflow_health_timeout}"],
+        _if=lambda: state in ("differs", "unknown") or (state != "none" and secrets_changed()),
+    )

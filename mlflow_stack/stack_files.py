@@ -19,6 +19,8 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
 ONESHOT_SERVICE = "create-bucket"
 LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow")
+# Shell helpers the deploy runs on the host (not inputs of the stack itself).
+HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh")
 
 _jinja = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True)
 
@@ -32,6 +34,8 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
     context.update(
         data_dir=config.data_dir,
         s3_public_endpoint=config.s3_public_endpoint,
+        s3_internal_endpoint=config.s3_internal_endpoint,
+        minio_network_aliases=list(config.minio_network_aliases),
         artifacts_destination=config.artifacts_destination,
         allowed_hosts=",".join(config.allowed_hosts),
     )
@@ -103,8 +107,9 @@ def upload_stack_files(config: StackConfig | None = None):
                              dest=f"{config.stack_dir}/compose.yaml", user="root", group="root", mode="644"))
     changed.append(files.put(name="Upload mlflow.env", src=StringIO(render("mlflow.env.j2", config)),
                              dest=f"{config.stack_dir}/mlflow.env", user="root", group="root", mode="600"))
-    files.put(name="Upload wait-healthy.sh", src=str(TEMPLATES / "wait-healthy.sh"),
-              dest=f"{config.stack_dir}/wait-healthy.sh", user="root", group="root", mode="755")
+    for script in HELPER_SCRIPTS:
+        files.put(name=f"Upload {script}", src=str(TEMPLATES / script),
+                  dest=f"{config.stack_dir}/{script}", user="root", group="root", mode="755")
 
     server.shell(
         name="Validate compose.yaml on the host",

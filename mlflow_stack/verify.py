@@ -82,8 +82,16 @@ def summary(config: StackConfig) -> str:
     )
 
 
-def _run_smoke_test(tracking_uri: str) -> None:
-    logger.info(f"{host.print_prefix}{smoke_test(tracking_uri)}")
+def _run_smoke_test(tracking_uri: str, logs_hint: str) -> bool:
+    """pyinfra callback: True on success; on failure one error line and False, which fails
+    the operation without a traceback."""
+    try:
+        logger.info(f"{host.print_prefix}{smoke_test(tracking_uri)}")
+        return True
+    except SmokeTestError as error:
+        host.log_styled(f"smoke test failed: {error}. Check that the name in the URL resolves and the port is "
+                        f"reachable from here, and the server's log: {logs_hint}", fg="red", log_func=logger.error)
+        return False
 
 
 @operation()
@@ -116,6 +124,7 @@ def verify_stack(config: StackConfig | None = None, started=None):
         name=f"Smoke-test MLflow at {config.tracking_uri}",
         function=_run_smoke_test,
         tracking_uri=config.tracking_uri,
+        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow minio",
         **gate,
     )
     report(name="Summary", text=summary(config))

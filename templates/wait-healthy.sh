@@ -1,48 +1,73 @@
 #!/bin/sh
-# Wait until every long-running service of a compose project is healthy and the one-shot
-# service exited 0. On timeout (or a failed one-shot) print the last log lines of each
-# failing service and exit 1, so the deploy fails with the reason in view.
-# Usage: wait-healthy.sh PROJECT TIMEOUT_SECONDS ONESHOT_SERVICE SERVICE...
+# Wait until the given long-running services of a compose project are healthy (and the
+# one-shot service, if given, exited 0). Fails fast, with the failing service's last log
+# lines and a one-line reason, when a service crash-loops (restarted twice while waiting),
+# has exited, or the one-shot failed; otherwise fails after TIMEOUT_SECONDS (slow but
+# progressing starts).
+# Usage: wait-healthy.sh PROJECT TIMEOUT_SECONDS [--oneshot SERVICE] SERVICE...
 set -u
-project=$1 timeout=$2 oneshot=$3
-shift 3
+project=$1 timeout=$2
+shift 2
+oneshot=
+if [ "${1:-}" = "--oneshot" ]; then
+    oneshot=$2
+    shift 2
+fi
 deadline=$(( $(date +%s) + timeout ))
 
-compose_ps() {
-    docker compose --project-name "$project" ps --all \
-        --format '{{.Service}} {{.State}} {{.Health}} {{.ExitCode}}'
+# One line per container: service state health exit-code restart-count.
+status() {
+    ids=$(docker compose --project-name "$project" ps --all --quiet 2>/dev/null)
+    [ -n "$ids" ] || return 0
+    docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}} {{.RestartCount}}' $ids
 }
-# Prints the services that are not where they should be, one per line.
-failing() {
-    status=$(compose_ps)
-    if ! printf '%s\n' "$status" | awk -v s="$oneshot" '$1 == s && $2 == "exited" && $NF == "0" {ok=1} END {exit !ok}'; then
-        echo "$oneshot"
-    fi
-    for service in "$@"; do
-        if ! printf '%s\n' "$status" | awk -v s="$service" '$1 == s && $2 == "running" && $3 == "healthy" {ok=1} END {exit !ok}'; then
-            echo "$service"
-        fi
-    done
+field() {  # field SERVICE N: column N of SERVICE's line
+    printf '%s\n' "$current" | awk -v s="$1" -v n="$2" '$1 == s {print $n; exit}'
 }
-oneshot_failed() {
-    compose_ps | awk -v s="$oneshot" '$1 == s && $2 == "exited" && $NF != "0" {bad=1} END {exit !bad}'
-}
+restarts_at_start=$(status)
 
 while :; do
-    bad=$(failing "$@")
-    if [ -z "$bad" ]; then
-        echo "all services healthy"
+    current=$(status)
+    waiting="" reason=""
+    if [ -n "$oneshot" ]; then
+        state=$(field "$oneshot" 2) code=$(field "$oneshot" 4)
+        if [ "$state" = exited ] && [ "$code" != 0 ]; then
+            reason="$oneshot failed (exit code $code)" waiting=$oneshot
+        elif [ "$state" != exited ]; then
+            waiting=$oneshot
+        fi
+    fi
+    for service in "$@"; do
+        state=$(field "$service" 2) health=$(field "$service" 3) code=$(field "$service" 4)
+        before=$(printf '%s\n' "$restarts_at_start" | awk -v s="$service" '$1 == s {print $5; exit}')
+        now=$(field "$service" 5)
+        restarts=$(( ${now:-0} - ${before:-0} ))
+        if [ "$state" = running ] && [ "$health" = healthy ]; then
+            continue
+        fi
+        waiting="$waiting $service"
+        if [ -z "$reason" ] && [ "$restarts" -ge 2 ]; then
+            reason="$service keeps crashing: restarted $restarts times while waiting, last exit code $code"
+        elif [ -z "$reason" ] && { [ "$state" = exited ] || [ "$state" = dead ]; }; then
+            reason="$service stopped ($state, exit code $code)"
+        elif [ -z "$reason" ] && [ "$health" = unhealthy ]; then
+            reason="$service is unhealthy (its health check keeps failing)"
+        fi
+    done
+    if [ -z "$waiting" ]; then
+        echo "healthy:" "$@" ${oneshot:+"($oneshot done)"}
         exit 0
     fi
-    if oneshot_failed || [ "$(date +%s)" -ge "$deadline" ]; then
-        break
+    if [ -z "$reason" ] && [ "$(date +%s)" -ge "$deadline" ]; then
+        reason="not healthy after ${timeout}s (mlflow_health_timeout):$waiting"
     fi
+    [ -n "$reason" ] && break
     sleep 2
 done
-echo "not healthy after waiting: $(echo $bad)" >&2
 docker compose --project-name "$project" ps --all >&2
-for service in $bad; do
+for service in $waiting; do
     echo "----- last log lines of $service -----" >&2
     docker compose --project-name "$project" logs --no-color --tail 40 "$service" >&2
 done
+echo "FAILED: $reason. More: docker compose --project-name $project logs <service>" >&2
 exit 1

@@ -6,6 +6,7 @@ docker_source, image archives (air-gapped hosts) and extra CA certificates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pprint
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +61,10 @@ class DeployResult:
 class Deployer:
     """Writes an inventory for one target and runs `pyinfra -y INVENTORY deploy.py`."""
 
-    def __init__(self, target, settings: dict, user: str = "root", workdir: Path | None = None):
+    def __init__(self, target, settings: dict, user: str = "root", workdir: Path | None = None,
+                 name: str | None = None):
         self.target = target
+        self.name = name or target.address  # the inventory name: the address, or a DNS name
         self.user = user
         self.settings = dict(settings)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"deploy-{target.name}-"))
@@ -68,7 +72,7 @@ class Deployer:
     def inventory(self, overrides: dict | None = None) -> Path:
         data = {**self.target.inventory_data(self.user), **self.settings, **(overrides or {})}
         path = self.workdir / "inventory.py"
-        path.write_text(f"mlflow_servers = [({self.target.address!r}, {pprint.pformat(data)})]\n")
+        path.write_text(f"mlflow_servers = [({self.name!r}, {pprint.pformat(data)})]\n")
         return path
 
     def run(self, overrides: dict | None = None, extra_args: tuple[str, ...] = (), env: dict | None = None,
@@ -139,22 +143,42 @@ def client_env(tracking_uri: str, home: Path) -> dict:
             "MLFLOW_DISABLE_TELEMETRY": "true", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def run_client(script: str, tracking_uri: str, workdir: Path, *args: str, timeout: float = 600) -> str:
+def run_client(script: str, tracking_uri: str, workdir: Path, *args: str, timeout: float = 600,
+               env: dict | None = None) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([PYTHON, str(Path(__file__).with_name(script)), *args], cwd=workdir,
-                          env=client_env(tracking_uri, workdir), capture_output=True, text=True, timeout=timeout)
+                          env={**client_env(tracking_uri, workdir), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-4000:]}"
     results = [line[len("RESULT="):] for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
     assert len(results) == 1, proc.stdout
     return results[0]
 
 
-def bucket_keys(target, secrets: dict, prefix: str = "") -> list[str]:
-    """Object keys in the artifact bucket, through the S3 API with the server's credentials."""
+@contextlib.contextmanager
+def control_machine_hosts_entry(name: str, address: str):
+    """Make `name` resolve to `address` on this (the control) machine only, as a lab's
+    clients have it in /etc/hosts or an internal zone; the target knows nothing of it."""
+    marker = f"# mlflow-stack e2e {uuid.uuid4().hex}"
+    hosts = Path("/etc/hosts")
+    with hosts.open("a") as handle:
+        handle.write(f"{address} {name} {marker}\n")
+    try:
+        yield name
+    finally:
+        hosts.write_text("".join(line for line in hosts.read_text().splitlines(keepends=True) if marker not in line))
+
+
+def s3_client(endpoint: str, secrets: dict):
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=f"http://{target.address}:9000", region_name="us-east-1",
-                      aws_access_key_id="mlflow", aws_secret_access_key=secrets["MINIO_ROOT_PASSWORD"])
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="mlflow", aws_secret_access_key=secrets["MINIO_ROOT_PASSWORD"])
+
+
+def bucket_keys(target, secrets: dict, prefix: str = "") -> list[str]:
+    """Object keys in the artifact bucket, through the S3 API with the server's credentials."""
+    s3 = s3_client(f"http://{target.address}:9000", secrets)
     keys, token = [], None
     while True:
         kwargs = {"Bucket": "mlflow", "Prefix": prefix, **({"ContinuationToken": token} if token else {})}

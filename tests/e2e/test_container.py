@@ -8,7 +8,9 @@ break, heal.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import uuid
 
 import pytest
@@ -18,10 +20,12 @@ from .support import (
     assert_stack_healthy,
     bucket_keys,
     compose_status,
+    control_machine_hosts_entry,
     files_under,
     http_json,
     read_secrets,
     run_client,
+    s3_client,
 )
 
 pytestmark = pytest.mark.e2e
@@ -186,16 +190,157 @@ def test_stopped_dockerd_is_noticed_and_healed(container_target, deployer, logge
     assert again.changed == []
 
 
-def test_sudo_user_deploys_a_fresh_server_with_given_secrets(container_target_factory, settings, tmp_path, record):
+APPLY_DB_PASSWORD = "Apply the database password | Give the database role the password in the secrets file"
+PSQL = "docker exec -i mlflow-postgres-1 psql -X -At -v ON_ERROR_STOP=1 -U mlflow -d mlflow"
+
+
+def database_accepts(target, password: str) -> bool:
+    """Does the database role accept `password` over the network (the way MLflow logs in)?
+    The candidate travels on stdin into the docker CLI's environment, never in an argv."""
+    address = ("$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' mlflow-postgres-1"
+               " | cut -d' ' -f1)")
+    command = (f'IFS= read -r PGPASSWORD; export PGPASSWORD; docker exec -e PGPASSWORD mlflow-postgres-1 '
+               f'psql -X -w -At -h "{address}" -U mlflow -d mlflow -c "select 1"')
+    return subprocess.run(target.ssh_command() + [command], input=password + "\n", capture_output=True, text=True,
+                          timeout=60).returncode == 0
+
+
+def object_store_accepts(target, password: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3_client(f"http://{target.address}:9000", {"MINIO_ROOT_PASSWORD": password}).list_objects_v2(
+            Bucket="mlflow", MaxKeys=1)
+        return True
+    except ClientError:
+        return False
+
+
+def test_lost_secrets_file_is_regenerated_without_locking_mlflow_out(container_target, deployer, logged_model,
+                                                                     tmp_path, record):
+    old = read_secrets(container_target)
+    container_target.ssh("rm /srv/mlflow/.env")
+    result = deployer.run().check()
+    record("container_lost_secrets_rerun_seconds", round(result.seconds, 1))
+    assert APPLY_DB_PASSWORD in result.changed, result.changed
+    new = read_secrets(container_target)
+    assert new.keys() == old.keys() and all(new[key] != old[key] for key in old)
+    assert_stack_healthy(container_target)
+    assert database_accepts(container_target, new["POSTGRES_PASSWORD"])
+    assert not database_accepts(container_target, old["POSTGRES_PASSWORD"])
+    prediction = run_client("client_load_model.py", f"http://{container_target.address}:5000", tmp_path / "l",
+                            logged_model["run_id"])
+    assert abs(float(prediction) - 31.0) < 1e-6
+    again = deployer.run().check()
+    assert again.changed == [], again.changed
+
+
+def test_given_passwords_rotate_in_place(container_target, deployer, logged_model, tmp_path, record):
+    old = read_secrets(container_target)
+    given = {"postgres_password": "rotated-" + uuid.uuid4().hex, "minio_root_password": "rotated-" + uuid.uuid4().hex}
+    result = deployer.run(overrides=given).check()
+    record("container_rotation_rerun_seconds", round(result.seconds, 1))
+    assert APPLY_DB_PASSWORD in result.changed, result.changed
+    assert_stack_healthy(container_target)
+    assert database_accepts(container_target, given["postgres_password"])
+    assert not database_accepts(container_target, old["POSTGRES_PASSWORD"])
+    assert object_store_accepts(container_target, given["minio_root_password"])
+    assert not object_store_accepts(container_target, old["MINIO_ROOT_PASSWORD"])
+    # Runs and artifacts written before the rotation are all still there.
+    keys = bucket_keys(container_target, {"MINIO_ROOT_PASSWORD": given["minio_root_password"]}, prefix="artifacts/")
+    assert any(key.endswith("/MLmodel") for key in keys), keys
+    prediction = run_client("client_load_model.py", f"http://{container_target.address}:5000", tmp_path / "l",
+                            logged_model["run_id"])
+    assert abs(float(prediction) - 31.0) < 1e-6
+    again = deployer.run(overrides=given).check()
+    assert again.changed == [], again.changed
+
+
+def test_generated_passwords_rotate_on_request(container_target, deployer, logged_model, tmp_path):
+    old = read_secrets(container_target)
+    result = deployer.run(extra_args=("--data", "rotate_secrets=postgres_password,minio_root_password")).check()
+    assert APPLY_DB_PASSWORD in result.changed, result.changed
+    new = read_secrets(container_target)
+    assert all(len(new[key]) == 64 and new[key] != old[key] for key in old)
+    assert_stack_healthy(container_target)
+    assert database_accepts(container_target, new["POSTGRES_PASSWORD"])
+    assert not object_store_accepts(container_target, old["MINIO_ROOT_PASSWORD"])
+    run_client("client_load_model.py", f"http://{container_target.address}:5000", tmp_path / "l", logged_model["run_id"])
+    again = deployer.run().check()
+    assert again.changed == [], again.changed
+
+
+def test_mlflow_that_cannot_start_is_reported_within_a_minute(container_target, deployer, logged_model, tmp_path,
+                                                              record):
+    # A database from a release this MLflow does not know (a downgrade): MLflow exits at start.
+    revision = container_target.ssh(f"{PSQL} -c 'select version_num from alembic_version'").stdout.strip()
+    container_target.ssh(f"{PSQL} -c \"update alembic_version set version_num = 'ffffffffffff'\"")
+    try:
+        result = deployer.run(overrides={"mlflow_port": 5001})  # a change that restarts MLflow
+    finally:
+        container_target.ssh(f"{PSQL} -c \"update alembic_version set version_num = '{revision}'\"")
+    record("container_crash_loop_reported_seconds", round(result.seconds, 1))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert result.seconds <= 60, output[-3000:]
+    assert "FAILED: mlflow keeps crashing" in output or "FAILED: mlflow stopped" in output, output[-3000:]
+    assert "----- last log lines of mlflow -----" in output and "ffffffffffff" in output, output[-3000:]
+    assert "Traceback (most recent call last)" not in output.split("----- last log lines")[0]
+    healed = deployer.run().check()
+    assert "Build the MLflow image and start the stack | Start the stack (a service is not healthy)" in healed.changed
+    assert_stack_healthy(container_target)
+    run_client("client_load_model.py", f"http://{container_target.address}:5000", tmp_path / "l", logged_model["run_id"])
+
+
+def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, settings, tmp_path, record):
+    """A fresh server, deployed by a sudo user with a given database password, inventoried by
+    a DNS name that only the control machine (the clients) can resolve."""
     target = container_target_factory()
+    name, other_name = f"mlflow-{target.name}.lab.test", f"tracking-{target.name}.lab.test"
     password = "given-" + uuid.uuid4().hex
-    deployer = Deployer(target, settings, user="labadmin", workdir=tmp_path)
-    # -vv --diff: the given password travels on stdin and must not show up anywhere.
-    result = deployer.run(env={"MLFLOW_STACK_POSTGRES_PASSWORD": password}, extra_args=("-vv", "--diff")).check()
-    record("container_sudo_first_run_seconds", round(result.seconds, 1))
-    assert_stack_healthy(target)
-    secrets = read_secrets(target)
-    assert secrets["POSTGRES_PASSWORD"] == password
-    assert password not in result.stdout + result.stderr
-    again = deployer.run(env={"MLFLOW_STACK_POSTGRES_PASSWORD": password}).check()
-    assert again.changed == []
+    env = {"MLFLOW_STACK_POSTGRES_PASSWORD": password}
+    with control_machine_hosts_entry(f"{name} {other_name}", target.address):
+        assert target.ssh(f"getent hosts {name}", check=False).returncode != 0, "the target must not resolve it"
+        deployer = Deployer(target, {**settings, "mlflow_public_names": [other_name]}, user="labadmin",
+                            workdir=tmp_path, name=name)
+        # -vv --diff: the given password travels on stdin and must not show up anywhere.
+        result = deployer.run(env=env, extra_args=("-vv", "--diff")).check()
+        record("container_sudo_first_run_seconds", round(result.seconds, 1))
+        assert f"Verify the stack from the control machine | Smoke-test MLflow at http://{name}:5000" in result.changed
+        assert password not in result.stdout + result.stderr
+        assert_stack_healthy(target)
+        secrets = read_secrets(target)
+        assert secrets["POSTGRES_PASSWORD"] == password
+
+        uri = f"http://{name}:5000"
+        run_id = run_client("client_log_model.py", uri, tmp_path / "log")
+        prediction = run_client("client_load_model.py", uri, tmp_path / "load", run_id)
+        assert abs(float(prediction) - 31.0) < 1e-6
+        # The other public name reaches the same tracking API.
+        found = http_json(f"http://{other_name}:5000/api/2.0/mlflow/runs/get?run_id={run_id}")
+        assert found["run"]["info"]["run_id"] == run_id
+
+        # A 1 GiB artifact through MLflow (presigned multipart, by the name) vs boto3 direct.
+        big = tmp_path / "one-gib.bin"
+        with big.open("wb") as handle:
+            for _ in range(64):
+                handle.write(os.urandom(16 * 2**20))
+        s3_env = {"S3_ENDPOINT_URL": f"http://{name}:9000", "S3_BUCKET": "mlflow", "AWS_ACCESS_KEY_ID": "mlflow",
+                  "AWS_SECRET_ACCESS_KEY": secrets["MINIO_ROOT_PASSWORD"]}
+        through_mlflow, direct = map(float, run_client("client_upload_speed.py", uri, tmp_path / "speed", str(big),
+                                                       env=s3_env).split())
+        big.unlink()
+        record("dns_name_1gib_upload_mib_s", {"through_mlflow": through_mlflow, "boto3_direct": direct,
+                                              "ratio": round(through_mlflow / direct, 2)})
+        assert through_mlflow >= 0.8 * direct, (through_mlflow, direct)
+
+        again = deployer.run(env=env).check()
+        assert again.changed == [], again.changed
+
+        # A smoke test that cannot reach the server fails with one clear line, no traceback.
+        broken = deployer.run(env=env, overrides={"mlflow_public_host": "unresolvable.invalid"})
+        output = broken.stdout + broken.stderr
+        assert broken.returncode != 0
+        assert "smoke test failed: GET http://unresolvable.invalid:5000/health" in output, output[-3000:]
+        assert "docker compose --project-name mlflow logs" in output
+        assert "Traceback" not in output, output[-3000:]
