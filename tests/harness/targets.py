@@ -216,6 +216,7 @@ def cleanup_state(state: dict) -> None:
             r = _iptables(["-t", table, "-D", chain, *spec], check=False)
             if r.returncode:
                 errors.append(f"iptables -D {chain}: {r.stderr.strip()}")
+    errors += _remove_cgroups(state.get("cgroups", []))
     for p in state.get("paths", []):
         try:
             remove_tree(Path(p))
@@ -606,14 +607,84 @@ def start_container_target(index: int = 1, name: str | None = None, *, keep: boo
     return _finish(target, keep)
 
 
+CGROUP_PARENT = "mlflow-stack-tests"
+
+
+def _tracking_cgroup_mounts() -> list[Path]:
+    """Mount points of the hierarchies systemd tracks units in: cgroup2, and v1 name=systemd."""
+    points = []
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            _dev, mp, fstype, opts = line.split()[:4]
+            if fstype == "cgroup2" or (fstype == "cgroup" and "name=systemd" in opts.split(",")):
+                points.append(Path(mp.replace("\\040", " ")))
+    return points
+
+
+def _own_cgroups(state: dict, name: str) -> list[Path]:
+    """Create (idempotently) and record this target's own cgroups, one per tracking hierarchy.
+
+    Why: with --keep-unit on a host without systemd, nspawn splits *its own* cgroup into
+    `supervisor` and `payload`, and the container's systemd sees `payload` as its cgroup root
+    (cgroup namespace). Started from the host's root cgroup, every container got the same
+    `/payload`: all containers' systemd instances managed the very same
+    `/payload/user.slice/user-0.slice/user@0.service`, `/payload/system.slice/docker.service`,
+    ... A container stopping root's user manager (10 s after the last SSH session, logind's
+    UserStopDelaySec) then waited for processes of *other* containers in "its" cgroup (shown
+    as pid 0: another PID namespace), until TimeoutStopSec (2 min) -- and an SSH login
+    arriving meanwhile waited for that stop job. Same for docker.service at shutdown (90 s).
+    A cgroup of its own per nspawn gives every container a private `payload` subtree.
+    """
+    paths = [mp / CGROUP_PARENT / name for mp in _tracking_cgroup_mounts()]
+    cgroups = state.setdefault("cgroups", [])
+    for path in paths:
+        if str(path) not in cgroups:
+            cgroups.append(str(path))
+    _save_state(state)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def _remove_cgroups(paths: list[str], timeout: float = 10) -> list[str]:
+    """rmdir the target's cgroups bottom-up (cgroupfs dirs hold only virtual files); retried
+    while the killed container's last processes are being reaped (EBUSY)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        errors = _rmdir_cgroups_once(paths)
+        if not errors or time.monotonic() > deadline:
+            return errors
+        time.sleep(0.2)
+
+
+def _rmdir_cgroups_once(paths: list[str]) -> list[str]:
+    errors = []
+    for top in paths:
+        if not os.path.isdir(top):
+            continue
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            try:
+                os.rmdir(dirpath)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                errors.append(f"rmdir {dirpath}: {e}")
+                break
+    return errors
+
+
 def _spawn_nspawn(state: dict, name: str, root: Path, tdir: Path) -> None:
     env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="yes")
     cmd = ["systemd-nspawn", "-b", "-D", str(root), "-M", name, "--network-veth",
            "--register=no", "--keep-unit", "--capability=all",
            "--system-call-filter=add_key keyctl bpf", "--console=pipe", "--resolv-conf=off"]
+    cgroups = _own_cgroups(state, name)
+    # Join the target's own cgroups, then exec nspawn (same pid), so its payload is private.
+    enter = "".join(f'echo $$ > "{cg}/cgroup.procs" || exit 125; ' for cg in cgroups)
     with open(tdir / "console.log", "ab") as logf:
         # Own session: a Ctrl-C in the terminal reaches us, and we stop it in order.
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+        proc = subprocess.Popen(["sh", "-c", enter + 'exec "$@"', "sh", *cmd], env=env,
+                                stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     state["pid"] = proc.pid
     state["pid_start"] = _proc_start_time(proc.pid)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from .targets import start_container_target, start_vm_target
+from .targets import TargetDied, start_container_target, start_vm_target
 
 pytestmark = pytest.mark.e2e
 
@@ -65,3 +67,84 @@ def test_vm_target():
     link, rules = _host_state(200, "tap-selftestvm")
     assert not link, "tap left behind"
     assert rules == "", f"iptables rules left behind:\n{rules}"
+
+
+# A minimal image made from the target's own files: no registry is needed.
+_TINY_IMAGE = (
+    "rm -rf /tmp/tiny && mkdir /tmp/tiny && "
+    "for f in /usr/bin/sleep $(ldd /usr/bin/sleep | grep -o '/[^ ]*'); do cp -L --parents $f /tmp/tiny; done && "
+    "tar -C /tmp/tiny -c . | docker import - tiny:1 >/dev/null"
+)
+
+
+def test_container_teardown_with_dockerd_is_prompt():
+    """Stop must not wait for a graceful shutdown of dockerd + containers (was 90 s + leftovers)."""
+    t = start_container_target(index=8, name="teardown")
+    tdir = Path(t.state["dir"])
+    try:
+        t.ssh("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io",
+              timeout=600)
+        t.ssh(_TINY_IMAGE, timeout=120)
+        t.ssh("docker run -d --restart=always tiny:1 /usr/bin/sleep infinity && "
+              "docker run -d tiny:1 /usr/bin/sleep infinity", timeout=120)
+        assert t.ssh("docker ps -q | wc -l").stdout.strip() == "2"
+    except BaseException:
+        t.stop()
+        raise
+    started = time.monotonic()
+    t.stop()
+    seconds = time.monotonic() - started
+    print(f"MEASURED container teardown with dockerd + 2 containers: {seconds:.1f}s")
+    assert seconds < 15, f"teardown took {seconds:.1f}s"
+    assert not tdir.exists(), f"{tdir} left behind"
+    with open("/proc/self/mounts") as fh:
+        assert not [line for line in fh if str(tdir) in line], "mounts left behind"
+    link, rules = _host_state(8, "ve-teardown")
+    assert not link, "veth left behind"
+    assert rules == "", f"iptables rules left behind:\n{rules}"
+
+
+def test_container_ssh_logins_do_not_wait_for_user_manager():
+    """Each SSH login after the previous session ended (and logind's UserStopDelaySec, 10 s,
+    passed, so user@0.service is being stopped) must be as fast as the first one."""
+    t = start_container_target(index=7, name="logins")
+    try:
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            t.ssh("true", timeout=180)
+            times.append(round(time.monotonic() - started, 1))
+            time.sleep(12)
+        print(f"MEASURED ssh login times: {times}")
+        assert max(times) < 5, f"slow SSH logins (s): {times}"
+        failed = t.ssh("systemctl --failed --no-legend --plain", check=False).stdout
+        assert "user@" not in failed, failed
+    finally:
+        t.stop()
+
+
+@pytest.mark.vm
+def test_vm_watchdog_detects_a_panicked_guest():
+    """A crashed guest kernel (qemu still running) is detected within seconds, not after hours."""
+    t = start_vm_target(index=200, name="panicvm")
+    try:
+        t.assert_alive()
+        assert "cx16" not in t.ssh("grep -m1 ^flags /proc/cpuinfo").stdout.split()
+        started = time.monotonic()
+        with pytest.raises(TargetDied) as err:
+            # The ssh session dies with the kernel; the watchdog must end the wait.
+            t.ssh("sysctl -qw kernel.panic=0 && sync && echo c > /proc/sysrq-trigger; sleep 3600",
+                  timeout=3600)
+        seconds = time.monotonic() - started
+        print(f"MEASURED panic detected after {seconds:.1f}s")
+        assert seconds < 120
+        message = str(err.value)
+        assert "Kernel panic" in message and len(message.splitlines()) > 20, message
+        # Any later wait fails at once too, e.g. a long-running local command (the pyinfra CLI).
+        started = time.monotonic()
+        with pytest.raises(TargetDied):
+            t.run_watched(["sleep", "600"], timeout=600)
+        assert time.monotonic() - started < 10
+    finally:
+        t.stop()
+    assert not _host_state(200, "tap-panicvm")[0], "tap left behind"
