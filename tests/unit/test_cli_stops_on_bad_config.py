@@ -20,3 +20,21 @@ def test_bad_settings_stop_the_run_before_any_operation():
     assert "minio_bucket = 'Bad_Bucket': must be an S3 bucket name" in output
     assert "Traceback" not in output
     assert "Starting operation" not in output and "Loaded fact" not in output
+
+
+def test_rotation_and_public_host_errors_from_data_stop_the_run():
+    # `--data rotate_secrets=a,b` reaches the deploy as the string "a,b": both names are read.
+    given = "Minio-Given.Secret_0123"
+    proc = subprocess.run(
+        [PYINFRA, "--dry", "@local", "deploy.py", "--data", "rotate_secrets=postgres_password,minio_root_password",
+         "--data", f"minio_root_password={given}", "--data", "mlflow_public_host=minio"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "rotate_secrets names 'minio_root_password', which is given in the config" in output
+    assert "rotate_secrets names 'postgres_password'" not in output  # generated: may be rotated
+    assert "mlflow_public_host = 'minio' (or the inventory name): a compose service has that name" in output
+    assert given not in output
+    assert "Traceback" not in output
+    assert "Starting operation" not in output and "Loaded fact" not in output

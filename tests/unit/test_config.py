@@ -6,7 +6,7 @@ import runpy
 
 import pytest
 
-from mlflow_stack.config import CONFIG_KEYS, SECRET_ENV_VARS, ConfigError, StackConfig, load_config
+from mlflow_stack.config import CONFIG_KEYS, SECRET_ENV_VARS, SERVICE_NAMES, ConfigError, StackConfig, load_config
 
 from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
 
@@ -15,6 +15,7 @@ ID_RANGE = "an integer from 1000 to 59999"
 SAFE_DIR = "an absolute path below a dedicated directory"
 BUCKET = "an S3 bucket name: 3-63 characters"
 PASSWORD_RULE = "12-128 characters of A-Z a-z 0-9 . _ ~ -"
+ROTATE_RULE = "a list (or comma-separated string) of 'postgres_password', 'minio_root_password'"
 
 
 def config_error(overrides: dict, environ: dict | None = None) -> str:
@@ -72,6 +73,10 @@ def test_derived_values_follow_the_inputs():
         dict(mlflow_version="3.2.0rc1"), dict(stack_dir="/srv/mlflow-2"), dict(mlflow_bind_address="::"),
         dict(postgres_image="registry.example.org:5000/lib/postgres:17@sha256:" + "a" * 64),
         dict(mlflow_public_names=["10.1.2.3", "ml.internal"]),
+        dict(rotate_secrets=[]), dict(rotate_secrets=["postgres_password"]),
+        dict(rotate_secrets=["minio_root_password", "postgres_password"]),
+        # a service name is fine as an extra name: only the public host becomes a network alias
+        dict(mlflow_public_names=["minio", "postgres"]),
     ],
     ids=str,
 )
@@ -147,6 +152,15 @@ BAD = {
     "user root": (dict(stack_user="root"), ["stack_user = 'root'", "dedicated unprivileged account"]),
     "user upper": (dict(stack_user="MLflow"), ["stack_user = 'MLflow'", "a user name"]),
     "project": (dict(compose_project="My Stack"), ["compose_project = 'My Stack'", "lowercase letters"]),
+    "rotate unknown name": (dict(rotate_secrets=["postgres"]), ["rotate_secrets = ['postgres']", ROTATE_RULE]),
+    "rotate unknown in str": (dict(rotate_secrets="postgres_password,admin_password"),
+                              ["rotate_secrets = 'postgres_password,admin_password'", ROTATE_RULE]),
+    "rotate int": (dict(rotate_secrets=5), ["rotate_secrets = 5", ROTATE_RULE]),
+    "rotate dict": (dict(rotate_secrets={"postgres_password": True}), ["rotate_secrets = {", ROTATE_RULE]),
+    "public host minio": (dict(mlflow_public_host="minio"),
+                          ["mlflow_public_host = 'minio'", "a compose service has that name"]),
+    "public host mlflow": (dict(mlflow_public_host="mlflow"),
+                           ["mlflow_public_host = 'mlflow'", "a compose service has that name"]),
 }
 
 
@@ -246,3 +260,101 @@ def test_unrelated_unknown_keys_are_ignored():
     # pyinfra's own host data (ssh_user, ...) sits next to the stack's keys.
     config = make_config(ssh_user="admin", _private=1)
     assert config.mlflow_port == defaults()["mlflow_port"]
+
+
+# --- rotate_secrets ------------------------------------------------------------------------------
+
+
+def test_rotate_secrets_defaults_to_nothing(default_config):
+    assert defaults()["rotate_secrets"] == []
+    assert default_config.rotate_secrets == ()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("postgres_password", ("postgres_password",)),
+    ("postgres_password,minio_root_password", ("postgres_password", "minio_root_password")),
+    (" minio_root_password , postgres_password ", ("minio_root_password", "postgres_password")),
+    ("", ()),
+    (["minio_root_password"], ("minio_root_password",)),
+    (("postgres_password",), ("postgres_password",)),
+], ids=["one", "comma-separated", "spaces", "empty string", "list", "tuple"])
+def test_rotate_secrets_accepts_a_list_or_the_string_pyinfra_data_passes(value, expected):
+    # `pyinfra --data rotate_secrets=a,b` hands the deploy the string "a,b"
+    assert make_config(rotate_secrets=value).rotate_secrets == expected
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_ENV_VARS))
+def test_rotating_a_given_secret_is_refused(key):
+    given = "Given-Secret.0123456"
+    message = config_error({key: given, "rotate_secrets": [key]})
+    assert f"rotate_secrets names {key!r}, which is given in the config" in message
+    assert f"set {key} = None" in message
+    assert given not in message
+
+
+def test_rotating_a_secret_given_through_the_environment_is_refused():
+    given = "FromEnvironment_42"
+    message = config_error({"rotate_secrets": "postgres_password"},
+                           environ={"MLFLOW_STACK_POSTGRES_PASSWORD": given})
+    assert "rotate_secrets names 'postgres_password'" in message
+    assert given not in message
+
+
+def test_rotating_the_generated_one_next_to_a_given_one_is_fine():
+    config = make_config(postgres_password="Given-Secret.0123456", rotate_secrets="minio_root_password")
+    assert config.rotate_secrets == ("minio_root_password",)
+
+
+def test_rotation_errors_come_with_the_others():
+    message = config_error(dict(rotate_secrets=["postgres_password"], postgres_password="Given-Secret.0123456",
+                                mlflow_public_host="postgres", mlflow_port=0))
+    lines = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert len(lines) == 3, message
+
+
+# --- the public host and the compose network -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_public_host_equal_to_a_service_name_is_refused(name):
+    message = config_error({"mlflow_public_host": name})
+    assert f"mlflow_public_host = {name!r} (or the inventory name): a compose service has that name" in message
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_inventory_name_equal_to_a_service_name_is_refused_when_it_is_the_public_host(name):
+    with pytest.raises(ConfigError, match="a compose service has that name"):
+        load_config(host_data(), name, environ={})
+    # with a public host of its own the inventory name is only a Host header
+    config = load_config(host_data(mlflow_public_host="mlflow.lab.example.org"), name, environ={})
+    assert config.minio_network_aliases == ("mlflow.lab.example.org",)
+
+
+def test_service_names_are_the_compose_services():
+    from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICE
+
+    assert set(SERVICE_NAMES) == {ONESHOT_SERVICE, *LONG_RUNNING_SERVICES}
+
+
+@pytest.mark.parametrize("public_host, aliases", [
+    (None, (HOST_NAME,)),
+    ("mlflow.lab.example.org", ("mlflow.lab.example.org",)),
+    ("tracking", ("tracking",)),
+    ("192.0.2.10", ()),
+    ("2001:db8::1", ()),
+], ids=["inventory name", "dns name", "short name", "ipv4", "ipv6"])
+def test_minio_network_alias_is_the_public_host_when_it_is_a_name(public_host, aliases):
+    assert make_config(mlflow_public_host=public_host).minio_network_aliases == aliases
+
+
+def test_inventory_ip_gives_no_alias():
+    config = load_config(host_data(), "192.0.2.7", environ={})
+    assert config.mlflow_public_host == "192.0.2.7"
+    assert config.minio_network_aliases == ()
+
+
+@pytest.mark.parametrize("port", [9000, 9100])
+def test_s3_internal_endpoint_is_the_minio_service_on_its_api_port(port):
+    config = make_config(minio_api_port=port, mlflow_public_host="mlflow.lab.example.org")
+    assert config.s3_internal_endpoint == f"http://minio:{port}"
+    assert config.s3_public_endpoint == f"http://mlflow.lab.example.org:{port}"

@@ -56,6 +56,8 @@ def fresh_facts(distro: str = "debian12") -> dict:
         "Os": "Linux",
         "Which": {"useradd": "/usr/sbin/useradd", "curl": "/usr/bin/curl", "systemctl": "/usr/bin/systemctl"},
         "IdOwners": {"user": None, "group": None},
+        # no data/postgres/PG_VERSION yet
+        "DatabasePasswordState": "none",
     }
 
 
@@ -63,8 +65,9 @@ def all_steps(config):
     """deploy.py without the HTTP smoke test."""
     docker_engine.install_docker(config)
     service_account.create_service_account(config)
-    changed = [secrets.ensure_secrets(config), *stack_files.upload_stack_files(config),
-               *stack.load_image_archives(config)]
+    secrets_op = secrets.ensure_secrets(config)
+    changed = [secrets_op, *stack_files.upload_stack_files(config), *stack.load_image_archives(config)]
+    stack.apply_database_password(config, secrets=secrets_op)
     stack.start_stack(config, changed=changed)
 
 
@@ -78,7 +81,8 @@ def expected_file_modes(config) -> dict[str, int]:
         KEYRING: 644, SOURCES_FILE: 644, "/etc/docker/daemon.json": 644,
         f"{config.stack_dir}/build/Dockerfile": 644, f"{config.stack_dir}/build/create_bucket.py": 644,
         f"{config.stack_dir}/compose.yaml": 644, f"{config.stack_dir}/mlflow.env": 600,
-        f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/.env": 600,
+        f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
+        f"{config.stack_dir}/.env": 600,
     }
     for path in config.extra_ca_certificates:
         name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".crt"
@@ -120,6 +124,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
             ("POSTGRES_PASSWORD", config.postgres_password), ("MINIO_ROOT_PASSWORD", config.minio_root_password))}},
         DockerImage={mlflow_image_ref(config): [{"Id": "sha256:" + "0" * 64}]},
         ComposeServices={config.compose_project: HEALTHY},
+        DatabasePasswordState="matches",
     )
     if SOURCES_FILE in uploads:
         entry = AptSourcesFile.from_deb822_lines(uploads[SOURCES_FILE].decode().splitlines())
@@ -326,8 +331,11 @@ def test_fresh_host_generates_both_passwords_on_the_host():
     (op,) = [op for op in result.ops if op.commands]
     generate = [c for c in op.commands if "/dev/urandom" in c]
     assert len(generate) == 1 and generate[0].startswith("umask 077;")
+    # the file is rewritten without the generated keys, then the new values are appended
+    assert "grep -v -E '^(POSTGRES_PASSWORD|MINIO_ROOT_PASSWORD)=' " in generate[0]
+    assert generate[0].endswith(f"> {config.secrets_file}.new && mv {config.secrets_file}.new {config.secrets_file}")
     for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
-        assert f'echo "{key}=$(' in generate[0] and f">> {config.secrets_file}" in generate[0]
+        assert f'echo "{key}=$(' in generate[0]
     assert op.commands[-1] == f"chown root:root {config.secrets_file} && chmod 600 {config.secrets_file}"
     assert not any(stdin_of(c) for c in op.raw)
 
@@ -442,12 +450,14 @@ def test_no_archives_no_operations():
 
 
 def compose_up(config) -> str:
-    return f"docker compose --project-directory {config.stack_dir} --project-name {config.compose_project} up -d"
+    # bounded: compose waits for a dependency's health without a limit of its own
+    return (f"timeout {config.mlflow_health_timeout} docker compose --project-directory {config.stack_dir} "
+            f"--project-name {config.compose_project} up -d")
 
 
 def wait(config) -> str:
     return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
-            f"{ONESHOT_SERVICE} {' '.join(LONG_RUNNING_SERVICES)}")
+            f"--oneshot {ONESHOT_SERVICE} {' '.join(LONG_RUNNING_SERVICES)}")
 
 
 def test_fresh_stack_builds_starts_and_waits():

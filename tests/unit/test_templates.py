@@ -122,12 +122,18 @@ def test_published_ports_follow_the_config(config):
     mlflow_command = services["mlflow"]["command"]
     container_port = flag(mlflow_command, "--port")
     assert services["mlflow"]["ports"] == [f"{config.mlflow_bind_address}:{config.mlflow_port}:{container_port}"]
-    minio_ports = services["minio"]["ports"]
-    assert f"{config.minio_api_bind_address}:{config.minio_api_port}:9000" in minio_ports
-    console = [p for p in minio_ports if p.endswith(":9001")]
-    assert console == [f"127.0.0.1:{config.minio_console_port}:9001"]  # console: loopback only
+    # MinIO listens inside on the published ports: the public endpoint URL is valid inside
+    # the compose network too (through the network alias).
+    api, console = config.minio_api_port, config.minio_console_port
+    assert services["minio"]["ports"] == [f"{config.minio_api_bind_address}:{api}:{api}",
+                                          f"127.0.0.1:{console}:{console}"]  # console: loopback only
     command = services["minio"]["command"]
-    assert command[command.index("--console-address") + 1] == ":9001"
+    assert command[:2] == ["server", "/data"]
+    assert command[command.index("--address") + 1] == f":{api}"
+    assert command[command.index("--console-address") + 1] == f":{console}"
+    # the health check (`mc ready local`) asks the port MinIO listens on
+    assert services["minio"]["environment"]["MC_HOST_local"] == f"http://127.0.0.1:{api}"
+    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
 
 
 def test_data_volumes_are_the_directories_the_service_account_creates(config):
@@ -256,3 +262,57 @@ def test_image_ref_changes_only_with_the_image_inputs(change, rebuilds, ca_cert)
     changed = make_config(extra_ca_certificates=[ca_cert]) if change == "ca" else make_config(**change)
     assert (mlflow_image_ref(changed) != base) is rebuilds
     assert mlflow_image_ref(make_config()) == base  # deterministic
+
+
+# --- MinIO on the compose network --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("public_host, aliases", [
+    ("mlflow.lab.example.org", ["mlflow.lab.example.org"]),
+    (None, [HOST_NAME]),
+    ("192.0.2.10", []),
+    ("2001:db8::10", []),
+], ids=["dns name", "inventory name", "ipv4", "ipv6"])
+def test_minio_answers_to_the_public_name_inside_the_network(public_host, aliases):
+    config = make_config(mlflow_public_host=public_host)
+    services = compose(config)["services"]
+    assert services["minio"]["networks"] == {"default": {"aliases": aliases}}
+    # the MLflow server signs URLs for the public endpoint; by the alias its own S3 traffic
+    # reaches the container, on the port MinIO listens on inside
+    env = env_file(render("mlflow.env.j2", config))
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == config.s3_public_endpoint
+    command = services["minio"]["command"]
+    assert env["MLFLOW_S3_ENDPOINT_URL"].endswith(command[command.index("--address") + 1])
+    # no other service joins another network, so they all share the default one
+    for name, service in services.items():
+        assert set(service.get("networks", {"default": None})) == {"default"}, name
+
+
+def test_no_service_name_is_shadowed_by_the_alias(config):
+    services = compose(config)["services"]
+    assert not set(services["minio"]["networks"]["default"]["aliases"]) & set(services)
+
+
+def test_bucket_init_reaches_minio_by_its_service_name(config):
+    services = compose(config)["services"]
+    endpoint = services[ONESHOT_SERVICE]["environment"]["S3_ENDPOINT_URL"]
+    assert endpoint == config.s3_internal_endpoint == f"http://minio:{config.minio_api_port}"
+
+
+def test_template_context_has_the_network_values(config):
+    from mlflow_stack.stack_files import template_context
+
+    context = template_context(config)
+    assert context["s3_internal_endpoint"] == config.s3_internal_endpoint
+    assert context["minio_network_aliases"] == list(config.minio_network_aliases)
+
+
+def test_non_default_minio_ports_everywhere():
+    config = make_config(minio_api_port=19000, minio_console_port=19001, mlflow_public_host="s3.lab.example.org")
+    minio = compose(config)["services"]["minio"]
+    assert minio["command"] == ["server", "/data", "--address", ":19000", "--console-address", ":19001"]
+    assert minio["ports"] == ["0.0.0.0:19000:19000", "127.0.0.1:19001:19001"]
+    assert minio["environment"]["MC_HOST_local"] == "http://127.0.0.1:19000"
+    assert compose(config)["services"][ONESHOT_SERVICE]["environment"]["S3_ENDPOINT_URL"] == "http://minio:19000"
+    text = render("compose.yaml.j2", config)
+    assert ":9000" not in text and ":9001" not in text

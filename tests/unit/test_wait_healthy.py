@@ -1,0 +1,184 @@
+"""templates/wait-healthy.sh, run for real by `sh` against a fake `docker` whose answers
+change from call to call: healthy, crash loop, failed one-shot, stopped, unhealthy, timeout."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .fakedocker import FakeDocker
+from .helpers import REPO
+
+SCRIPT = str(REPO / "templates" / "wait-healthy.sh")
+SERVICES = ["postgres", "minio", "mlflow"]
+IDS = "c-postgres\nc-minio\nc-create-bucket\nc-mlflow\n"
+
+
+def snapshot(**overrides: str) -> str:
+    """Status lines for every container: all healthy and the bucket init done, unless overridden
+    with `service="state health exit-code restarts"`."""
+    lines = {
+        "postgres": "running healthy 0 0",
+        "minio": "running healthy 0 0",
+        "create-bucket": "exited none 0 0",
+        "mlflow": "running healthy 0 0",
+    }
+    lines.update({name.replace("_", "-"): value for name, value in overrides.items()})
+    return "\n".join(f"{name} {value}" for name, value in lines.items())
+
+
+@pytest.fixture
+def docker(tmp_path):
+    fake = FakeDocker(tmp_path)
+    fake.write("ids", IDS)
+    return fake
+
+
+def wait_healthy(docker: FakeDocker, timeout: int = 300, oneshot: str | None = "create-bucket",
+                 services=SERVICES):
+    args = ["sh", SCRIPT, "mlflow", str(timeout)] + (["--oneshot", oneshot] if oneshot else []) + list(services)
+    started = time.monotonic()
+    proc = docker.run(args, timeout=timeout + 30)
+    return proc, time.monotonic() - started
+
+
+def test_all_healthy_exits_0_at_once(docker):
+    docker.statuses(snapshot())
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "healthy: postgres minio mlflow (create-bucket done)"
+    assert proc.stderr == ""
+    assert elapsed < 5
+    # it reads the project's containers, all of them, and inspects them in one call
+    assert "docker compose --project-name mlflow ps --all --quiet" in docker.argv
+    inspect = [line for line in docker.argv if line.startswith("docker inspect")]
+    assert inspect and all(line.endswith("c-postgres c-minio c-create-bucket c-mlflow") for line in inspect)
+    assert all(".RestartCount" in line and ".State.Status" in line for line in inspect)
+
+
+def test_slow_start_is_waited_for(docker):
+    docker.statuses(
+        snapshot(mlflow="running starting 0 0", create_bucket="running none 0 0"),  # at the start
+        snapshot(mlflow="running starting 0 0", create_bucket="running none 0 0"),
+        snapshot(),
+    )
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+    assert 1.5 <= elapsed < 10
+    assert len([line for line in docker.argv if line.startswith("docker inspect")]) == 3
+
+
+def test_crash_loop_fails_in_seconds_with_the_logs(docker):
+    docker.write("logs.mlflow", "mlflow-1 | ModuleNotFoundError: No module named 'psycopg2'\n"
+                                "mlflow-1 | the second log line\n")
+    docker.statuses(
+        snapshot(mlflow="running starting 0 0"),          # at the start
+        snapshot(mlflow="restarting starting 1 1"),
+        snapshot(mlflow="restarting starting 1 2"),       # restarted twice while waiting
+    )
+    proc, elapsed = wait_healthy(docker, timeout=300)
+    assert proc.returncode == 1
+    assert elapsed < 10, "a crash loop must not wait for the timeout"
+    assert "mlflow keeps crashing: restarted 2 times while waiting, last exit code 1" in proc.stderr
+    assert "----- last log lines of mlflow -----" in proc.stderr
+    assert "ModuleNotFoundError: No module named 'psycopg2'" in proc.stderr
+    assert "the second log line" in proc.stderr
+    # one line with the reason, last
+    assert proc.stderr.splitlines()[-1].startswith("FAILED: mlflow keeps crashing")
+    assert "docker compose --project-name mlflow logs --no-color --tail 40 mlflow" in docker.argv
+    # healthy services' logs are not dumped
+    assert "log line one of postgres" not in proc.stderr
+
+
+def test_restarts_before_the_wait_do_not_count_as_a_crash_loop(docker):
+    # A container killed and restarted before this run: a high count that is not rising.
+    docker.statuses(
+        snapshot(postgres="running healthy 0 7", mlflow="restarting starting 137 9"),
+        snapshot(postgres="running healthy 0 7", mlflow="running starting 137 10"),
+        snapshot(postgres="running healthy 0 7", mlflow="running healthy 137 10"),
+    )
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+    assert "keeps crashing" not in proc.stderr
+
+
+def test_one_restart_while_waiting_is_tolerated(docker):
+    docker.statuses(
+        snapshot(minio="running starting 0 0"),
+        snapshot(minio="restarting starting 1 1"),
+        snapshot(minio="running healthy 1 1"),
+    )
+    proc, _ = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_failed_oneshot_fails_fast(docker):
+    docker.write("logs.create-bucket", "create-bucket-1 | botocore.exceptions.EndpointConnectionError: bucket init\n")
+    docker.statuses(snapshot(create_bucket="exited none 1 0", mlflow="created none 0 0"))
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1
+    assert elapsed < 10
+    assert "FAILED: create-bucket failed (exit code 1)" in proc.stderr
+    assert "EndpointConnectionError: bucket init" in proc.stderr
+    assert "----- last log lines of create-bucket -----" in proc.stderr
+
+
+def test_oneshot_still_running_is_waited_for(docker):
+    docker.statuses(snapshot(create_bucket="running none 0 0"), snapshot(create_bucket="running none 0 0"),
+                    snapshot())
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed >= 1.5
+
+
+@pytest.mark.parametrize("state", ["exited", "dead"])
+def test_stopped_service_fails_fast(docker, state):
+    docker.statuses(snapshot(postgres=f"{state} unhealthy 3 0"))
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1 and elapsed < 10
+    assert f"FAILED: postgres stopped ({state}, exit code 3)" in proc.stderr
+    assert "log line one of postgres" in proc.stderr
+
+
+def test_unhealthy_service_fails_fast(docker):
+    docker.statuses(snapshot(minio="running unhealthy 0 0"))
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1 and elapsed < 10
+    assert "FAILED: minio is unhealthy" in proc.stderr
+    assert "log line two of minio" in proc.stderr
+
+
+def test_a_service_stuck_starting_fails_after_the_timeout(docker):
+    docker.statuses(snapshot(mlflow="running starting 0 0"))
+    proc, elapsed = wait_healthy(docker, timeout=3)
+    assert proc.returncode == 1
+    assert 2 <= elapsed < 10  # `date +%s` has whole seconds: the deadline may come up to 1 s early
+    assert "FAILED: not healthy after 3s (mlflow_health_timeout): mlflow" in proc.stderr
+    assert "log line one of mlflow" in proc.stderr
+    assert "fake compose ps table" in proc.stderr  # the overview too
+
+
+def test_no_containers_at_all_fails_after_the_timeout(docker):
+    docker.write("ids", "")
+    proc, elapsed = wait_healthy(docker, timeout=2)
+    assert proc.returncode == 1 and 1 <= elapsed < 10
+    assert "not healthy after 2s" in proc.stderr
+    assert not any(line.startswith("docker inspect") for line in docker.argv)
+
+
+def test_without_oneshot_only_the_named_services_count(docker):
+    # apply-db-password.sh waits for postgres alone while the rest may be anything
+    docker.statuses(snapshot(mlflow="exited none 1 0", create_bucket="exited none 1 0"))
+    proc, _ = wait_healthy(docker, oneshot=None, services=["postgres"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "healthy: postgres"
+
+
+def test_first_failing_service_gives_the_reason_all_waiting_ones_give_logs(docker):
+    docker.statuses(snapshot(postgres="running unhealthy 0 0", mlflow="running starting 0 0"))
+    proc, _ = wait_healthy(docker)
+    assert proc.returncode == 1
+    assert "FAILED: postgres is unhealthy" in proc.stderr
+    assert "----- last log lines of postgres -----" in proc.stderr
+    assert "----- last log lines of mlflow -----" in proc.stderr
