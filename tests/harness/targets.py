@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import rootfs as rootfs_mod
-from .cache import cache_root, remove_tree
+from .cache import cache_root, discard_tree
 from .rootfs import log
 
 STATE_DIR = Path("/run/mlflow-stack-tests")
@@ -198,6 +198,11 @@ def cleanup_state(state: dict) -> None:
     """Undo everything recorded in `state`; safe to call repeatedly and on partial states."""
     name = state["name"]
     errors = []
+    steps: list[tuple[str, float]] = []
+    t0 = time.monotonic()
+
+    def step(what: str) -> None:
+        steps.append((what, time.monotonic() - t0 - sum(d for _, d in steps)))
     try:
         if state["kind"] == "container":
             _kill_container(state.get("pid") or 0, state.get("pid_start"))
@@ -205,6 +210,7 @@ def cleanup_state(state: dict) -> None:
             _kill_and_wait(state.get("pid") or 0, state.get("pid_start"), 10)
     except Exception as e:  # keep cleaning the rest
         errors.append(f"kill: {e}")
+    step("kill")
     for dev in state.get("links", []):
         if _link_exists(dev):
             r = _run(["ip", "link", "del", "dev", dev], check=False)
@@ -216,12 +222,17 @@ def cleanup_state(state: dict) -> None:
             r = _iptables(["-t", table, "-D", chain, *spec], check=False)
             if r.returncode:
                 errors.append(f"iptables -D {chain}: {r.stderr.strip()}")
+    step("links+rules")
     errors += _remove_cgroups(state.get("cgroups", []))
+    step("cgroups")
     for p in state.get("paths", []):
         try:
-            remove_tree(Path(p))
+            discard_tree(Path(p))
         except Exception as e:
             errors.append(str(e))
+    step("files")
+    if time.monotonic() - t0 > 5:
+        log(f"slow cleanup of {name}: " + ", ".join(f"{w} {d:.1f}s" for w, d in steps))
     if errors:
         raise RuntimeError(f"cleanup of target {name} incomplete: {'; '.join(errors)}")
     _state_path(name).unlink(missing_ok=True)
@@ -581,7 +592,7 @@ def start_container_target(index: int = 1, name: str | None = None, *, keep: boo
         veth = f"ve-{name}"
         state["links"].append(veth)
         _save_state(state)
-        remove_tree(tdir)
+        discard_tree(tdir)
         tdir.mkdir(parents=True)
         root = tdir / "rootfs"
         subprocess.run(["cp", "-a", "--reflink=auto", str(root_src), str(root)], check=True)
@@ -815,7 +826,7 @@ def start_vm_target(index: int = 200, name: str | None = None, *, keep: bool = F
         state["dir"] = str(tdir)
         state["paths"].append(str(tdir))
         _save_state(state)
-        remove_tree(tdir)
+        discard_tree(tdir)
         tdir.mkdir(parents=True)
         disk = tdir / "disk.qcow2"
         subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(image_dir / "ready.qcow2"), str(disk)],
