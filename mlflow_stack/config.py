@@ -380,12 +380,13 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
     if values.get("stack_user") == "root":
         errors.append("stack_user = 'root': must be a dedicated unprivileged account")
     public_host = values.get("mlflow_public_host") or inventory_name
-    if public_host in SERVICE_NAMES:
-        errors.append(f"mlflow_public_host = {public_host!r} (or the inventory name): a compose service has that "
-                      "name; use the server's DNS name or IP address")
+    if public_host.lower() in (*SERVICE_NAMES, "localhost"):
+        errors.append(f"mlflow_public_host = {public_host!r} (or the inventory name): clients on other machines "
+                      "cannot use it, and on the compose network it names a container; use the server's DNS name "
+                      "or IP address")
     for key in values.get("rotate_secrets", ()):
         if values.get(key) is not None:
-            errors.append(f"rotate_secrets names {key!r}, which is given in the config: "
+            errors.append(f"rotate_secrets names {key!r}, which is given (in the config or ${SECRET_ENV_VARS[key]}): "
                           f"rotate it by giving a new value, or set {key} = None to have one generated")
     return errors
 

@@ -90,12 +90,13 @@ def apply_database_password(config: StackConfig | None = None, secrets=None):
     """Give the database role the password in the secrets file before MLflow restarts with
     it: when the secrets changed on this run (`secrets`: their operation), or the running
     database does not accept the file's password (lost and regenerated, restored, edited),
-    or the database is not running so it cannot be asked."""
+    or the database is not running so it cannot be asked. Returns the operation: when it ran,
+    MLflow must be restarted with the password."""
     config = config or config_from_host()
     state = host.get_fact(DatabasePasswordState, stack_dir=config.stack_dir, project=config.compose_project,
                           user=config.postgres_user, database=config.postgres_db)
     secrets_changed = secrets.did_change if secrets is not None else (lambda: False)
-    server.shell(
+    return server.shell(
         name="Give the database role the password in the secrets file",
         commands=[f"sh {config.stack_dir}/apply-db-password.sh {config.stack_dir} {config.compose_project} "
                   f"{config.postgres_user} {config.postgres_db} {config.mlflow_health_timeout}"],

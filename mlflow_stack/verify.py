@@ -82,9 +82,10 @@ def summary(config: StackConfig) -> str:
     )
 
 
-def _run_smoke_test(tracking_uri: str, logs_hint: str) -> bool:
+def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str) -> bool:
     """pyinfra callback: True on success; on failure one error line and False, which fails
-    the operation without a traceback."""
+    the operation without a traceback (pyinfra uses the return value only of callbacks that
+    take `state, host` first)."""
     try:
         logger.info(f"{host.print_prefix}{smoke_test(tracking_uri)}")
         return True

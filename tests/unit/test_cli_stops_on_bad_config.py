@@ -32,9 +32,9 @@ def test_rotation_and_public_host_errors_from_data_stop_the_run():
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "rotate_secrets names 'minio_root_password', which is given in the config" in output
+    assert "rotate_secrets names 'minio_root_password', which is given (in the config or" in output
     assert "rotate_secrets names 'postgres_password'" not in output  # generated: may be rotated
-    assert "mlflow_public_host = 'minio' (or the inventory name): a compose service has that name" in output
+    assert "mlflow_public_host = 'minio' (or the inventory name): clients on other machines cannot use it, and on the compose network it names a container" in output
     assert given not in output
     assert "Traceback" not in output
     assert "Starting operation" not in output and "Loaded fact" not in output

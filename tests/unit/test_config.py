@@ -158,9 +158,9 @@ BAD = {
     "rotate int": (dict(rotate_secrets=5), ["rotate_secrets = 5", ROTATE_RULE]),
     "rotate dict": (dict(rotate_secrets={"postgres_password": True}), ["rotate_secrets = {", ROTATE_RULE]),
     "public host minio": (dict(mlflow_public_host="minio"),
-                          ["mlflow_public_host = 'minio'", "a compose service has that name"]),
+                          ["mlflow_public_host = 'minio'", "on the compose network it names a container"]),
     "public host mlflow": (dict(mlflow_public_host="mlflow"),
-                           ["mlflow_public_host = 'mlflow'", "a compose service has that name"]),
+                           ["mlflow_public_host = 'mlflow'", "on the compose network it names a container"]),
 }
 
 
@@ -287,7 +287,7 @@ def test_rotate_secrets_accepts_a_list_or_the_string_pyinfra_data_passes(value, 
 def test_rotating_a_given_secret_is_refused(key):
     given = "Given-Secret.0123456"
     message = config_error({key: given, "rotate_secrets": [key]})
-    assert f"rotate_secrets names {key!r}, which is given in the config" in message
+    assert f"rotate_secrets names {key!r}, which is given (in the config or" in message
     assert f"set {key} = None" in message
     assert given not in message
 
@@ -315,15 +315,15 @@ def test_rotation_errors_come_with_the_others():
 # --- the public host and the compose network -----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", SERVICE_NAMES)
+@pytest.mark.parametrize("name", (*SERVICE_NAMES, "localhost", "MinIO"))
 def test_public_host_equal_to_a_service_name_is_refused(name):
     message = config_error({"mlflow_public_host": name})
-    assert f"mlflow_public_host = {name!r} (or the inventory name): a compose service has that name" in message
+    assert f"mlflow_public_host = {name!r} (or the inventory name): clients on other machines cannot use it, and on the compose network it names a container" in message
 
 
-@pytest.mark.parametrize("name", SERVICE_NAMES)
+@pytest.mark.parametrize("name", (*SERVICE_NAMES, "localhost", "MinIO"))
 def test_inventory_name_equal_to_a_service_name_is_refused_when_it_is_the_public_host(name):
-    with pytest.raises(ConfigError, match="a compose service has that name"):
+    with pytest.raises(ConfigError, match="on the compose network it names a container"):
         load_config(host_data(), name, environ={})
     # with a public host of its own the inventory name is only a Host header
     config = load_config(host_data(mlflow_public_host="mlflow.lab.example.org"), name, environ={})

@@ -233,10 +233,6 @@ def test_unknown_state_on_a_stopped_stack_applies_then_starts():
     assert commands[1].startswith(compose_up(config)) and commands[2] == wait(config)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: apply_database_password's operation is not among start_stack's `changed`; "
-    "when the database 'differs' from an unchanged secrets file (file edited or restored), the "
-    "role gets the file's password but MLflow keeps the old one and is not restarted"))
 def test_database_differing_from_an_unchanged_file_restarts_mlflow_after_apply():
     config = make_config()
     facts = converged_facts(config)

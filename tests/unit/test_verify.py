@@ -33,7 +33,7 @@ def in_host_context():
 def test_passing_smoke_test_returns_true_and_reports(in_host_context, monkeypatch, caplog):
     monkeypatch.setattr(verify, "smoke_test", lambda uri: f"smoke test passed against {uri}")
     with caplog.at_level(logging.INFO, logger="pyinfra"):
-        assert verify._run_smoke_test("http://mlflow.example.org:5000", HINT) is True
+        assert verify._run_smoke_test(None, in_host_context, "http://mlflow.example.org:5000", HINT) is True
     assert "smoke test passed against http://mlflow.example.org:5000" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -46,7 +46,7 @@ def test_failing_smoke_test_returns_false_with_one_error_line(in_host_context, m
 
     monkeypatch.setattr(verify, "smoke_test", smoke_test)
     with caplog.at_level(logging.DEBUG, logger="pyinfra"):
-        assert verify._run_smoke_test("http://mlflow.example.org:5000", HINT) is False
+        assert verify._run_smoke_test(None, in_host_context, "http://mlflow.example.org:5000", HINT) is False
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and errors[0].levelno == logging.ERROR
     message = errors[0].getMessage()
@@ -64,7 +64,7 @@ def test_other_exceptions_are_not_swallowed(in_host_context, monkeypatch):
 
     monkeypatch.setattr(verify, "smoke_test", smoke_test)
     with pytest.raises(KeyError):
-        verify._run_smoke_test("http://mlflow.example.org:5000", HINT)
+        verify._run_smoke_test(None, in_host_context, "http://mlflow.example.org:5000", HINT)
 
 
 def test_smoke_test_error_names_the_failing_call(monkeypatch):
@@ -73,10 +73,6 @@ def test_smoke_test_error_names_the_failing_call(monkeypatch):
         verify.smoke_test("http://127.0.0.1:1", attempts=2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: pyinfra 3.10's FunctionCommand.execute discards the callback's return value "
-    "(unless the function takes `state, host`), so `return False` does not fail the operation: "
-    "the deploy reports Success and exits 0 after a failed smoke test"))
 def test_failed_smoke_test_fails_the_pyinfra_run_without_a_traceback(tmp_path):
     deploy = tmp_path / "smoke_deploy.py"
     deploy.write_text(textwrap.dedent(f"""
