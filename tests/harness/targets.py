@@ -337,12 +337,11 @@ class Target:
                     chunk = fh.read()
             except OSError:
                 return None
-            # Keep a line's worth of overlap so a match split across two reads is still seen.
-            keep = chunk.rfind(b"\n")
-            self._console_offset += keep + 1 if keep >= 0 else 0
-            m = DEATH_RE.search(self._console_pending + chunk.decode(errors="replace"))
-            self._console_pending = chunk[keep + 1:].decode(errors="replace") if keep >= 0 \
-                else self._console_pending + chunk.decode(errors="replace")
+            self._console_offset += len(chunk)
+            # The last, unfinished line is kept and searched again with what follows it.
+            text = self._console_pending + chunk.decode(errors="replace")
+            m = DEATH_RE.search(text)
+            self._console_pending = text[text.rfind("\n") + 1:][-4096:]
             if m:
                 self._console_dead = m.group(0)
             if self._console_dead:
