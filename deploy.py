@@ -9,6 +9,7 @@ from mlflow_stack.secrets import ensure_secrets
 from mlflow_stack.service_account import create_service_account
 from mlflow_stack.stack import apply_database_password, load_image_archives, start_stack
 from mlflow_stack.stack_files import upload_stack_files
+from mlflow_stack.upgrades import protect_data
 from mlflow_stack.verify import verify_stack
 
 # Validate everything first: a bad setting stops the run before the host is touched.
@@ -20,5 +21,6 @@ secrets = ensure_secrets(config)
 stack_files = upload_stack_files(config)
 archives = load_image_archives(config)
 db_password = apply_database_password(config, secrets=secrets)
+protect_data(config)
 started = start_stack(config, changed=[secrets, db_password, *stack_files, *archives])
 verify_stack(config, started=started)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -17,13 +18,29 @@ from typing import Any, Callable
 from pyinfra.api import DeployError
 
 SUPPORTED_DOCKER_SOURCES = ("official", "distro")
+# One hash-locked requirements file per supported MLflow release, and the schema revision
+# each release expects (tools/lock_mlflow.py, tools/schema_revisions.py; locks/README.md).
+LOCK_DIR = Path(__file__).resolve().parent.parent / "locks"
+SCHEMA_REVISIONS: dict[str, str] = json.loads((LOCK_DIR / "schema-revisions.json").read_text())
+
+
+def lock_file(version: str) -> Path:
+    return LOCK_DIR / f"mlflow-{version}.txt"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+# Releases with both a lock and a known schema revision, oldest first.
+SUPPORTED_MLFLOW_VERSIONS = tuple(sorted((v for v in SCHEMA_REVISIONS if lock_file(v).is_file()), key=_version_key))
 # Environment variables that may carry secrets into a run without putting them in a file.
 SECRET_ENV_VARS = {
     "postgres_password": "MLFLOW_STACK_POSTGRES_PASSWORD",
     "minio_root_password": "MLFLOW_STACK_MINIO_ROOT_PASSWORD",
 }
 # Compose service names: a public name equal to one would shadow that service on the network.
-SERVICE_NAMES = ("postgres", "minio", "create-bucket", "mlflow")
+SERVICE_NAMES = ("postgres", "minio", "create-bucket", "migrate-db", "mlflow")
 
 
 class ConfigError(DeployError, ValueError):
@@ -81,6 +98,19 @@ class StackConfig:
     @property
     def build_dir(self) -> str:
         return f"{self.stack_dir}/build"
+
+    @property
+    def mlflow_lock(self) -> bytes:
+        return lock_file(self.mlflow_version).read_bytes()
+
+    @property
+    def mlflow_schema_revision(self) -> str:
+        """The tracking-database schema revision this MLflow release expects."""
+        return SCHEMA_REVISIONS[self.mlflow_version]
+
+    @property
+    def backups_dir(self) -> str:
+        return f"{self.stack_dir}/backups"
 
     @property
     def secrets_file(self) -> str:
@@ -289,7 +319,9 @@ RULES: dict[str, Validator] = {
     "stack_user": _pattern(_NAME, "a user name: lowercase letter or '_' first, then lowercase letters, digits, '_' or '-' (max 32)"),
     "stack_uid": _int_range(1000, 59999, "an integer from 1000 to 59999 (outside system and reserved ranges)"),
     "stack_gid": _int_range(1000, 59999, "an integer from 1000 to 59999 (outside system and reserved ranges)"),
-    "mlflow_version": _pattern(_VERSION, "a release version like '3.17.2'"),
+    "mlflow_version": lambda v: None if v in SUPPORTED_MLFLOW_VERSIONS else (
+        f"a supported release from {SUPPORTED_MLFLOW_VERSIONS[0]} to {SUPPORTED_MLFLOW_VERSIONS[-1]}, one of "
+        f"{', '.join(SUPPORTED_MLFLOW_VERSIONS)} (each has a lock in locks/; locks/README.md says how to add one)"),
     "mlflow_psycopg2_version": _pattern(_VERSION, "a release version like '2.9.11'"),
     "mlflow_boto3_version": _pattern(_VERSION, "a release version like '1.44.8'"),
     "mlflow_image": _pattern(_REPOSITORY, "an image repository without tag, e.g. 'mlflow-stack/mlflow'"),
@@ -384,6 +416,13 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
         errors.append(f"mlflow_public_host = {public_host!r} (or the inventory name): clients on other machines "
                       "cannot use it, and on the compose network it names a container; use the server's DNS name "
                       "or IP address")
+    if "mlflow_version" in values:
+        pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock_file(values["mlflow_version"]).read_text(), re.M))
+        for key, package in (("mlflow_psycopg2_version", "psycopg2-binary"), ("mlflow_boto3_version", "boto3")):
+            if key in values and pins.get(package) != values[key]:
+                errors.append(f"{key} = {values[key]!r}: locks/mlflow-{values['mlflow_version']}.txt pins {package} "
+                              f"{pins.get(package)}; regenerate the lock with that version (locks/README.md) or "
+                              "keep the pinned one")
     for key in values.get("rotate_secrets", ()):
         if values.get(key) is not None:
             errors.append(f"rotate_secrets names {key!r}, which is given (in the config or ${SECRET_ENV_VARS[key]}): "

@@ -107,3 +107,28 @@ class DatabasePasswordState(FactBase):
 
     def process(self, output):
         return output[-1].strip() if output else "unknown"
+
+
+class DatabaseCluster(FactBase):
+    """What the data directory and the running database hold, read through the database
+    container's local socket: ``{"pg_version": "17" | None, "revision": "dc11669786a5" | None,
+    "running": bool}``. ``revision`` is MLflow's schema revision (None: no database yet, no
+    MLflow tables, or the database is not running)."""
+
+    def command(self, stack_dir: str, project: str, user: str, database: str) -> str:
+        query = "select version_num from alembic_version"
+        return (
+            f"echo pg_version=$(cat {stack_dir}/data/postgres/PG_VERSION 2>/dev/null); "
+            f"id=$(docker compose --project-name {project} ps -q postgres 2>/dev/null); "
+            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
+            f"|| {{ echo running=no; exit 0; }}; echo running=yes; "
+            f"echo revision=$(docker exec $id psql -X -w -At -U {user} -d {database} -c '{query}' 2>/dev/null)"
+        )
+
+    def process(self, output):
+        found = dict(line.split("=", 1) for line in output if "=" in line)
+        return {
+            "pg_version": found.get("pg_version") or None,
+            "revision": found.get("revision") or None,
+            "running": found.get("running") == "yes",
+        }

@@ -11,14 +11,14 @@ from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices, DatabasePasswordState
-from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICE, mlflow_image_ref, remove_stale_files
+from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, mlflow_image_ref, remove_stale_files
 
 
 def stack_is_healthy(services: dict) -> bool:
-    """Every long-running service running and healthy, the bucket init exited 0."""
-    oneshot = services.get(ONESHOT_SERVICE, {})
-    if oneshot.get("state") != "exited" or oneshot.get("exit_code") != 0:
-        return False
+    """Every long-running service running and healthy, every one-shot exited 0."""
+    for name in ONESHOT_SERVICES:
+        if services.get(name, {}).get("state") != "exited" or services.get(name, {}).get("exit_code") != 0:
+            return False
     return all(
         services.get(name, {}).get("state") == "running" and services.get(name, {}).get("health") == "healthy"
         for name in LONG_RUNNING_SERVICES
@@ -73,14 +73,14 @@ def start_stack(config: StackConfig | None = None, changed=()):
     )
     server.shell(
         name="Wait until every service is healthy",
-        commands=[wait_command(config, *LONG_RUNNING_SERVICES, oneshot=ONESHOT_SERVICE)],
+        commands=[wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES)],
         _if=needs_up,
     )
     return needs_up
 
 
-def wait_command(config: StackConfig, *services: str, oneshot: str | None = None) -> str:
-    oneshot_args = f" --oneshot {oneshot}" if oneshot else ""
+def wait_command(config: StackConfig, *services: str, oneshots: tuple[str, ...] = ()) -> str:
+    oneshot_args = "".join(f" --oneshot {name}" for name in oneshots)
     return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout}"
             f"{oneshot_args} {' '.join(services)}")
 

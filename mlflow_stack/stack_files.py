@@ -17,10 +17,11 @@ from mlflow_stack.config import StackConfig, config_from_host
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
-ONESHOT_SERVICE = "create-bucket"
+# Run to completion before MLflow starts: the bucket init and the schema migration.
+ONESHOT_SERVICES = ("create-bucket", "migrate-db")
 LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow")
 # Shell helpers the deploy runs on the host (not inputs of the stack itself).
-HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh")
+HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh")
 
 _jinja = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True)
 
@@ -55,6 +56,8 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
     context = {
         "Dockerfile": dockerfile.encode(),
         "create_bucket.py": (TEMPLATES / "create_bucket.py").read_bytes(),
+        "migrate_db.py": (TEMPLATES / "migrate_db.py").read_bytes(),
+        "requirements.lock": config.mlflow_lock,
     }
     context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})
     return context

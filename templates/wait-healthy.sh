@@ -1,18 +1,18 @@
 #!/bin/sh
 # Wait until the given long-running services of a compose project are healthy (and the
-# one-shot service, if given, exited 0). Fails fast, with the failing service's last log
+# one-shot services, if given, exited 0). Fails fast, with the failing service's last log
 # lines and a one-line reason, when a service crash-loops (restarted twice while waiting),
 # has exited, or the one-shot failed; otherwise fails after TIMEOUT_SECONDS (slow but
 # progressing starts).
-# Usage: wait-healthy.sh PROJECT TIMEOUT_SECONDS [--oneshot SERVICE] SERVICE...
+# Usage: wait-healthy.sh PROJECT TIMEOUT_SECONDS [--oneshot SERVICE]... SERVICE...
 set -u
 project=$1 timeout=$2
 shift 2
-oneshot=
-if [ "${1:-}" = "--oneshot" ]; then
-    oneshot=$2
+oneshots=
+while [ "${1:-}" = "--oneshot" ]; do
+    oneshots="$oneshots $2"
     shift 2
-fi
+done
 deadline=$(( $(date +%s) + timeout ))
 
 # One line per container: service state health exit-code restart-count.
@@ -29,14 +29,14 @@ restarts_at_start=$(status)
 while :; do
     current=$(status)
     waiting="" reason=""
-    if [ -n "$oneshot" ]; then
+    for oneshot in $oneshots; do
         state=$(field "$oneshot" 2) code=$(field "$oneshot" 4)
         if [ "$state" = exited ] && [ "$code" != 0 ]; then
-            reason="$oneshot failed (exit code $code)" waiting=$oneshot
+            reason="${reason:-$oneshot failed (exit code $code)}" waiting="$waiting $oneshot"
         elif [ "$state" != exited ]; then
-            waiting=$oneshot
+            waiting="$waiting $oneshot"
         fi
-    fi
+    done
     for service in "$@"; do
         state=$(field "$service" 2) health=$(field "$service" 3) code=$(field "$service" 4)
         before=$(printf '%s\n' "$restarts_at_start" | awk -v s="$service" '$1 == s {print $5; exit}')
@@ -55,7 +55,7 @@ while :; do
         fi
     done
     if [ -z "$waiting" ]; then
-        echo "healthy:" "$@" ${oneshot:+"($oneshot done)"}
+        echo "healthy:" "$@" ${oneshots:+"(done:$oneshots)"}
         exit 0
     fi
     if [ -z "$reason" ] && [ "$(date +%s)" -ge "$deadline" ]; then

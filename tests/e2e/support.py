@@ -120,7 +120,8 @@ def assert_stack_healthy(target) -> None:
     for service in LONG_RUNNING:
         assert status[service]["State"] == "running", status
         assert status[service]["Health"] == "healthy", status
-    assert status["create-bucket"]["State"] == "exited" and status["create-bucket"]["ExitCode"] == 0, status
+    for oneshot in ("create-bucket", "migrate-db"):
+        assert status[oneshot]["State"] == "exited" and status[oneshot]["ExitCode"] == 0, status
 
 
 def read_secrets(target) -> dict[str, str]:

@@ -171,6 +171,38 @@ def test_version_change_rebuilds_the_image_and_keeps_the_data(container_target, 
     assert abs(float(prediction) - 31.0) < 1e-6
 
 
+def stack_state(target) -> str:
+    """Containers (id, start time) and the files the deploy writes: equal before and after
+    means the run changed nothing on the host."""
+    return target.ssh("docker ps -aq --no-trunc | sort | xargs docker inspect --format '{{.Id}} {{.State.StartedAt}}'; "
+                      "sha256sum /srv/mlflow/compose.yaml /srv/mlflow/.env /srv/mlflow/build/*; "
+                      "ls -la /srv/mlflow/data").stdout
+
+
+def test_downgrade_is_refused_before_anything_changes(container_target, deployer, first_run):
+    before = stack_state(container_target)
+    result = deployer.run(overrides={"mlflow_version": "3.16.1"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "mlflow_version = '3.16.1' expects schema revision b7e2c1a4d9f3" in output, output[-3000:]
+    assert "the database has revision dc11669786a5" in output and "Nothing was changed" in output
+    assert "Traceback" not in output
+    assert result.changed == []
+    assert stack_state(container_target) == before
+    assert_stack_healthy(container_target)
+
+
+def test_postgres_major_change_is_refused_before_anything_changes(container_target, deployer, first_run):
+    before = stack_state(container_target)
+    result = deployer.run(overrides={"postgres_image": "standin/postgres:18"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "is PostgreSQL 18, but /srv/mlflow/data/postgres holds a PostgreSQL 17 cluster" in output, output[-3000:]
+    assert "Traceback" not in output
+    assert result.changed == []
+    assert stack_state(container_target) == before
+
+
 def test_killed_container_is_noticed_and_healed(container_target, deployer, logged_model, tmp_path):
     container_target.ssh("docker kill mlflow-mlflow-1")
     assert compose_status(container_target)["mlflow"]["State"] != "running"
@@ -303,8 +335,9 @@ def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, se
         assert target.ssh(f"getent hosts {name}", check=False).returncode != 0, "the target must not resolve it"
         deployer = Deployer(target, {**settings, "mlflow_public_names": [other_name]}, user="labadmin",
                             workdir=tmp_path, name=name)
+        # An older supported MLflow first (an older schema), as an existing lab server would run.
         # -vv --diff: the given password travels on stdin and must not show up anywhere.
-        result = deployer.run(env=env, extra_args=("-vv", "--diff")).check()
+        result = deployer.run(env=env, overrides={"mlflow_version": "3.16.1"}, extra_args=("-vv", "--diff")).check()
         record("container_sudo_first_run_seconds", round(result.seconds, 1))
         assert f"Verify the stack from the control machine | Smoke-test MLflow at http://{name}:5000" in result.changed
         assert password not in result.stdout + result.stderr
@@ -314,6 +347,26 @@ def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, se
 
         uri = f"http://{name}:5000"
         run_id = run_client("client_log_model.py", uri, tmp_path / "log")
+
+        # Upgrade to the default release: backup, then the one-shot migration, then MLflow.
+        upgrade = deployer.run(env=env).check()
+        record("upgrade_3_16_1_to_default_rerun_seconds", round(upgrade.seconds, 1))
+        backup_op = ("Protect the data before an upgrade | "
+                     "Back up the database before migrating its schema to dc11669786a5")
+        assert backup_op in upgrade.changed, upgrade.changed
+        backups = target.ssh("stat -c '%U %a %s %n' /srv/mlflow/backups/*.dump").stdout.split("\n")
+        assert len(backups) == 1 and backups[0].startswith("root 600 ") and "-schema-b7e2c1a4d9f3.dump" in backups[0]
+        assert int(backups[0].split()[2]) > 10_000, backups
+        migration = target.ssh("docker logs mlflow-migrate-db-1 2>&1").stdout
+        assert "migrated the schema from revision b7e2c1a4d9f3 to dc11669786a5" in migration, migration
+        record("migration_step_seconds", float(migration.rsplit(" in ", 1)[1].split()[0]))
+        assert_stack_healthy(target)
+        again = deployer.run(env=env).check()
+        assert again.changed == [], again.changed
+        # The migration ran once: the rerun did not start the one-shot again.
+        assert target.ssh("docker logs mlflow-migrate-db-1 2>&1").stdout.count("migrated the schema") == 1
+
+        # The run logged before the upgrade is listed and its model loads, by the name.
         prediction = run_client("client_load_model.py", uri, tmp_path / "load", run_id)
         assert abs(float(prediction) - 31.0) < 1e-6
         # The other public name reaches the same tracking API.
@@ -333,9 +386,6 @@ def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, se
         record("dns_name_1gib_upload_mib_s", {"through_mlflow": through_mlflow, "boto3_direct": direct,
                                               "ratio": round(through_mlflow / direct, 2)})
         assert through_mlflow >= 0.8 * direct, (through_mlflow, direct)
-
-        again = deployer.run(env=env).check()
-        assert again.changed == [], again.changed
 
         # A smoke test that cannot reach the server fails with one clear line, no traceback.
         broken = deployer.run(env=env, overrides={"mlflow_public_host": "unresolvable.invalid"})

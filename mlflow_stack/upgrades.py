@@ -1,0 +1,94 @@
+"""Upgrades that keep the data: refuse what would break the database, back it up before a
+schema migration. The migration itself is the `migrate-db` one-shot of the compose file,
+which MLflow waits for."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.operations import server
+
+from mlflow_stack.config import SCHEMA_REVISIONS, StackConfig, config_from_host
+from mlflow_stack.facts import DatabaseCluster
+from mlflow_stack.verify import report
+
+
+def image_major(image: str) -> str | None:
+    """PostgreSQL major of an image reference by its tag ('postgres:17.2-bookworm' -> '17');
+    None when the tag does not say (a digest, 'latest')."""
+    tag = re.search(r":(\d+)[^:/@]*(?:@|$)", image)
+    return tag.group(1) if tag else None
+
+
+def releases_with(revision: str) -> list[str]:
+    return [version for version, known in SCHEMA_REVISIONS.items() if known == revision]
+
+
+def check_postgres_major(config: StackConfig, data_major: str | None) -> None:
+    wanted = image_major(config.postgres_image)
+    if data_major and wanted and data_major != wanted:
+        raise DeployError(
+            f"on {host.name}: postgres_image = {config.postgres_image!r} is PostgreSQL {wanted}, but "
+            f"{config.data_dir}/postgres holds a PostgreSQL {data_major} cluster, which {wanted} cannot open. "
+            "Nothing was changed. To move to another major: set postgres_image back, back the database up "
+            "(pg_dump -Fc), move data/postgres aside, deploy the new major, restore with pg_restore "
+            "(README: 'Upgrading')"
+        )
+
+
+def check_schema_revision(config: StackConfig, revision: str | None) -> bool:
+    """True when a migration is needed; DeployError when the database is newer than the
+    configured MLflow (a downgrade) or made by a release this project does not know."""
+    expected = config.mlflow_schema_revision
+    if revision is None or revision == expected:
+        return False
+    made_by = releases_with(revision)
+    if not made_by:
+        raise DeployError(
+            f"on {host.name}: the database has MLflow schema revision {revision}, which no supported MLflow "
+            f"release ({', '.join(SCHEMA_REVISIONS)}) knows. Nothing was changed. Back the database up and "
+            "migrate it by hand (mlflow db upgrade), or restore a backup")
+    newer = [v for v in made_by if _key(v) > _key(config.mlflow_version)]
+    if newer:
+        raise DeployError(
+            f"on {host.name}: mlflow_version = {config.mlflow_version!r} expects schema revision {expected}, but the "
+            f"database has revision {revision} (MLflow {made_by[0]} to {made_by[-1]}): MLflow cannot downgrade a "
+            f"schema. Nothing was changed. Set mlflow_version back (to {made_by[-1]} or later), or restore the "
+            f"backup taken before the upgrade (in {config.backups_dir})")
+    return True
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@deploy("Protect the data before an upgrade")
+def protect_data(config: StackConfig | None = None):
+    """Refuse a PostgreSQL major the data directory cannot open and a schema downgrade, before
+    anything changes; back the database up when the schema will be migrated (or when a stopped
+    database cannot be asked, in which case the backup script asks it). Returns the backup
+    operation (None when no migration is planned)."""
+    config = config or config_from_host()
+    cluster = host.get_fact(DatabaseCluster, stack_dir=config.stack_dir, project=config.compose_project,
+                            user=config.postgres_user, database=config.postgres_db)
+    check_postgres_major(config, cluster["pg_version"])
+    migrate = check_schema_revision(config, cluster["revision"])
+    if not migrate and not (cluster["pg_version"] and not cluster["running"]):
+        return None
+    current = cluster["revision"] or "unknown"
+    backup = (f"{config.backups_dir}/mlflow-db-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+              f"-schema-{current}.dump")
+    operation = server.shell(
+        name=f"Back up the database before migrating its schema to {config.mlflow_schema_revision}",
+        commands=[f"sh {config.stack_dir}/backup-before-migrate.sh {config.stack_dir} {config.compose_project} "
+                  f"{config.postgres_user} {config.postgres_db} {config.mlflow_schema_revision} {backup} "
+                  f"{config.mlflow_health_timeout}"],
+    )
+    if migrate:
+        report(name="Backup before the migration",
+               text=f"schema {current} -> {config.mlflow_schema_revision}: database backed up to {backup} "
+                    f"on {host.name} first")
+    return operation
