@@ -34,3 +34,13 @@ harness-test: setup
 
 bench: setup
 	$(PY) bench/bench.py
+
+# Hash-locked requirements of the MLflow image, one per supported MLflow release (locks/README.md).
+# `make locks` regenerates all of them; one: `.venv/bin/python tools/lock_mlflow.py 3.17.2`.
+# LOCK_ARGS passes options, e.g. LOCK_ARGS="--exclude-newer 2026-11-28T17:00:00Z" to reproduce.
+LOCK_UV_VERSION := 0.13.9
+.PHONY: locks
+locks:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(LOCK_UV_VERSION)
+	$(PY) tools/lock_mlflow.py --all $(LOCK_ARGS)
