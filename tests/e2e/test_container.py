@@ -41,6 +41,7 @@ PORT_CHANGE_OPS = {
 }
 VERSION_CHANGE_OPS = PORT_CHANGE_OPS | {
     "Upload the stack files | Upload build/Dockerfile",
+    "Upload the stack files | Upload build/requirements.lock",
     "Build the MLflow image and start the stack | Build the MLflow image (only when its inputs changed)",
 }
 
