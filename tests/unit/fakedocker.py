@@ -1,4 +1,4 @@
-"""A fake `docker` (and `psql`) on PATH for running the host-side shell scripts for real.
+"""A fake `docker` (and `psql`, `pg_dump`) on PATH for running the host-side shell scripts for real.
 
 Everything is driven by files in one directory the test controls (``FakeDocker.dir``):
 
@@ -9,9 +9,13 @@ Everything is driven by files in one directory the test controls (``FakeDocker.d
 - ``running``: what ``docker inspect -f '{{.State.Running}}'`` prints (default ``true``);
 - ``logs.SERVICE``: what ``docker compose logs ... SERVICE`` prints (default: two canned lines);
 - ``db_password``: the password the fake database role has (psql with PGPASSWORD);
-- ``psql.rc``: exit code of psql reading SQL on stdin (default 0).
+- ``psql.rc``: exit code of psql reading SQL on stdin (default 0);
+- ``psql.out``: what that psql prints (default nothing), e.g. a schema revision for
+  ``psql -c 'select version_num from alembic_version'``;
+- ``pg_dump.out`` / ``pg_dump.rc``: what the fake ``pg_dump`` prints / its exit code
+  (default: ``PGDMP fake dump`` and 0).
 
-Recorded: ``argv`` (one line per docker/psql call, the arguments joined by spaces, newlines
+Recorded: ``argv`` (one line per docker/psql/pg_dump call, the arguments joined by spaces, newlines
 in an argument turned into spaces),
 ``exec.stdin`` (what ``docker exec``/``compose exec`` got on stdin), ``psql.stdin``.
 ``docker exec`` and ``compose exec`` run the command locally, as the container would.
@@ -90,7 +94,15 @@ if [ -n "${PGPASSWORD+set}" ]; then
     exit 0
 fi
 cat >> "$d/psql.stdin"
+cat "$d/psql.out" 2>/dev/null
 exit "$(cat "$d/psql.rc" 2>/dev/null || echo 0)"
+"""
+
+FAKE_PG_DUMP = r"""#!/bin/sh
+d="$FAKE_DOCKER_DIR"
+{ printf 'pg_dump %s' "$*" | tr '\n' ' '; echo; } >> "$d/argv"
+cat "$d/pg_dump.out" 2>/dev/null || echo "PGDMP fake dump"
+exit "$(cat "$d/pg_dump.rc" 2>/dev/null || echo 0)"
 """
 
 
@@ -100,7 +112,7 @@ class FakeDocker:
         self.bin = root / "fake-bin"
         self.dir.mkdir()
         self.bin.mkdir()
-        for name, text in (("docker", FAKE_DOCKER), ("psql", FAKE_PSQL)):
+        for name, text in (("docker", FAKE_DOCKER), ("psql", FAKE_PSQL), ("pg_dump", FAKE_PG_DUMP)):
             path = self.bin / name
             path.write_text(text)
             path.chmod(0o755)

@@ -48,9 +48,10 @@ NON_DEFAULT = dict(
     stack_user="mlstack",
     stack_uid=20001,
     stack_gid=20002,
-    mlflow_version="3.1.0",
-    mlflow_psycopg2_version="2.9.10",
-    mlflow_boto3_version="1.40.1",
+    # an older supported release with another database schema; the companions are its lock's pins
+    mlflow_version="3.16.1",
+    mlflow_psycopg2_version="2.9.11",
+    mlflow_boto3_version="1.44.8",
     mlflow_image="registry.example.org:5000/team/mlflow",
     python_image="python:3.11-slim-bookworm",
     pip_index_url="https://pypi.mirror.example.org/simple",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 
 import pytest
 
-from mlflow_stack.config import CONFIG_KEYS, SECRET_ENV_VARS, SERVICE_NAMES, ConfigError, StackConfig, load_config
+from mlflow_stack.config import (CONFIG_KEYS, SCHEMA_REVISIONS, SECRET_ENV_VARS, SERVICE_NAMES, SUPPORTED_MLFLOW_VERSIONS,
+                                 ConfigError, StackConfig, load_config, lock_file)
 
 from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
 
@@ -15,6 +17,7 @@ ID_RANGE = "an integer from 1000 to 59999"
 SAFE_DIR = "an absolute path below a dedicated directory"
 BUCKET = "an S3 bucket name: 3-63 characters"
 PASSWORD_RULE = "12-128 characters of A-Z a-z 0-9 . _ ~ -"
+VERSION_RULE = "a supported release from 3.5.0 to 3.17.2"
 ROTATE_RULE = "a list (or comma-separated string) of 'postgres_password', 'minio_root_password'"
 
 
@@ -70,7 +73,7 @@ def test_derived_values_follow_the_inputs():
     [
         dict(mlflow_port=1), dict(mlflow_port=65535), dict(stack_uid=1000, stack_gid=59999),
         dict(minio_bucket="abc"), dict(minio_bucket="a" * 63), dict(minio_bucket="my-bucket.v2"),
-        dict(mlflow_version="3.2.0rc1"), dict(stack_dir="/srv/mlflow-2"), dict(mlflow_bind_address="::"),
+        dict(mlflow_version="3.5.0"), dict(mlflow_version="3.17.2"), dict(stack_dir="/srv/mlflow-2"), dict(mlflow_bind_address="::"),
         dict(postgres_image="registry.example.org:5000/lib/postgres:17@sha256:" + "a" * 64),
         dict(mlflow_public_names=["10.1.2.3", "ml.internal"]),
         dict(rotate_secrets=[]), dict(rotate_secrets=["postgres_password"]),
@@ -105,8 +108,8 @@ BAD = {
     "console clash": (dict(minio_console_port=5000, mlflow_port=5000),
                       ["minio_console_port = 5000", "clashes with mlflow_port", "must differ"]),
     "docker_source": (dict(docker_source="snap"), ["docker_source = 'snap'", "one of 'official', 'distro'"]),
-    "version latest": (dict(mlflow_version="latest"), ["mlflow_version = 'latest'", "a release version like"]),
-    "version 3.x": (dict(mlflow_version="3.x"), ["mlflow_version = '3.x'", "a release version like"]),
+    "version latest": (dict(mlflow_version="latest"), ["mlflow_version = 'latest'", VERSION_RULE]),
+    "version 3.x": (dict(mlflow_version="3.x"), ["mlflow_version = '3.x'", VERSION_RULE]),
     "boto3 version": (dict(mlflow_boto3_version="1"), ["mlflow_boto3_version = '1'", "a release version like"]),
     "relative stack_dir": (dict(stack_dir="srv/mlflow"), ["stack_dir = 'srv/mlflow'", SAFE_DIR]),
     "stack_dir /": (dict(stack_dir="/"), ["stack_dir = '/'", SAFE_DIR]),
@@ -331,9 +334,10 @@ def test_inventory_name_equal_to_a_service_name_is_refused_when_it_is_the_public
 
 
 def test_service_names_are_the_compose_services():
-    from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICE
+    from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
 
-    assert set(SERVICE_NAMES) == {ONESHOT_SERVICE, *LONG_RUNNING_SERVICES}
+    assert set(SERVICE_NAMES) == {*ONESHOT_SERVICES, *LONG_RUNNING_SERVICES}
+    assert "migrate-db" in SERVICE_NAMES
 
 
 @pytest.mark.parametrize("public_host, aliases", [
@@ -358,3 +362,68 @@ def test_s3_internal_endpoint_is_the_minio_service_on_its_api_port(port):
     config = make_config(minio_api_port=port, mlflow_public_host="mlflow.lab.example.org")
     assert config.s3_internal_endpoint == f"http://minio:{port}"
     assert config.s3_public_endpoint == f"http://mlflow.lab.example.org:{port}"
+
+
+# --- supported MLflow releases, their locks and schema revisions ----------------------------------
+
+
+@pytest.mark.parametrize("version", ["3.4.0", "3.18.0", "2.22.5", "3.1.0", "3.17.3", "3.16"])
+def test_mlflow_version_outside_the_supported_range_is_refused_with_the_range(version):
+    message = config_error({"mlflow_version": version})
+    assert f"mlflow_version = {version!r}: must be {VERSION_RULE}" in message
+    assert ", ".join(SUPPORTED_MLFLOW_VERSIONS) in message  # every supported one, listed
+    assert "locks/README.md" in message
+    # an unsupported version does not also trip the companion check (no lock to read)
+    assert len([line for line in message.splitlines() if line.startswith("  - ")]) == 1, message
+
+
+def test_supported_range_is_the_locks():
+    assert SUPPORTED_MLFLOW_VERSIONS[0] == "3.5.0" and SUPPORTED_MLFLOW_VERSIONS[-1] == "3.17.2"
+    assert defaults()["mlflow_version"] == SUPPORTED_MLFLOW_VERSIONS[-1]
+    keys = [tuple(int(part) for part in v.split(".")) for v in SUPPORTED_MLFLOW_VERSIONS]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)  # oldest first, by number
+
+
+@pytest.mark.parametrize("version", SUPPORTED_MLFLOW_VERSIONS)
+def test_every_supported_release_has_a_lock_and_a_schema_revision(version):
+    assert lock_file(version).is_file()
+    assert re.fullmatch(r"[0-9a-f]{12,}", SCHEMA_REVISIONS[version]), SCHEMA_REVISIONS[version]
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock_file(version).read_text(), re.M))
+    assert pins["mlflow"] == version
+    config = make_config(mlflow_version=version)  # loads with the defaults' companions
+    assert config.mlflow_schema_revision == SCHEMA_REVISIONS[version]
+    assert config.mlflow_lock == lock_file(version).read_bytes()
+
+
+def test_every_lock_in_locks_is_supported():
+    locks = {path.name[len("mlflow-"):-len(".txt")] for path in (REPO / "locks").glob("mlflow-*.txt")}
+    assert locks == set(SUPPORTED_MLFLOW_VERSIONS) == set(SCHEMA_REVISIONS)
+
+
+@pytest.mark.parametrize("version, revision", [("3.16.1", "b7e2c1a4d9f3"), ("3.17.2", "dc11669786a5")])
+def test_schema_revision_of_a_release(version, revision):
+    assert make_config(mlflow_version=version).mlflow_schema_revision == revision
+
+
+@pytest.mark.parametrize("key, package, value", [
+    ("mlflow_psycopg2_version", "psycopg2-binary", "2.9.10"),
+    ("mlflow_boto3_version", "boto3", "1.44.9"),
+])
+@pytest.mark.parametrize("version", ["3.16.1", "3.17.2"])
+def test_companion_version_differing_from_the_lock_is_refused(key, package, value, version):
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock_file(version).read_text(), re.M))[package]
+    assert pinned != value
+    message = config_error({"mlflow_version": version, key: value})
+    assert f"{key} = {value!r}: locks/mlflow-{version}.txt pins {package} {pinned}" in message
+    assert "locks/README.md" in message
+
+
+def test_both_companions_differing_are_reported_at_once():
+    message = config_error({"mlflow_psycopg2_version": "2.9.10", "mlflow_boto3_version": "1.40.1"})
+    lines = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert len(lines) == 2 and "mlflow_psycopg2_version" in lines[0] and "mlflow_boto3_version" in lines[1]
+
+
+def test_derived_upgrade_paths():
+    config = make_config(stack_dir="/opt/stack")
+    assert config.backups_dir == "/opt/stack/backups"

@@ -10,8 +10,8 @@ import pytest
 from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
-from mlflow_stack import docker_engine, secrets, service_account, stack, stack_files
-from mlflow_stack.stack_files import HOST_CA_DIR, LONG_RUNNING_SERVICES, ONESHOT_SERVICE, mlflow_image_ref, render
+from mlflow_stack import docker_engine, secrets, service_account, stack, stack_files, upgrades
+from mlflow_stack.stack_files import HOST_CA_DIR, LONG_RUNNING_SERVICES, ONESHOT_SERVICES, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
 from .plan import plan, sha1, sha256
@@ -45,8 +45,10 @@ SUPPORTED = [key for key, (_, repo) in RELEASES.items() if repo]
 FOUND = {"centos9": "CentOS Stream 9", "debian11": "Debian 11", "ubuntu2004": "Ubuntu 20.04"}
 HEALTHY = {
     **{name: {"state": "running", "health": "healthy", "exit_code": 0} for name in LONG_RUNNING_SERVICES},
-    ONESHOT_SERVICE: {"state": "exited", "health": "", "exit_code": 0},
+    **{name: {"state": "exited", "health": "", "exit_code": 0} for name in ONESHOT_SERVICES},
 }
+# The DatabaseCluster fact on a host without a database cluster yet.
+NO_CLUSTER = {"pg_version": None, "revision": None, "running": False}
 GIVEN = dict(postgres_password="Pg-Given.Secret_0123", minio_root_password="Minio~Given.Secret_4567")
 
 
@@ -58,6 +60,7 @@ def fresh_facts(distro: str = "debian12") -> dict:
         "IdOwners": {"user": None, "group": None},
         # no data/postgres/PG_VERSION yet
         "DatabasePasswordState": "none",
+        "DatabaseCluster": NO_CLUSTER,
     }
 
 
@@ -68,6 +71,7 @@ def all_steps(config):
     secrets_op = secrets.ensure_secrets(config)
     changed = [secrets_op, *stack_files.upload_stack_files(config), *stack.load_image_archives(config)]
     stack.apply_database_password(config, secrets=secrets_op)
+    upgrades.protect_data(config)
     stack.start_stack(config, changed=changed)
 
 
@@ -80,8 +84,10 @@ def expected_file_modes(config) -> dict[str, int]:
     modes = {
         KEYRING: 644, SOURCES_FILE: 644, "/etc/docker/daemon.json": 644,
         f"{config.stack_dir}/build/Dockerfile": 644, f"{config.stack_dir}/build/create_bucket.py": 644,
+        f"{config.stack_dir}/build/migrate_db.py": 644, f"{config.stack_dir}/build/requirements.lock": 644,
         f"{config.stack_dir}/compose.yaml": 644, f"{config.stack_dir}/mlflow.env": 600,
         f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
+        f"{config.stack_dir}/backup-before-migrate.sh": 755,
         f"{config.stack_dir}/.env": 600,
     }
     for path in config.extra_ca_certificates:
@@ -125,12 +131,20 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         DockerImage={mlflow_image_ref(config): [{"Id": "sha256:" + "0" * 64}]},
         ComposeServices={config.compose_project: HEALTHY},
         DatabasePasswordState="matches",
+        DatabaseCluster=converged_cluster(config),
     )
     if SOURCES_FILE in uploads:
         entry = AptSourcesFile.from_deb822_lines(uploads[SOURCES_FILE].decode().splitlines())
         facts["AptSources"] = entry.expand_to_repos()
     assert dist_id
     return facts
+
+
+def converged_cluster(config) -> dict:
+    """The DatabaseCluster fact of a running database at the configured MLflow's schema, made
+    by the configured PostgreSQL major."""
+    return {"pg_version": upgrades.image_major(config.postgres_image) or "17",
+            "revision": config.mlflow_schema_revision, "running": True}
 
 
 def installed(commands: list[str]) -> list[str]:
@@ -457,7 +471,7 @@ def compose_up(config) -> str:
 
 def wait(config) -> str:
     return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
-            f"--oneshot {ONESHOT_SERVICE} {' '.join(LONG_RUNNING_SERVICES)}")
+            f"--oneshot create-bucket --oneshot migrate-db {' '.join(LONG_RUNNING_SERVICES)}")
 
 
 def test_fresh_stack_builds_starts_and_waits():
@@ -479,12 +493,34 @@ def test_unhealthy_service_brings_the_stack_up_without_a_build():
     assert len(commands) == 2 and commands[0].startswith(compose_up(config)) and commands[1] == wait(config)
 
 
-def test_failed_bucket_init_brings_the_stack_up():
+@pytest.mark.parametrize("oneshot", ONESHOT_SERVICES)
+def test_failed_oneshot_brings_the_stack_up(oneshot):
     config = make_config()
     facts = converged_facts(config)
     facts["ComposeServices"][config.compose_project] = {
-        **HEALTHY, ONESHOT_SERVICE: {"state": "exited", "health": "", "exit_code": 1}}
+        **HEALTHY, oneshot: {"state": "exited", "health": "", "exit_code": 1}}
+    commands = plan(stack.start_stack, config, facts).commands
+    assert len(commands) == 2 and commands[0].startswith(compose_up(config)) and commands[1] == wait(config)
+
+
+@pytest.mark.parametrize("oneshot", ONESHOT_SERVICES)
+def test_missing_oneshot_brings_the_stack_up(oneshot):
+    # e.g. a stack deployed before migrate-db existed
+    config = make_config()
+    facts = converged_facts(config)
+    services = dict(HEALTHY)
+    del services[oneshot]
+    facts["ComposeServices"][config.compose_project] = services
     assert len(plan(stack.start_stack, config, facts).commands) == 2
+
+
+def test_stack_is_healthy_needs_every_oneshot_exited_0():
+    assert ONESHOT_SERVICES == ("create-bucket", "migrate-db")
+    assert stack.stack_is_healthy(HEALTHY)
+    for name in ONESHOT_SERVICES:
+        for status in ({"state": "running", "health": "", "exit_code": 0},
+                       {"state": "exited", "health": "", "exit_code": 2}):
+            assert not stack.stack_is_healthy({**HEALTHY, name: status}), (name, status)
 
 
 def test_new_image_tag_builds_and_restarts():

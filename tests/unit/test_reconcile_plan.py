@@ -11,7 +11,7 @@ import pytest
 from pyinfra.api.command import FunctionCommand
 
 from mlflow_stack import secrets, stack, stack_files
-from mlflow_stack.stack_files import HELPER_SCRIPTS, LONG_RUNNING_SERVICES, ONESHOT_SERVICE
+from mlflow_stack.stack_files import HELPER_SCRIPTS, LONG_RUNNING_SERVICES, ONESHOT_SERVICES
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
 from .plan import plan
@@ -266,21 +266,22 @@ def test_deploy_py_applies_the_password_between_archives_and_start():
 def test_helper_scripts_are_uploaded_executable():
     config = make_config(**NON_DEFAULT)
     result = plan(stack_files.upload_stack_files, config, fresh_facts())
-    assert set(HELPER_SCRIPTS) == {"wait-healthy.sh", "apply-db-password.sh"}
+    assert set(HELPER_SCRIPTS) == {"wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh"}
     for script in HELPER_SCRIPTS:
         path = f"{config.stack_dir}/{script}"
         assert result.uploads[path] == (REPO / "templates" / script).read_bytes()
         assert f"chmod 755 {path}" in result.commands and f"chown root:root {path}" in result.commands
 
 
-def test_changed_helper_script_does_not_restart_the_stack():
+@pytest.mark.parametrize("script", HELPER_SCRIPTS)
+def test_changed_helper_script_does_not_restart_the_stack(script):
     from .plan import sha1
 
     config = make_config()
     facts = converged_facts(config)
-    facts["Sha1File"][f"{config.stack_dir}/apply-db-password.sh"] = sha1("old script")
+    facts["Sha1File"][f"{config.stack_dir}/{script}"] = sha1("old script")
     changing = plan(lambda c: stack.start_stack(c, changed=stack_files.upload_stack_files(c)), config, facts).changing
-    assert list(changing) == ["Upload the stack files | Upload apply-db-password.sh"]
+    assert list(changing) == [f"Upload the stack files | Upload {script}"]
 
 
 @pytest.mark.parametrize("timeout", [45, 300])
@@ -290,14 +291,17 @@ def test_compose_up_is_bounded_by_the_health_timeout(timeout):
     (up,) = [c for c in commands if " up -d" in c]
     assert up.startswith(f"timeout {timeout} docker compose --project-directory {config.stack_dir} ")
     assert commands[-1] == (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {timeout} "
-                            f"--oneshot {ONESHOT_SERVICE} postgres minio mlflow")
+                            "--oneshot create-bucket --oneshot migrate-db postgres minio mlflow")
 
 
 def test_wait_command():
     config = make_config(**NON_DEFAULT)
     assert stack.wait_command(config, "postgres") == "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 postgres"
-    assert stack.wait_command(config, *LONG_RUNNING_SERVICES, oneshot=ONESHOT_SERVICE) == (
-        "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 --oneshot create-bucket postgres minio mlflow")
+    assert stack.wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES) == (
+        "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 --oneshot create-bucket --oneshot migrate-db "
+        "postgres minio mlflow")
+    assert stack.wait_command(config, "postgres", oneshots=("create-bucket",)) == (
+        "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 --oneshot create-bucket postgres")
 
 
 # --- the smoke test operation --------------------------------------------------------------------

@@ -11,11 +11,14 @@ import yaml
 
 from mlflow_stack.secrets import secret_values
 from mlflow_stack.service_account import DATA_DIRS
-from mlflow_stack.stack_files import (LONG_RUNNING_SERVICES, ONESHOT_SERVICE, build_context, mlflow_image_ref,
-                                      render)
+from mlflow_stack import config as config_module
+from mlflow_stack.config import lock_file
+from mlflow_stack.stack_files import (LONG_RUNNING_SERVICES, ONESHOT_SERVICES, TEMPLATES, build_context,
+                                      mlflow_image_ref, render)
 
 from .helpers import HOST_NAME, NON_DEFAULT, make_config
 
+BUCKET_INIT, MIGRATE = ONESHOT_SERVICES
 HEALTH_CONDITIONS = {"service_healthy", "service_completed_successfully", "service_started"}
 RESTART_POLICIES = {"no", "always", "on-failure", "unless-stopped"}
 PORT = re.compile(r"^(?P<addr>.+):(?P<host>\d{1,5}):(?P<container>\d{1,5})$")
@@ -60,7 +63,7 @@ def test_compose_is_a_valid_model(config):
     model = compose(config)
     assert model["name"] == config.compose_project
     services = model["services"]
-    assert set(services) == {ONESHOT_SERVICE, *LONG_RUNNING_SERVICES}
+    assert set(services) == {*ONESHOT_SERVICES, *LONG_RUNNING_SERVICES}
     for name, service in services.items():
         assert isinstance(service["image"], str) and service["image"], name
         assert re.fullmatch(r"\d+:\d+", service["user"]), name
@@ -88,7 +91,8 @@ def test_images_come_from_the_config(config):
     services = compose(config)["services"]
     assert services["postgres"]["image"] == config.postgres_image
     assert services["minio"]["image"] == config.minio_image
-    assert services["mlflow"]["image"] == services[ONESHOT_SERVICE]["image"] == mlflow_image_ref(config)
+    assert services["mlflow"]["image"] == services[BUCKET_INIT]["image"] == services[MIGRATE]["image"] \
+        == mlflow_image_ref(config)
 
 
 def test_every_service_runs_as_the_stack_account(config):
@@ -110,11 +114,24 @@ def test_long_running_services_have_healthchecks(config):
 
 def test_bucket_init_runs_once_and_mlflow_waits_for_it(config):
     services = compose(config)["services"]
-    assert services[ONESHOT_SERVICE]["restart"] == "no"  # the string, not YAML's false
-    assert services["mlflow"]["depends_on"][ONESHOT_SERVICE]["condition"] == "service_completed_successfully"
+    assert services[BUCKET_INIT]["restart"] == "no"  # the string, not YAML's false
+    assert services["mlflow"]["depends_on"][BUCKET_INIT]["condition"] == "service_completed_successfully"
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services[ONESHOT_SERVICE]["depends_on"]["minio"]["condition"] == "service_healthy"
-    assert services[ONESHOT_SERVICE]["environment"]["ARTIFACT_BUCKET"] == config.minio_bucket
+    assert services[BUCKET_INIT]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services[BUCKET_INIT]["environment"]["ARTIFACT_BUCKET"] == config.minio_bucket
+
+
+def test_migration_runs_once_against_a_healthy_database_and_mlflow_waits_for_it(config):
+    services = compose(config)["services"]
+    migrate = services[MIGRATE]
+    assert migrate["restart"] == "no"
+    assert migrate["command"] == ["python", "/opt/mlflow-stack/migrate_db.py"]
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["mlflow"]["depends_on"][MIGRATE]["condition"] == "service_completed_successfully"
+    # the same backend store as the server, by environment
+    assert migrate["environment"]["MLFLOW_BACKEND_STORE_URI"] == \
+        services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert "ports" not in migrate and "volumes" not in migrate
 
 
 def test_published_ports_follow_the_config(config):
@@ -183,7 +200,8 @@ def test_s3_endpoint_in_mlflow_env_is_the_public_minio(config):
 def test_given_passwords_appear_in_no_rendered_file(extra):
     config = make_config(**extra, **GIVEN_SECRETS)
     files = rendered_files(config)
-    assert {"compose.yaml", "mlflow.env", "build/Dockerfile", "build/create_bucket.py"} <= set(files)
+    assert {"compose.yaml", "mlflow.env", "build/Dockerfile", "build/create_bucket.py", "build/migrate_db.py",
+            "build/requirements.lock"} <= set(files)
     for name, text in files.items():
         for secret in GIVEN_SECRETS.values():
             assert secret not in text, f"{secret} written into {name}"
@@ -199,7 +217,10 @@ def test_passwords_come_from_env_file_interpolation(config):
     assert INTERPOLATION.fullmatch(services["postgres"]["environment"]["POSTGRES_PASSWORD"])[1] == "POSTGRES_PASSWORD"
     for name in ("minio",):
         assert INTERPOLATION.fullmatch(services[name]["environment"]["MINIO_ROOT_PASSWORD"])[1] == "MINIO_ROOT_PASSWORD"
-    for name in ("mlflow", ONESHOT_SERVICE):
+    uri = services[MIGRATE]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    match = re.fullmatch(r"postgresql\+psycopg2://(?P<user>[^:]+):(?P<password>.+)@postgres:5432/(?P<db>\w+)", uri)
+    assert match and INTERPOLATION.fullmatch(match["password"])[1] == "POSTGRES_PASSWORD", uri
+    for name in ("mlflow", BUCKET_INIT):
         secret = services[name]["environment"]["AWS_SECRET_ACCESS_KEY"]
         assert INTERPOLATION.fullmatch(secret)[1] == "MINIO_ROOT_PASSWORD"
 
@@ -209,8 +230,9 @@ def test_interpolated_variables_are_the_ones_the_secrets_step_writes(config):
     assert referenced == set(secret_values(config))
 
 
-def test_mlflow_command_line_holds_no_password(config):
-    command = compose(config)["services"]["mlflow"]["command"]
+@pytest.mark.parametrize("service", ["mlflow", MIGRATE])
+def test_mlflow_command_line_holds_no_password(config, service):
+    command = compose(config)["services"][service]["command"]
     assert isinstance(command, list)
     for item in command:
         assert "PASSWORD" not in item and "${" not in item and "postgresql" not in item, item
@@ -219,13 +241,32 @@ def test_mlflow_command_line_holds_no_password(config):
 # --- the MLflow image ------------------------------------------------------------------------
 
 
+def lock_pins(lock: bytes) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.decode(), re.M))
+
+
 def test_dockerfile_pins_versions_and_runs_as_the_stack_account(config):
-    dockerfile = build_context(config)["Dockerfile"].decode()
+    context = build_context(config)
+    dockerfile = context["Dockerfile"].decode()
     assert re.search(rf"^FROM {re.escape(config.python_image)}$", dockerfile, re.M)
-    assert f'"mlflow=={config.mlflow_version}"' in dockerfile
-    assert f'"psycopg2-binary=={config.mlflow_psycopg2_version}"' in dockerfile
-    assert f'"boto3=={config.mlflow_boto3_version}"' in dockerfile
+    # the versions are in the lock the image installs, with hashes, nothing besides it
+    (install,) = re.findall(r"^RUN pip install (.*)$", dockerfile.replace("\\\n", " "), re.M)
+    assert "--require-hashes" in install and "--only-binary=:all:" in install
+    assert install.rstrip().endswith("-r /opt/mlflow-stack/requirements.lock")
+    assert "==" not in install
+    assert "COPY requirements.lock /opt/mlflow-stack/requirements.lock" in dockerfile.splitlines()
     assert f'--index-url "{config.pip_index_url}"' in dockerfile
+    lock = context["requirements.lock"]
+    assert lock == lock_file(config.mlflow_version).read_bytes() == config.mlflow_lock
+    pins = lock_pins(lock)
+    assert pins["mlflow"] == config.mlflow_version
+    assert pins["psycopg2-binary"] == config.mlflow_psycopg2_version
+    assert pins["boto3"] == config.mlflow_boto3_version
+    # every requirement carries a hash
+    requirements = re.split(r"\n(?=\S)", "\n".join(line for line in lock.decode().splitlines()
+                                                   if line.strip() and not line.lstrip().startswith("#")))
+    assert len(requirements) == len(pins) > 3
+    assert all("--hash=sha256:" in requirement for requirement in requirements)
     user_lines = re.findall(r"^USER (.+)$", dockerfile, re.M)
     assert user_lines == [f"{config.stack_uid}:{config.stack_gid}"]
 
@@ -233,9 +274,14 @@ def test_dockerfile_pins_versions_and_runs_as_the_stack_account(config):
 def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
     config = make_config(extra_ca_certificates=[ca_cert])
     context = build_context(config)
-    assert set(context) == {"Dockerfile", "create_bucket.py", "ca-certificates/corp-root.crt"}
+    assert set(context) == {"Dockerfile", "create_bucket.py", "migrate_db.py", "requirements.lock",
+                            "ca-certificates/corp-root.crt"}
     with open(ca_cert, "rb") as handle:
         assert context["ca-certificates/corp-root.crt"] == handle.read()
+    assert context["create_bucket.py"] == (TEMPLATES / "create_bucket.py").read_bytes()
+    assert context["migrate_db.py"] == (TEMPLATES / "migrate_db.py").read_bytes()
+    assert context["requirements.lock"] == lock_file(config.mlflow_version).read_bytes()
+    assert "COPY create_bucket.py migrate_db.py /opt/mlflow-stack/" in context["Dockerfile"].decode().splitlines()
 
 
 def test_image_ref_is_repository_version_and_digest(config):
@@ -246,8 +292,8 @@ def test_image_ref_is_repository_version_and_digest(config):
 @pytest.mark.parametrize(
     "change, rebuilds",
     [
-        (dict(mlflow_version="3.17.3"), True),
-        (dict(mlflow_boto3_version="1.44.9"), True),
+        (dict(mlflow_version="3.17.1"), True),
+        ("lock", True),
         (dict(python_image="python:3.13-slim"), True),
         (dict(stack_uid=10002), True),
         ("ca", True),
@@ -255,12 +301,25 @@ def test_image_ref_is_repository_version_and_digest(config):
         (dict(minio_bucket="other-bucket"), False),
         (dict(mlflow_workers=2), False),
     ],
-    ids=["version", "boto3", "base", "uid", "ca-cert", "port", "bucket", "workers"],
+    ids=["version", "lock", "base", "uid", "ca-cert", "port", "bucket", "workers"],
 )
-def test_image_ref_changes_only_with_the_image_inputs(change, rebuilds, ca_cert):
+def test_image_ref_changes_only_with_the_image_inputs(change, rebuilds, ca_cert, tmp_path, monkeypatch):
     base = mlflow_image_ref(make_config())
-    changed = make_config(extra_ca_certificates=[ca_cert]) if change == "ca" else make_config(**change)
+    if change == "lock":
+        # the same release, its lock regenerated (e.g. a new boto3 pin): a new tag
+        config = make_config()
+        (tmp_path / "schema-revisions.json").write_bytes((config_module.LOCK_DIR / "schema-revisions.json").read_bytes())
+        lock = config.mlflow_lock + b"# regenerated\n"
+        (tmp_path / f"mlflow-{config.mlflow_version}.txt").write_bytes(lock)
+        monkeypatch.setattr(config_module, "LOCK_DIR", tmp_path)
+        assert config.mlflow_lock == lock
+        changed = config
+    elif change == "ca":
+        changed = make_config(extra_ca_certificates=[ca_cert])
+    else:
+        changed = make_config(**change)
     assert (mlflow_image_ref(changed) != base) is rebuilds
+    monkeypatch.undo()
     assert mlflow_image_ref(make_config()) == base  # deterministic
 
 
@@ -295,7 +354,7 @@ def test_no_service_name_is_shadowed_by_the_alias(config):
 
 def test_bucket_init_reaches_minio_by_its_service_name(config):
     services = compose(config)["services"]
-    endpoint = services[ONESHOT_SERVICE]["environment"]["S3_ENDPOINT_URL"]
+    endpoint = services[BUCKET_INIT]["environment"]["S3_ENDPOINT_URL"]
     assert endpoint == config.s3_internal_endpoint == f"http://minio:{config.minio_api_port}"
 
 
@@ -313,6 +372,6 @@ def test_non_default_minio_ports_everywhere():
     assert minio["command"] == ["server", "/data", "--address", ":19000", "--console-address", ":19001"]
     assert minio["ports"] == ["0.0.0.0:19000:19000", "127.0.0.1:19001:19001"]
     assert minio["environment"]["MC_HOST_local"] == "http://127.0.0.1:19000"
-    assert compose(config)["services"][ONESHOT_SERVICE]["environment"]["S3_ENDPOINT_URL"] == "http://minio:19000"
+    assert compose(config)["services"][BUCKET_INIT]["environment"]["S3_ENDPOINT_URL"] == "http://minio:19000"
     text = render("compose.yaml.j2", config)
     assert ":9000" not in text and ":9001" not in text

@@ -12,16 +12,18 @@ from .helpers import REPO
 
 SCRIPT = str(REPO / "templates" / "wait-healthy.sh")
 SERVICES = ["postgres", "minio", "mlflow"]
-IDS = "c-postgres\nc-minio\nc-create-bucket\nc-mlflow\n"
+ONESHOTS = ["create-bucket", "migrate-db"]
+IDS = "c-postgres\nc-minio\nc-create-bucket\nc-migrate-db\nc-mlflow\n"
 
 
 def snapshot(**overrides: str) -> str:
-    """Status lines for every container: all healthy and the bucket init done, unless overridden
+    """Status lines for every container: all healthy and the one-shots done, unless overridden
     with `service="state health exit-code restarts"`."""
     lines = {
         "postgres": "running healthy 0 0",
         "minio": "running healthy 0 0",
         "create-bucket": "exited none 0 0",
+        "migrate-db": "exited none 0 0",
         "mlflow": "running healthy 0 0",
     }
     lines.update({name.replace("_", "-"): value for name, value in overrides.items()})
@@ -35,9 +37,10 @@ def docker(tmp_path):
     return fake
 
 
-def wait_healthy(docker: FakeDocker, timeout: int = 300, oneshot: str | None = "create-bucket",
-                 services=SERVICES):
-    args = ["sh", SCRIPT, "mlflow", str(timeout)] + (["--oneshot", oneshot] if oneshot else []) + list(services)
+def wait_healthy(docker: FakeDocker, timeout: int = 300, oneshots=tuple(ONESHOTS), services=SERVICES):
+    """As the deploy runs it: `--oneshot NAME` once per one-shot service, then the services."""
+    args = ["sh", SCRIPT, "mlflow", str(timeout)] + [a for name in oneshots for a in ("--oneshot", name)]
+    args += list(services)
     started = time.monotonic()
     proc = docker.run(args, timeout=timeout + 30)
     return proc, time.monotonic() - started
@@ -47,13 +50,14 @@ def test_all_healthy_exits_0_at_once(docker):
     docker.statuses(snapshot())
     proc, elapsed = wait_healthy(docker)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "healthy: postgres minio mlflow (create-bucket done)"
+    assert proc.stdout.strip() == "healthy: postgres minio mlflow (done: create-bucket migrate-db)"
     assert proc.stderr == ""
     assert elapsed < 5
     # it reads the project's containers, all of them, and inspects them in one call
     assert "docker compose --project-name mlflow ps --all --quiet" in docker.argv
     inspect = [line for line in docker.argv if line.startswith("docker inspect")]
-    assert inspect and all(line.endswith("c-postgres c-minio c-create-bucket c-mlflow") for line in inspect)
+    assert inspect and all(line.endswith("c-postgres c-minio c-create-bucket c-migrate-db c-mlflow")
+                           for line in inspect)
     assert all(".RestartCount" in line and ".State.Status" in line for line in inspect)
 
 
@@ -170,7 +174,7 @@ def test_no_containers_at_all_fails_after_the_timeout(docker):
 def test_without_oneshot_only_the_named_services_count(docker):
     # apply-db-password.sh waits for postgres alone while the rest may be anything
     docker.statuses(snapshot(mlflow="exited none 1 0", create_bucket="exited none 1 0"))
-    proc, _ = wait_healthy(docker, oneshot=None, services=["postgres"])
+    proc, _ = wait_healthy(docker, oneshots=(), services=["postgres"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "healthy: postgres"
 
@@ -182,3 +186,63 @@ def test_first_failing_service_gives_the_reason_all_waiting_ones_give_logs(docke
     assert "FAILED: postgres is unhealthy" in proc.stderr
     assert "----- last log lines of postgres -----" in proc.stderr
     assert "----- last log lines of mlflow -----" in proc.stderr
+
+
+# --- two one-shots (the bucket init and the schema migration) ----------------------------------
+
+
+def test_the_deploy_s_wait_command_runs_here(docker):
+    from mlflow_stack import stack
+    from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+
+    from .helpers import make_config
+
+    config = make_config(stack_dir=str(REPO / "templates"), compose_project="mlflow", mlflow_health_timeout=30)
+    command = stack.wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES)
+    docker.statuses(snapshot())
+    proc = docker.run(["sh", "-c", command], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "healthy: postgres minio mlflow (done: create-bucket migrate-db)"
+
+
+@pytest.mark.parametrize("running", ONESHOTS)
+def test_one_of_two_oneshots_still_running_is_waited_for(docker, running):
+    busy = snapshot(**{running.replace("-", "_"): "running none 0 0", "mlflow": "created none 0 0"})
+    docker.statuses(busy, busy, snapshot())
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed >= 1.5
+    assert len([line for line in docker.argv if line.startswith("docker inspect")]) == 3
+
+
+def test_a_oneshot_not_created_yet_is_waited_for(docker):
+    without = "\n".join(line for line in snapshot().splitlines() if not line.startswith("migrate-db "))
+    docker.statuses(without, without, snapshot())
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed >= 1.5
+
+
+@pytest.mark.parametrize("failed, other", [("migrate-db", "create-bucket"), ("create-bucket", "migrate-db")])
+@pytest.mark.parametrize("other_state", ["exited none 0 0", "running none 0 0"], ids=["other done", "other running"])
+def test_one_of_two_oneshots_failed_fails_fast_naming_it(docker, failed, other, other_state):
+    docker.write(f"logs.{failed}", f"{failed}-1 | refusing to start: the database has schema revision ffffffffffff\n")
+    docker.statuses(snapshot(**{failed.replace("-", "_"): "exited none 3 0", other.replace("-", "_"): other_state,
+                                "mlflow": "created none 0 0"}))
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1
+    assert elapsed < 10
+    assert proc.stderr.splitlines()[-1].startswith(f"FAILED: {failed} failed (exit code 3)")
+    assert f"----- last log lines of {failed} -----" in proc.stderr
+    assert "refusing to start: the database has schema revision ffffffffffff" in proc.stderr
+    # a finished one-shot is not waited for and its logs are not dumped
+    assert (f"----- last log lines of {other} -----" in proc.stderr) is other_state.startswith("running")
+
+
+def test_both_oneshots_failed_names_the_first(docker):
+    docker.statuses(snapshot(create_bucket="exited none 1 0", migrate_db="exited none 3 0", mlflow="created none 0 0"))
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1 and elapsed < 10
+    assert "FAILED: create-bucket failed (exit code 1)" in proc.stderr
+    assert "----- last log lines of create-bucket -----" in proc.stderr
+    assert "----- last log lines of migrate-db -----" in proc.stderr
