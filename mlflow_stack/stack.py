@@ -55,7 +55,7 @@ def start_stack(config: StackConfig | None = None, changed=()):
         path=config.build_dir,
         tags=[mlflow_image_ref(config)],
     )
-    inputs_changed = any_changed(build, *changed)
+    inputs_changed = any_changed(build, *(op for op in changed if op is not None))  # None: a step with nothing to do
 
     def needs_up() -> bool:
         return not healthy or inputs_changed()

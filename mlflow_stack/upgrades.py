@@ -19,8 +19,10 @@ from mlflow_stack.verify import report
 def image_major(image: str) -> str | None:
     """PostgreSQL major of an image reference by its tag ('postgres:17.2-bookworm' -> '17');
     None when the tag does not say (a digest, 'latest')."""
-    tag = re.search(r":(\d+)[^:/@]*(?:@|$)", image)
-    return tag.group(1) if tag else None
+    name = image.split("@", 1)[0]
+    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+    major = re.match(r"\d+", tag)
+    return major.group(0) if major else None
 
 
 def releases_with(revision: str) -> list[str]:
@@ -81,11 +83,13 @@ def protect_data(config: StackConfig | None = None):
     current = cluster["revision"] or "unknown"
     backup = (f"{config.backups_dir}/mlflow-db-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
               f"-schema-{current}.dump")
+    # Revisions this release can migrate from: those of the supported releases up to it.
+    older = ",".join(sorted({r for v, r in SCHEMA_REVISIONS.items() if _key(v) <= _key(config.mlflow_version)}))
     operation = server.shell(
         name=f"Back up the database before migrating its schema to {config.mlflow_schema_revision}",
         commands=[f"sh {config.stack_dir}/backup-before-migrate.sh {config.stack_dir} {config.compose_project} "
                   f"{config.postgres_user} {config.postgres_db} {config.mlflow_schema_revision} {backup} "
-                  f"{config.mlflow_health_timeout}"],
+                  f"{config.mlflow_health_timeout} {older}"],
     )
     if migrate:
         report(name="Backup before the migration",

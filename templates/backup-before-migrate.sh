@@ -2,9 +2,11 @@
 # Back the tracking database up (pg_dump, custom format) before MLflow's schema is migrated;
 # nothing when there is no database yet or its schema already is the expected revision.
 # Run by the deploy only when it planned a migration (or could not ask a stopped database).
+# Refuses (exit 1, nothing changed) a revision this MLflow cannot migrate from (a downgrade).
 # Usage: backup-before-migrate.sh STACK_DIR PROJECT ROLE DATABASE EXPECTED_REVISION FILE TIMEOUT
+#        KNOWN_OLDER_REVISIONS (comma-separated)
 set -eu
-dir=$1 project=$2 role=$3 database=$4 expected=$5 file=$6 timeout=$7
+dir=$1 project=$2 role=$3 database=$4 expected=$5 file=$6 timeout=$7 known=$8
 if [ ! -s "$dir/data/postgres/PG_VERSION" ]; then
     echo "no database yet: nothing to back up"
     exit 0
@@ -12,12 +14,25 @@ fi
 cd "$dir"
 docker compose --project-name "$project" up -d --no-deps postgres
 sh "$dir/wait-healthy.sh" "$project" "$timeout" postgres
-current=$(docker compose --project-name "$project" exec -T postgres \
-    psql -X -w -At -U "$role" -d "$database" -c 'select version_num from alembic_version' 2>/dev/null || true)
+if answer=$(docker compose --project-name "$project" exec -T postgres \
+        psql -X -w -At -U "$role" -d "$database" -c 'select version_num from alembic_version' 2>&1); then
+    current=$answer
+else
+    case "$answer" in
+        *'"alembic_version" does not exist'*) current= ;;  # no MLflow tables yet
+        *) echo "cannot read the schema revision: $answer" >&2; exit 1 ;;
+    esac
+fi
 if [ -z "$current" ] || [ "$current" = "$expected" ]; then
     echo "schema revision ${current:-none}: nothing to migrate, no backup needed"
     exit 0
 fi
+case ",$known," in
+    *",$current,"*) ;;
+    *) echo "refusing: the database has schema revision $current, which this MLflow (revision $expected)" \
+            "cannot migrate from (a newer release made it, or an unknown one). Nothing was changed." >&2
+       exit 1 ;;
+esac
 umask 077
 mkdir -p "$(dirname "$file")"
 docker compose --project-name "$project" exec -T postgres pg_dump -Fc -U "$role" -d "$database" > "$file.part"

@@ -44,10 +44,11 @@ def stack_dir(tmp_path):
     return path
 
 
-def backup(docker: FakeDocker, stack_dir, expected=NEW_REVISION, timeout=30, file=None):
+def backup(docker: FakeDocker, stack_dir, expected=NEW_REVISION, timeout=30, file=None,
+           known=f"{OLD_REVISION},{NEW_REVISION}"):
     file = file or stack_dir / "backups" / f"mlflow-db-20260101T000000Z-schema-{OLD_REVISION}.dump"
     proc = docker.run(["sh", str(stack_dir / "backup-before-migrate.sh"), str(stack_dir), "mlflow", "tracker",
-                       "tracking", expected, str(file), str(timeout)], timeout=timeout + 30, stdin="")
+                       "tracking", expected, str(file), str(timeout), known], timeout=timeout + 30, stdin="")
     return proc, file
 
 
@@ -78,7 +79,8 @@ def test_current_revision_takes_no_backup(docker, stack_dir):
 
 
 def test_no_mlflow_tables_take_no_backup(docker, stack_dir):
-    docker.write("psql.rc", "1")  # relation "alembic_version" does not exist
+    docker.write("psql.rc", "1")
+    docker.write("psql.out", 'ERROR:  relation "alembic_version" does not exist\n')
     proc, file = backup(docker, stack_dir)
     assert proc.returncode == 0, proc.stderr
     assert "schema revision none: nothing to migrate" in proc.stdout
@@ -97,6 +99,26 @@ def test_older_revision_is_dumped_to_the_file_readable_by_root_only(docker, stac
     assert not file.with_name(file.name + ".part").exists()
     assert proc.stdout.splitlines()[-1] == (
         f"database (schema revision {OLD_REVISION}) backed up to {file} before migrating to {NEW_REVISION}")
+
+
+def test_other_psql_failure_fails_without_a_backup(docker, stack_dir):
+    docker.write("psql.rc", "2")
+    docker.write("psql.out", "psql: error: connection to server failed\n")
+    proc, file = backup(docker, stack_dir)
+    assert proc.returncode == 1
+    assert "cannot read the schema revision: psql: error: connection to server failed" in proc.stderr
+    assert not any(line.startswith("pg_dump") for line in docker.argv)
+    assert not file.exists()
+
+
+def test_revision_it_cannot_migrate_from_is_refused_without_a_backup(docker, stack_dir):
+    docker.write("psql.out", "ffffffffffff\n")  # made by a newer release
+    proc, file = backup(docker, stack_dir)
+    assert proc.returncode == 1
+    assert "refusing: the database has schema revision ffffffffffff" in proc.stderr
+    assert "Nothing was changed" in proc.stderr
+    assert not any(line.startswith("pg_dump") for line in docker.argv)
+    assert not file.exists()
 
 
 def test_backup_starts_the_database_alone_waits_then_asks_and_dumps(docker, stack_dir):
