@@ -37,6 +37,7 @@ while :; do
             waiting="$waiting $oneshot"
         fi
     done
+    oneshots_pending=$waiting
     for service in "$@"; do
         state=$(field "$service" 2) health=$(field "$service" 3) code=$(field "$service" 4)
         before=$(printf '%s\n' "$restarts_at_start" | awk -v s="$service" '$1 == s {print $5; exit}')
@@ -50,6 +51,9 @@ while :; do
             reason="$service keeps crashing: restarted $restarts times while waiting, last exit code $code"
         elif [ -z "$reason" ] && { [ "$state" = exited ] || [ "$state" = dead ]; }; then
             reason="$service stopped ($state, exit code $code)"
+        elif [ -z "$reason" ] && [ "$state" = created ] && [ -z "$oneshots_pending" ]; then
+            # compose up has returned: a container left in "created" could not be started.
+            reason="$service could not be started (created, never ran: is its port taken?)"
         elif [ -z "$reason" ] && [ "$health" = unhealthy ]; then
             reason="$service is unhealthy (its health check keeps failing)"
         fi

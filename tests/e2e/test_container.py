@@ -305,19 +305,24 @@ def test_generated_passwords_rotate_on_request(container_target, deployer, logge
 
 def test_mlflow_that_cannot_start_is_reported_within_a_minute(container_target, deployer, logged_model, tmp_path,
                                                               record):
-    # A database from a release this MLflow does not know (a downgrade): MLflow exits at start.
-    revision = container_target.ssh(f"{PSQL} -c 'select version_num from alembic_version'").stdout.strip()
-    container_target.ssh(f"{PSQL} -c \"update alembic_version set version_num = 'ffffffffffff'\"")
+    # A damaged image (its mlflow.server package gone: `mlflow server` fails to import) under
+    # the very tag the deploy uses, then a change that restarts MLflow.
+    ref = container_target.ssh("docker inspect --format '{{.Config.Image}}' mlflow-mlflow-1").stdout.strip()
+    original = container_target.ssh(f"docker image inspect --format '{{{{.Id}}}}' {ref}").stdout.strip()
+    container_target.ssh(
+        f"docker run --name break-mlflow --user root --entrypoint sh {ref} -c "
+        "'rm -r \"$(python -c \"import mlflow, os; print(os.path.dirname(mlflow.__file__))\")/server\"' "
+        f"&& docker commit break-mlflow {ref} && docker rm break-mlflow")
     try:
-        result = deployer.run(overrides={"mlflow_port": 5001})  # a change that restarts MLflow
+        result = deployer.run(overrides={"mlflow_port": 5001})
     finally:
-        container_target.ssh(f"{PSQL} -c \"update alembic_version set version_num = '{revision}'\"")
+        container_target.ssh(f"docker tag {original} {ref}")
     record("container_crash_loop_reported_seconds", round(result.seconds, 1))
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert result.seconds <= 60, output[-3000:]
     assert "FAILED: mlflow keeps crashing" in output or "FAILED: mlflow stopped" in output, output[-3000:]
-    assert "----- last log lines of mlflow -----" in output and "ffffffffffff" in output, output[-3000:]
+    assert "----- last log lines of mlflow -----" in output and "mlflow.server" in output, output[-3000:]
     assert "Traceback (most recent call last)" not in output.split("----- last log lines")[0]
     healed = deployer.run().check()
     assert "Build the MLflow image and start the stack | Start the stack (a service is not healthy)" in healed.changed

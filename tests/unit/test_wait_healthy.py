@@ -145,6 +145,16 @@ def test_stopped_service_fails_fast(docker, state):
     assert "log line one of postgres" in proc.stderr
 
 
+def test_service_left_created_after_compose_up_fails_fast(docker):
+    # compose up has returned and the one-shots are done: a container that was created but
+    # never ran could not be started (e.g. its published port is taken).
+    docker.statuses(snapshot(mlflow="created none 0 0"))
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1 and elapsed < 10
+    assert "FAILED: mlflow could not be started (created, never ran: is its port taken?)" in proc.stderr
+    assert "----- last log lines of mlflow -----" in proc.stderr
+
+
 def test_unhealthy_service_fails_fast(docker):
     docker.statuses(snapshot(minio="running unhealthy 0 0"))
     proc, elapsed = wait_healthy(docker)
