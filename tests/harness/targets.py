@@ -29,11 +29,14 @@ from .rootfs import log
 STATE_DIR = Path("/run/mlflow-stack-tests")
 VM_MEM_MB = 4096
 VM_SMP = 2
-# "-cx16": see tests/harness/README.md, "VM guest double fault". Without CMPXCHG16B in CPUID
-# the guest kernel's SLUB and this_cpu_cmpxchg128 take their software paths
-# (this_cpu_cmpxchg16b_emu, slab_lock), so the guest never executes the instruction that
-# faulted under multi-threaded TCG on this QEMU (7.2); both vCPUs still run in parallel.
-VM_CPU = "max,-cx16"
+# See tests/harness/README.md, "VM guest double fault". The guest kernel must not execute
+# cmpxchg16b (faulted under multi-threaded TCG on this host's QEMU 7.2), but user space must
+# keep CX16: it is part of x86-64-v2, and NumPy 2 (MLflow) refuses to import without it
+# ("NumPy was built with baseline optimizations (X86_V2)"), which `-cpu max,-cx16` did.
+# `clearcpuid=cx16` hides it from the kernel only: SLUB and this_cpu_cmpxchg128 take their
+# software paths; the CPUID instruction still reports it to programs; both vCPUs stay parallel.
+VM_CPU = "max"
+VM_KERNEL_ARGS = "root=/dev/vda rw console=ttyS0 net.ifnames=0 clearcpuid=cx16"
 # Fixed MACs: a VM resumed from the snapshot still has the host side's MAC in its ARP cache.
 HOST_TAP_MAC = "02:99:00:00:00:01"
 GUEST_MAC = "52:54:00:99:00:02"
@@ -708,7 +711,7 @@ def _qemu_cmd(image_dir: Path, disk: Path, tap: str, tdir: Path, loadvm: bool) -
     cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", VM_CPU, "-smp", str(VM_SMP),
            "-m", str(VM_MEM_MB),
            "-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
-           "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+           "-append", VM_KERNEL_ARGS,
            "-drive", f"file={disk},if=virtio,format=qcow2,cache=unsafe",
            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
            "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
