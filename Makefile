@@ -44,3 +44,4 @@ locks:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(LOCK_UV_VERSION)
 	$(PY) tools/lock_mlflow.py --all $(LOCK_ARGS)
+	$(PY) tools/schema_revisions.py
