@@ -310,9 +310,9 @@ def test_mlflow_that_cannot_start_is_reported_within_a_minute(container_target, 
     ref = container_target.ssh("docker inspect --format '{{.Config.Image}}' mlflow-mlflow-1").stdout.strip()
     original = container_target.ssh(f"docker image inspect --format '{{{{.Id}}}}' {ref}").stdout.strip()
     container_target.ssh(
-        f"docker run --name break-mlflow --user root --entrypoint sh {ref} -c "
+        f"docker run --name break-mlflow --user root {ref} sh -c "
         "'rm -r \"$(python -c \"import mlflow, os; print(os.path.dirname(mlflow.__file__))\")/server\"' "
-        f"&& docker commit --change 'ENTRYPOINT []' break-mlflow {ref} && docker rm break-mlflow")
+        f"&& docker commit break-mlflow {ref} && docker rm break-mlflow")
     try:
         result = deployer.run(overrides={"mlflow_port": 5001})
     finally:
