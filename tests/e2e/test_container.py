@@ -360,7 +360,7 @@ def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, se
         backup_op = ("Protect the data before an upgrade | "
                      "Back up the database before migrating its schema to dc11669786a5")
         assert backup_op in upgrade.changed, upgrade.changed
-        backups = target.ssh("stat -c '%U %a %s %n' /srv/mlflow/backups/*.dump").stdout.split("\n")
+        backups = target.ssh("stat -c '%U %a %s %n' /srv/mlflow/backups/*.dump").stdout.strip().split("\n")
         assert len(backups) == 1 and backups[0].startswith("root 600 ") and "-schema-b7e2c1a4d9f3.dump" in backups[0]
         assert int(backups[0].split()[2]) > 10_000, backups
         migration = target.ssh("docker logs mlflow-migrate-db-1 2>&1").stdout
