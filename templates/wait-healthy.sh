@@ -54,7 +54,8 @@ while :; do
         elif [ -z "$reason" ] && [ "$state" = created ] && [ -z "$oneshots_pending" ]; then
             # compose up has returned: a container left in "created" could not be started.
             reason="$service could not be started (created, never ran: is its port taken?)"
-        elif [ -z "$reason" ] && [ "$health" = unhealthy ]; then
+        elif [ -z "$reason" ] && [ "$health" = unhealthy ] && [ "$state" = running ]; then
+            # (A restarting container keeps its last health status: the restart count tells.)
             reason="$service is unhealthy (its health check keeps failing)"
         fi
     done

@@ -163,6 +163,20 @@ def test_unhealthy_service_fails_fast(docker):
     assert "log line two of minio" in proc.stderr
 
 
+def test_a_crash_loop_that_kept_an_unhealthy_status_is_reported_as_a_crash_loop(docker):
+    # Seen in CI: a container restarting keeps its last health status ("unhealthy"); the
+    # reason must name the crash loop, not a failing health check.
+    docker.statuses(
+        snapshot(mlflow="running starting 0 0"),        # at the start
+        snapshot(mlflow="restarting unhealthy 1 1"),
+        snapshot(mlflow="restarting unhealthy 1 1"),
+        snapshot(mlflow="restarting unhealthy 1 2"),
+    )
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1 and elapsed < 15
+    assert "FAILED: mlflow keeps crashing: restarted 2 times" in proc.stderr, proc.stderr
+
+
 def test_a_service_stuck_starting_fails_after_the_timeout(docker):
     docker.statuses(snapshot(mlflow="running starting 0 0"))
     proc, elapsed = wait_healthy(docker, timeout=3)
