@@ -10,7 +10,7 @@ from pyinfra.api import FactBase
 class ComposeServices(FactBase):
     """State of every container of a compose project, by service name.
 
-    ``{"postgres": {"state": "running", "health": "healthy", "exit_code": 0}, ...}``;
+    ``{"postgres": {"state": "running", "health": "healthy", "exit_code": 0, "image": "postgres:17"}, ...}``;
     empty when Docker, the daemon or the project is missing.
     """
 
@@ -36,6 +36,7 @@ class ComposeServices(FactBase):
                 "state": row.get("State", ""),
                 "health": row.get("Health", ""),
                 "exit_code": row.get("ExitCode", 0),
+                "image": row.get("Image", ""),
             }
             for row in rows
         }

@@ -5,6 +5,7 @@ which MLflow waits for."""
 from __future__ import annotations
 
 import re
+import shlex
 import time
 
 from pyinfra import host
@@ -12,7 +13,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import server
 
 from mlflow_stack.config import SCHEMA_REVISIONS, StackConfig, config_from_host
-from mlflow_stack.facts import DatabaseCluster
+from mlflow_stack.facts import ComposeServices, DatabaseCluster
 from mlflow_stack.verify import report
 
 
@@ -67,32 +68,48 @@ def _key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def minio_image_change(config: StackConfig, services: dict) -> str | None:
+    """'the MinIO image changes from A to B' when the running object store was started from
+    another image than the configured one: a MinIO release may change its on-disk format, so
+    the database (which names every artifact) is backed up first. None otherwise."""
+    running = services.get("minio", {}).get("image")
+    if running and running != config.minio_image:
+        return f"the MinIO image changes from {running} to {config.minio_image}"
+    return None
+
+
 @deploy("Protect the data before an upgrade")
 def protect_data(config: StackConfig | None = None):
     """Refuse a PostgreSQL major the data directory cannot open and a schema downgrade, before
-    anything changes; back the database up when the schema will be migrated (or when a stopped
-    database cannot be asked, in which case the backup script asks it). Returns the backup
-    operation (None when no migration is planned)."""
+    anything changes; back the database up when the schema will be migrated, when the MinIO
+    image changes (or when a stopped database cannot be asked, in which case the backup
+    script asks it). Returns the backup operation (None when none is planned)."""
     config = config or config_from_host()
     cluster = host.get_fact(DatabaseCluster, stack_dir=config.stack_dir, project=config.compose_project,
                             user=config.postgres_user, database=config.postgres_db)
     check_postgres_major(config, cluster["pg_version"])
     migrate = check_schema_revision(config, cluster["revision"])
-    if not migrate and not (cluster["pg_version"] and not cluster["running"]):
+    image_change = minio_image_change(config, host.get_fact(ComposeServices, project=config.compose_project))
+    if not migrate and not image_change and not (cluster["pg_version"] and not cluster["running"]):
         return None
     current = cluster["revision"] or "unknown"
     backup = (f"{config.backups_dir}/mlflow-db-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
               f"-schema-{current}.dump")
     # Revisions this release can migrate from: those of the supported releases up to it.
     older = ",".join(sorted({r for v, r in SCHEMA_REVISIONS.items() if _key(v) <= _key(config.mlflow_version)}))
+    reason = f" {shlex.quote(image_change)}" if image_change else ""
     operation = server.shell(
-        name=f"Back up the database before migrating its schema to {config.mlflow_schema_revision}",
+        name=("Back up the database before the MinIO image changes" if image_change and not migrate else
+              f"Back up the database before migrating its schema to {config.mlflow_schema_revision}"),
         commands=[f"sh {config.stack_dir}/backup-before-migrate.sh {config.stack_dir} {config.compose_project} "
                   f"{config.postgres_user} {config.postgres_db} {config.mlflow_schema_revision} {backup} "
-                  f"{config.mlflow_health_timeout} {older}"],
+                  f"{config.mlflow_health_timeout} {older}{reason}"],
     )
     if migrate:
         report(name="Backup before the migration",
                text=f"schema {current} -> {config.mlflow_schema_revision}: database backed up to {backup} "
                     f"on {host.name} first")
+    if image_change:
+        report(name="Backup before the new MinIO image",
+               text=f"{image_change}: database backed up to {backup} on {host.name} first")
     return operation

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Back the tracking database up (pg_dump, custom format) before MLflow's schema is migrated;
-# nothing when there is no database yet or its schema already is the expected revision.
-# Run by the deploy only when it planned a migration (or could not ask a stopped database).
+# nothing when there is no database yet or its schema already is the expected revision,
+# unless REASON is given (another change the data must be protected from, e.g. a new MinIO
+# image): then the backup is taken anyway.
+# Run by the deploy only when it planned one of these (or could not ask a stopped database).
 # Refuses (exit 1, nothing changed) a revision this MLflow cannot migrate from (a downgrade).
 # Usage: backup-before-migrate.sh STACK_DIR PROJECT ROLE DATABASE EXPECTED_REVISION FILE TIMEOUT
-#        KNOWN_OLDER_REVISIONS (comma-separated)
+#        KNOWN_OLDER_REVISIONS (comma-separated) [REASON]
 set -eu
-dir=$1 project=$2 role=$3 database=$4 expected=$5 file=$6 timeout=$7 known=$8
+dir=$1 project=$2 role=$3 database=$4 expected=$5 file=$6 timeout=$7 known=$8 reason=${9:-}
 if [ ! -s "$dir/data/postgres/PG_VERSION" ]; then
     echo "no database yet: nothing to back up"
     exit 0
@@ -23,18 +25,24 @@ else
         *) echo "cannot read the schema revision: $answer" >&2; exit 1 ;;
     esac
 fi
-if [ -z "$current" ] || [ "$current" = "$expected" ]; then
+if [ -z "$reason" ] && { [ -z "$current" ] || [ "$current" = "$expected" ]; }; then
     echo "schema revision ${current:-none}: nothing to migrate, no backup needed"
     exit 0
 fi
-case ",$known," in
-    *",$current,"*) ;;
-    *) echo "refusing: the database has schema revision $current, which this MLflow (revision $expected)" \
-            "cannot migrate from (a newer release made it, or an unknown one). Nothing was changed." >&2
-       exit 1 ;;
-esac
+if [ -n "$current" ] && [ "$current" != "$expected" ]; then
+    case ",$known," in
+        *",$current,"*) ;;
+        *) echo "refusing: the database has schema revision $current, which this MLflow (revision $expected)" \
+                "cannot migrate from (a newer release made it, or an unknown one). Nothing was changed." >&2
+           exit 1 ;;
+    esac
+fi
 umask 077
 mkdir -p "$(dirname "$file")"
 docker compose --project-name "$project" exec -T postgres pg_dump -Fc -U "$role" -d "$database" > "$file.part"
 mv "$file.part" "$file"
-echo "database (schema revision $current) backed up to $file before migrating to $expected"
+if [ -n "$reason" ]; then
+    echo "database (schema revision ${current:-none}) backed up to $file before $reason"
+else
+    echo "database (schema revision $current) backed up to $file before migrating to $expected"
+fi

@@ -204,6 +204,34 @@ def test_postgres_major_change_is_refused_before_anything_changes(container_targ
     assert stack_state(container_target) == before
 
 
+MINIO_BACKUP_OP = "Protect the data before an upgrade | Back up the database before the MinIO image changes"
+
+
+def test_new_minio_image_is_preceded_by_a_database_backup(container_target, deployer, logged_model, tmp_path):
+    # A newer MinIO release, as a user's `docker pull` would leave it on the host.
+    standin = deployer.settings["minio_image"]
+    newer = standin.rsplit(":", 1)[0] + ":RELEASE.standin-next"
+    container_target.ssh(f"docker tag {standin} {newer}")
+    before = set(container_target.ssh("ls /srv/mlflow/backups 2>/dev/null || true").stdout.split())
+    result = deployer.run(overrides={"minio_image": newer}).check()
+    assert MINIO_BACKUP_OP in result.changed, result.changed
+    output = result.stdout + result.stderr
+    (new_file,) = set(container_target.ssh("ls /srv/mlflow/backups").stdout.split()) - before
+    path = f"/srv/mlflow/backups/{new_file}"
+    assert f"the MinIO image changes from {standin} to {newer}: database backed up to {path}" in output
+    assert container_target.ssh(f"stat -c '%a %U' {path}; head -c 5 {path}").stdout == "600 root\nPGDMP"
+    # the dump holds the run
+    listing = container_target.ssh(f"docker exec -i mlflow-postgres-1 pg_restore --data-only --table runs < {path}")
+    assert logged_model["run_id"] in listing.stdout
+    assert container_target.ssh("docker inspect --format '{{.Config.Image}}' mlflow-minio-1").stdout.strip() == newer
+    assert_stack_healthy(container_target)
+    run_client("client_load_model.py", f"http://{container_target.address}:5000", tmp_path / "l", logged_model["run_id"])
+    assert deployer.run(overrides={"minio_image": newer}).check().changed == []
+    back = deployer.run().check()  # the configured image again: that is a change too
+    assert MINIO_BACKUP_OP in back.changed
+    assert_stack_healthy(container_target)
+
+
 def test_killed_container_is_noticed_and_healed(container_target, deployer, logged_model, tmp_path):
     container_target.ssh("docker kill mlflow-mlflow-1")
     assert compose_status(container_target)["mlflow"]["State"] != "running"

@@ -45,10 +45,11 @@ def stack_dir(tmp_path):
 
 
 def backup(docker: FakeDocker, stack_dir, expected=NEW_REVISION, timeout=30, file=None,
-           known=f"{OLD_REVISION},{NEW_REVISION}"):
+           known=f"{OLD_REVISION},{NEW_REVISION}", reason=None):
     file = file or stack_dir / "backups" / f"mlflow-db-20260101T000000Z-schema-{OLD_REVISION}.dump"
-    proc = docker.run(["sh", str(stack_dir / "backup-before-migrate.sh"), str(stack_dir), "mlflow", "tracker",
-                       "tracking", expected, str(file), str(timeout), known], timeout=timeout + 30, stdin="")
+    args = ["sh", str(stack_dir / "backup-before-migrate.sh"), str(stack_dir), "mlflow", "tracker",
+            "tracking", expected, str(file), str(timeout), known] + ([reason] if reason else [])
+    proc = docker.run(args, timeout=timeout + 30, stdin="")
     return proc, file
 
 
@@ -99,6 +100,31 @@ def test_older_revision_is_dumped_to_the_file_readable_by_root_only(docker, stac
     assert not file.with_name(file.name + ".part").exists()
     assert proc.stdout.splitlines()[-1] == (
         f"database (schema revision {OLD_REVISION}) backed up to {file} before migrating to {NEW_REVISION}")
+
+
+@pytest.mark.parametrize("current", [NEW_REVISION, OLD_REVISION, None], ids=["current", "older", "no tables"])
+def test_a_reason_takes_the_backup_without_a_migration_too(docker, stack_dir, current):
+    # e.g. before a new MinIO image: the database is dumped whatever its revision.
+    if current is None:
+        docker.write("psql.rc", "1")
+        docker.write("psql.out", 'ERROR:  relation "alembic_version" does not exist\n')
+    else:
+        docker.write("psql.out", f"{current}\n")
+    docker.write("pg_dump.out", "PGDMP the tracking database\n")
+    proc, file = backup(docker, stack_dir, reason="the MinIO image changes")
+    assert proc.returncode == 0, proc.stderr
+    assert file.read_text() == "PGDMP the tracking database\n"
+    assert file.stat().st_mode & 0o777 == 0o600
+    assert proc.stdout.splitlines()[-1] == (
+        f"database (schema revision {current or 'none'}) backed up to {file} before the MinIO image changes")
+
+
+def test_a_reason_does_not_lift_the_refusal_of_a_newer_revision(docker, stack_dir):
+    docker.write("psql.out", "ffffffffffff\n")
+    proc, file = backup(docker, stack_dir, reason="the MinIO image changes")
+    assert proc.returncode == 1 and "refusing" in proc.stderr
+    assert not any(line.startswith("pg_dump") for line in docker.argv)
+    assert not file.exists()
 
 
 def test_other_psql_failure_fails_without_a_backup(docker, stack_dir):

@@ -129,7 +129,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         EnvFileDigests={config.secrets_file: {key: sha256(value or f"generated-{key}") for key, value in (
             ("POSTGRES_PASSWORD", config.postgres_password), ("MINIO_ROOT_PASSWORD", config.minio_root_password))}},
         DockerImage={mlflow_image_ref(config): [{"Id": "sha256:" + "0" * 64}]},
-        ComposeServices={config.compose_project: HEALTHY},
+        ComposeServices={config.compose_project: running_services(config)},
         DatabasePasswordState="matches",
         DatabaseCluster=converged_cluster(config),
     )
@@ -138,6 +138,13 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         facts["AptSources"] = entry.expand_to_repos()
     assert dist_id
     return facts
+
+
+def running_services(config) -> dict:
+    """The ComposeServices fact of a healthy stack, each service started from its configured image."""
+    images = {"postgres": config.postgres_image, "minio": config.minio_image, "mlflow": mlflow_image_ref(config),
+              "create-bucket": config.minio_image, "migrate-db": mlflow_image_ref(config)}
+    return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()}
 
 
 def converged_cluster(config) -> dict:

@@ -173,6 +173,63 @@ def test_upgrade_in_deploy_py_backs_up_before_the_stack_is_restarted():
     assert commands[-1] == "call _run_smoke_test"
 
 
+# --- a new MinIO image: backup first --------------------------------------------------------------
+
+MINIO_BACKUP_OP = f"{STEP} | Back up the database before the MinIO image changes"
+MINIO_REPORT_OP = f"{STEP} | Backup before the new MinIO image"
+
+
+def with_running_minio(config, facts, image: str) -> dict:
+    services = facts["ComposeServices"][config.compose_project]
+    services["minio"] = {**services["minio"], "image": image}
+    return facts
+
+
+def test_converged_facts_run_the_configured_images():
+    config = make_config(minio_image="quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z")
+    assert converged_facts(config)["ComposeServices"][config.compose_project]["minio"]["image"] == config.minio_image
+
+
+@pytest.mark.parametrize("extra", [{}, NON_DEFAULT], ids=["default", "non_default"])
+def test_another_running_minio_image_plans_a_backup_naming_both(extra):
+    config = make_config(**extra)
+    old_image = "minio/minio:RELEASE.2024-01-01T00-00-00Z"
+    result, texts = plan_with_reports(config, with_running_minio(config, converged_facts(config), old_image))
+    assert [op.name for op in result.ops] == [MINIO_BACKUP_OP, MINIO_REPORT_OP]
+    (command,) = result.op(MINIO_BACKUP_OP).commands
+    reason = f"the MinIO image changes from {old_image} to {config.minio_image}"
+    assert command.endswith(" '" + reason + "'"), command
+    backup = backup_file_of(command[: -len(reason) - 3], config)
+    assert backup.endswith(f"-schema-{config.mlflow_schema_revision}.dump")
+    assert texts == [f"{reason}: database backed up to {backup} on {HOST_NAME} first"]
+
+
+def test_minio_image_change_and_a_migration_take_one_backup_and_report_both():
+    config = make_config()
+    facts = with_running_minio(config, facts_with(config, revision=OLD_REVISION), "minio/minio:RELEASE.old")
+    result, texts = plan_with_reports(config, facts)
+    assert [op.name for op in result.ops] == [BACKUP_OP, REPORT_OP, MINIO_REPORT_OP]
+    assert len(texts) == 2 and texts[0].startswith(f"schema {OLD_REVISION} -> {NEW_REVISION}")
+    assert texts[1].startswith(f"the MinIO image changes from minio/minio:RELEASE.old to {config.minio_image}")
+
+
+@pytest.mark.parametrize("services", [{}, {"postgres": {"state": "running", "image": "postgres:17"}}],
+                         ids=["no containers", "no minio container"])
+def test_no_running_minio_means_no_image_change(services):
+    config = make_config()
+    facts = converged_facts(config)
+    facts["ComposeServices"] = {config.compose_project: services}
+    assert plan(upgrades.protect_data, config, facts).ops == []
+
+
+def test_minio_image_change_in_deploy_py_backs_up_before_the_stack_is_restarted():
+    config = make_config()
+    facts = with_running_minio(config, converged_facts(config), "minio/minio:RELEASE.old")
+    commands = plan(deploy_file, config, facts, data=host_data()).commands
+    backup = index(commands, r"backup-before-migrate\.sh")
+    assert backup < index(commands, "^" + re.escape(compose_up(config)))
+
+
 # --- refusals while planning -------------------------------------------------------------------
 
 
