@@ -16,10 +16,10 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	touch $@
 
 demo: setup
-	$(PY) -m tests.demo up
+	$(PY) -m tools.demo up
 
 demo-down: setup
-	$(PY) -m tests.demo down
+	$(PY) -m tools.demo down
 
 unit: setup
 	$(PY) -m pytest tests/unit

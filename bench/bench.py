@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.support import Deployer, standin_settings  # noqa: E402
-from tests.harness.targets import start_container_target  # noqa: E402
-from tests.standins.build import ensure_standin_archive  # noqa: E402
+from tests.e2e.support import Deployer  # noqa: E402
+from tools.harness.targets import start_container_target  # noqa: E402
+from tools.standins.build import ensure_standin_archive, standin_settings  # noqa: E402
 
 
 def main() -> None:

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
-from tests.standins.build import ensure_standin_archive
+from tools.standins.build import ensure_standin_archive, standin_settings
 
-from .support import standin_settings
 
 # Figures measured by the suite (wall times, remote commands) for the README and bench/.
 MEASUREMENTS = Path(os.environ.get("E2E_MEASUREMENTS", "/tmp/mlflow-stack-e2e-measurements.json"))

@@ -21,25 +21,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.standins.build import STANDIN_IMAGES
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
-HOST_CA_CERTS = sorted(str(p) for p in Path("/usr/local/share/ca-certificates").glob("*.crt"))
 LONG_RUNNING = ("postgres", "minio", "mlflow")
-
-
-def standin_settings(archive: Path) -> dict:
-    """What a user of an air-gapped Debian 13 server behind a TLS proxy would set."""
-    return {
-        "docker_source": "distro",
-        "docker_image_archives": [str(archive)],
-        "extra_ca_certificates": HOST_CA_CERTS,
-        "python_image": STANDIN_IMAGES["python"],
-        "postgres_image": STANDIN_IMAGES["postgres"],
-        "minio_image": STANDIN_IMAGES["minio"],
-    }
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""Test-target harness: disposable Debian 13 servers (systemd-nspawn containers and qemu VMs)."""
+"""Tests of the target harness (tools/harness) and the pytest fixtures that hand its targets to tests."""

@@ -1,9 +1,9 @@
-"""pytest fixtures for e2e tests. In a conftest.py:  from tests.harness.fixtures import *  # noqa"""
+"""pytest fixtures handing tools/harness targets to tests. In a conftest.py:  from tests.harness.fixtures import *  # noqa"""
 from __future__ import annotations
 
 import pytest
 
-from .targets import IndexInUseError, Target, free_index, start_container_target, start_vm_target
+from tools.harness.targets import IndexInUseError, Target, free_index, start_container_target, start_vm_target
 
 __all__ = ["container_target", "container_target_factory", "vm_target"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .cache import trash_dir
-from .targets import TargetDied, start_container_target, start_vm_target
+from tools.harness.cache import trash_dir
+from tools.harness.targets import TargetDied, start_container_target, start_vm_target
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins.build import STANDIN_IMAGES, ensure_standin_archive
-from tests.standins.dockerd import DOCKERD, host_dockerd
+from tools.standins.build import STANDIN_IMAGES, ensure_standin_archive
+from tools.standins.dockerd import DOCKERD, host_dockerd
 
 pytestmark = pytest.mark.e2e
 

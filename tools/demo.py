@@ -1,7 +1,7 @@
 """`make demo`: a local disposable Debian 13 target with the stack deployed into it through
 the real `pyinfra INVENTORY deploy.py` path. `make demo-down` removes it again.
 
-    python -m tests.demo up | down
+    python -m tools.demo up | down
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ from __future__ import annotations
 import pprint
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.harness.targets import get_target, load_state, start_container_target
-from tests.standins.build import ensure_standin_archive
+from tools.harness.targets import get_target, load_state, start_container_target
+from tools.standins.build import ensure_standin_archive, standin_settings
 
-from tests.e2e.support import PYINFRA, REPO, standin_settings
+REPO = Path(__file__).resolve().parent.parent
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 
 NAME, INDEX = "demo", 50
 INVENTORY = REPO / ".demo" / "inventory.py"

@@ -1,4 +1,4 @@
-"""CLI:  python -m tests.harness build|start|stop|status|ssh  (run as root)."""
+"""CLI:  python -m tools.harness build|start|stop|status|ssh  (run as root)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,7 @@ from .rootfs import build_rootfs
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.harness")
+    p = argparse.ArgumentParser(prog="python -m tools.harness")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or verify cached) rootfs / VM image")
     b.add_argument("--kind", choices=["container", "vm"], action="append")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"name:    {t.name}")
         print(f"address: {t.address}")
         print(f"ssh:     {shlex.join(t.ssh_command())}")
-        print(f"stop:    python -m tests.harness stop --name {t.name}")
+        print(f"stop:    python -m tools.harness stop --name {t.name}")
     elif a.cmd == "stop":
         state = targets.load_state(a.name)
         if state is None:

@@ -1,6 +1,6 @@
 """Build the stand-in images and cache them as one ``docker save`` archive.
 
-    from tests.standins.build import ensure_standin_archive, STANDIN_IMAGES
+    from tools.standins.build import ensure_standin_archive, STANDIN_IMAGES
     archive = ensure_standin_archive()      # Path to a .tar for `docker load -i`
 
 The archive holds the three images named in :data:`STANDIN_IMAGES` (they share
@@ -33,6 +33,21 @@ STANDIN_IMAGES = {
     "minio": "standin/minio:RELEASE.standin",
 }
 BASE_IMAGE = "standin/debian:trixie"
+# The machine's extra CA certificates (its TLS-intercepting proxy): targets and image builds need them.
+HOST_CA_CERTS = sorted(str(p) for p in Path("/usr/local/share/ca-certificates").glob("*.crt"))
+
+
+def standin_settings(archive: Path) -> dict:
+    """The deploy settings that put the stand-ins in place of the official images: what a user
+    of an air-gapped Debian 13 server behind a TLS proxy would set."""
+    return {
+        "docker_source": "distro",
+        "docker_image_archives": [str(archive)],
+        "extra_ca_certificates": HOST_CA_CERTS,
+        "python_image": STANDIN_IMAGES["python"],
+        "postgres_image": STANDIN_IMAGES["postgres"],
+        "minio_image": STANDIN_IMAGES["minio"],
+    }
 
 SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"

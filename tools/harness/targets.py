@@ -29,7 +29,7 @@ from .rootfs import log
 STATE_DIR = Path("/run/mlflow-stack-tests")
 VM_MEM_MB = 4096
 VM_SMP = 2
-# See tests/harness/README.md, "VM guest double fault". The guest kernel must not execute
+# See tools/harness/README.md, "VM guest double fault". The guest kernel must not execute
 # cmpxchg16b (faulted under multi-threaded TCG on this host's QEMU 7.2), but user space must
 # keep CX16: it is part of x86-64-v2, and NumPy 2 (MLflow) refuses to import without it
 # ("NumPy was built with baseline optimizations (X86_V2)"), which `-cpu max,-cx16` did.

@@ -1,4 +1,4 @@
-"""`python -m tests.standins`: build (if needed) and print the stand-in image archive."""
+"""`python -m tools.standins`: build (if needed) and print the stand-in image archive."""
 
 import sys
 

@@ -1,0 +1,1 @@
+"""Test-target harness: disposable Debian 13 servers (systemd-nspawn containers and qemu VMs)."""
