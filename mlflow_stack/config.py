@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from pyinfra.api import DeployError
 
+from mlflow_stack.services import PORT_SETTINGS, SERVICE_NAMES
+
 SUPPORTED_DOCKER_SOURCES = ("official", "distro")
 # One hash-locked requirements file per supported MLflow release, and the schema revision
 # each release expects (tools/lock_mlflow.py, tools/schema_revisions.py; locks/README.md).
@@ -39,8 +41,6 @@ SECRET_ENV_VARS = {
     "postgres_password": "MLFLOW_STACK_POSTGRES_PASSWORD",
     "minio_root_password": "MLFLOW_STACK_MINIO_ROOT_PASSWORD",
 }
-# Compose service names: a public name equal to one would shadow that service on the network.
-SERVICE_NAMES = ("postgres", "minio", "create-bucket", "migrate-db", "mlflow")
 
 
 class ConfigError(DeployError, ValueError):
@@ -350,7 +350,6 @@ RULES: dict[str, Validator] = {
 }
 CONFIG_KEYS = tuple(RULES)
 _TUPLE_KEYS = {"docker_image_archives", "extra_ca_certificates", "mlflow_public_names", "rotate_secrets"}
-_PORT_KEYS = ("mlflow_port", "minio_api_port", "minio_console_port")
 
 
 def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, str] | None = None) -> StackConfig:
@@ -403,7 +402,8 @@ def _typo_errors(data: dict[str, Any]) -> list[str]:
 
 def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
     errors = []
-    ports = [(k, values[k]) for k in _PORT_KEYS if k in values]
+    # In the order of the settings: the later of two equal ports is the one reported.
+    ports = [(key, port) for key, port in values.items() if key in PORT_SETTINGS]
     seen: dict[int, str] = {}
     for key, port in ports:
         if port in seen:
@@ -411,6 +411,7 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
         seen.setdefault(port, key)
     if values.get("stack_user") == "root":
         errors.append("stack_user = 'root': must be a dedicated unprivileged account")
+    # A public name equal to a service name would shadow that service on the compose network.
     public_host = values.get("mlflow_public_host") or inventory_name
     if public_host.lower() in (*SERVICE_NAMES, "localhost"):
         errors.append(f"mlflow_public_host = {public_host!r} (or the inventory name): clients on other machines "

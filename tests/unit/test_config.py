@@ -7,8 +7,9 @@ import runpy
 
 import pytest
 
-from mlflow_stack.config import (CONFIG_KEYS, SCHEMA_REVISIONS, SECRET_ENV_VARS, SERVICE_NAMES, SUPPORTED_MLFLOW_VERSIONS,
-                                 ConfigError, StackConfig, load_config, lock_file)
+from mlflow_stack.config import (CONFIG_KEYS, SCHEMA_REVISIONS, SECRET_ENV_VARS, SUPPORTED_MLFLOW_VERSIONS, ConfigError,
+                                 StackConfig, load_config, lock_file)
+from mlflow_stack.services import SERVICE_NAMES
 
 from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
 
@@ -334,7 +335,7 @@ def test_inventory_name_equal_to_a_service_name_is_refused_when_it_is_the_public
 
 
 def test_service_names_are_the_compose_services():
-    from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+    from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
 
     assert set(SERVICE_NAMES) == {*ONESHOT_SERVICES, *LONG_RUNNING_SERVICES}
     assert "migrate-db" in SERVICE_NAMES

@@ -10,11 +10,10 @@ import pytest
 import yaml
 
 from mlflow_stack.secrets import secret_values
-from mlflow_stack.service_account import DATA_DIRS
 from mlflow_stack import config as config_module
 from mlflow_stack.config import lock_file
-from mlflow_stack.stack_files import (LONG_RUNNING_SERVICES, ONESHOT_SERVICES, TEMPLATES, build_context,
-                                      mlflow_image_ref, render)
+from mlflow_stack.services import DATA_DIRS, LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+from mlflow_stack.stack_files import TEMPLATES, build_context, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, make_config
 
