@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from pyinfra.api import DeployError
 
-from mlflow_stack.services import PORT_SETTINGS, SERVICE_NAMES
+from mlflow_stack.services import PORT_SETTINGS, SECRET_FILE_KEYS, SERVICE_NAMES
 
 SUPPORTED_DOCKER_SOURCES = ("official", "distro")
 # One hash-locked requirements file per supported MLflow release, and the schema revision
@@ -36,11 +36,9 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 # Releases with both a lock and a known schema revision, oldest first.
 SUPPORTED_MLFLOW_VERSIONS = tuple(sorted((v for v in SCHEMA_REVISIONS if lock_file(v).is_file()), key=_version_key))
-# Environment variables that may carry secrets into a run without putting them in a file.
-SECRET_ENV_VARS = {
-    "postgres_password": "MLFLOW_STACK_POSTGRES_PASSWORD",
-    "minio_root_password": "MLFLOW_STACK_MINIO_ROOT_PASSWORD",
-}
+# Secret setting -> the environment variable that may carry it into a run without putting it
+# in a file. The secret settings are the secrets file's keys (services.py) in lower case.
+SECRET_ENV_VARS = {key.lower(): f"MLFLOW_STACK_{key}" for key in SECRET_FILE_KEYS}
 
 
 class ConfigError(DeployError, ValueError):
