@@ -7,9 +7,10 @@ import runpy
 
 import pytest
 
-from mlflow_stack.config import (CONFIG_KEYS, SCHEMA_REVISIONS, SECRET_ENV_VARS, SUPPORTED_MLFLOW_VERSIONS, ConfigError,
-                                 StackConfig, load_config, lock_file)
+from mlflow_stack.config import CONFIG_KEYS, SECRET_ENV_VARS, ConfigError, StackConfig, load_config
+from mlflow_stack.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS, lock_file
 from mlflow_stack.services import SERVICE_NAMES
+from mlflow_stack.settings import DEFAULTS
 
 from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
 
@@ -51,6 +52,16 @@ def test_defaults_load_into_a_stack_config():
             assert value == tuple(data[key])  # frozen: lists become tuples
         else:
             assert value == data[key], key
+
+
+def test_a_key_the_host_data_leaves_out_takes_its_default_and_a_given_one_wins():
+    config = load_config(host_data(postgres_user=MISSING, mlflow_port=8080), HOST_NAME, environ={})
+    assert config.postgres_user == DEFAULTS["postgres_user"] == "mlflow"
+    assert config.mlflow_port == 8080 != DEFAULTS["mlflow_port"]
+
+
+def test_empty_host_data_is_the_defaults(default_config):
+    assert load_config({}, HOST_NAME, environ={}) == default_config
 
 
 def test_config_is_frozen(default_config):
@@ -140,7 +151,6 @@ BAD = {
                             ["mlflow_image = 'mlflow-stack/mlflow:1.0'", "without tag"]),
     "bind hostname": (dict(mlflow_bind_address="localhost"), ["mlflow_bind_address = 'localhost'", "an IP address"]),
     "bind bad ip": (dict(minio_api_bind_address="300.1.1.1"), ["minio_api_bind_address = '300.1.1.1'", "an IP address"]),
-    "missing key": (dict(postgres_user=MISSING), ["postgres_user: missing", "group_data/all.py"]),
     "public names str": (dict(mlflow_public_names="a.example.org"),
                          ["mlflow_public_names = 'a.example.org'", "a list of DNS names"]),
     "public name bad": (dict(mlflow_public_names=["ok.example.org", "bad name"]), ["'bad name'", "a list of DNS names"]),
