@@ -117,7 +117,7 @@ SETTINGS = (
             "Database user."),
     # A generated password is kept on the host (mode 0600) and reused on later runs.
     Setting("postgres_password", None, checks.optional_password,
-            "`None`: generated on the host; or set here, or `MLFLOW_STACK_POSTGRES_PASSWORD` in pyinfra's "
+            "`None`: generated on the host; or set it like any setting, or `MLFLOW_STACK_POSTGRES_PASSWORD` in pyinfra's "
             "environment."),
 
     # --- MinIO (artifact store) ------------------------------------------------------------
@@ -128,7 +128,7 @@ SETTINGS = (
     Setting("minio_root_user", "mlflow", checks.pattern(checks.MINIO_USER, "3-64 characters of letters, digits, '_' and '-'"),
             "S3 access key used by MLflow."),
     Setting("minio_root_password", None, checks.optional_password,
-            "`None`: generated on the host; or set here, or `MLFLOW_STACK_MINIO_ROOT_PASSWORD`."),
+            "`None`: generated on the host; or set it like any setting, or `MLFLOW_STACK_MINIO_ROOT_PASSWORD`."),
     # MLflow 3.17 clients download artifacts with presigned URLs that point at the S3 API, so it
     # must be reachable by clients (it never hands out credentials).
     Setting("minio_api_bind_address", "0.0.0.0", checks.address,
