@@ -1,5 +1,5 @@
-"""The servers to provision. Edit this list; settings go in group_data/ (defaults in
-group_data/all.py) or per host as a dict, e.g. {"mlflow_port": 8080}.
+"""The servers to provision. Edit this list; settings go in group_data/ (every setting and its
+default: README.md's settings table) or per host as a dict, e.g. {"mlflow_port": 8080}.
 
 Connect as root, or as a sudo user with "_sudo": True.
 """

@@ -15,14 +15,15 @@ from pyinfra.api import StringCommand, deploy, operation
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import EnvFileDigests
+from mlflow_stack.services import SECRET_FILE_KEYS
 
-# 32 random bytes as 64 hex characters: URL-safe, so it can sit in the database URI.
 _EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
+# 32 random bytes as 64 hex characters: URL-safe, so it can sit in the database URI.
 _RANDOM_HEX = "$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -dc 0-9a-f)"
 
-
-# Setting -> the key it is kept under in the env file.
-SECRET_KEYS = {"postgres_password": "POSTGRES_PASSWORD", "minio_root_password": "MINIO_ROOT_PASSWORD"}
+# Setting -> the key it is kept under in the env file: every key a service reads (services.py),
+# from the setting of the same name in lower case.
+SECRET_KEYS = {key.lower(): key for key in SECRET_FILE_KEYS}
 
 
 def secret_values(config: StackConfig) -> dict[str, str | None]:

@@ -8,9 +8,7 @@ from pyinfra.operations import files, server
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import IdOwners
-
-# Per data directory: the mode the service that writes it needs (PostgreSQL insists on 0700).
-DATA_DIRS = {"postgres": "700", "minio": "750", "mlruns": "750"}
+from mlflow_stack.services import DATA_DIRS
 
 
 def check_ids_free(config: StackConfig) -> None:

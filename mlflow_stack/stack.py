@@ -11,18 +11,8 @@ from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices, DatabasePasswordState
-from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, mlflow_image_ref, remove_stale_files
-
-
-def stack_is_healthy(services: dict) -> bool:
-    """Every long-running service running and healthy, every one-shot exited 0."""
-    for name in ONESHOT_SERVICES:
-        if services.get(name, {}).get("state") != "exited" or services.get(name, {}).get("exit_code") != 0:
-            return False
-    return all(
-        services.get(name, {}).get("state") == "running" and services.get(name, {}).get("health") == "healthy"
-        for name in LONG_RUNNING_SERVICES
-    )
+from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, stack_is_healthy
+from mlflow_stack.stack_files import mlflow_image_ref, remove_stale_files
 
 
 @deploy("Load image archives")

@@ -14,16 +14,16 @@ from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.services import compose_entries
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
-# Run to completion before MLflow starts: the bucket init and the schema migration.
-ONESHOT_SERVICES = ("create-bucket", "migrate-db")
-LONG_RUNNING_SERVICES = ("postgres", "minio", "mlflow")
 # Shell helpers the deploy runs on the host (not inputs of the stack itself).
 HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh")
 
-_jinja = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True)
+# trim_blocks: a loop's own lines leave nothing in the rendered file.
+_jinja = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
+                     trim_blocks=True)
 
 
 def render(template: str, config: StackConfig) -> str:
@@ -42,6 +42,7 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
     )
     if with_image:
         context["mlflow_image_ref"] = mlflow_image_ref(config)
+        context["services"] = compose_entries(context)
     return context
 
 

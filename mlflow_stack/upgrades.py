@@ -12,8 +12,9 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import server
 
-from mlflow_stack.config import SCHEMA_REVISIONS, StackConfig, config_from_host
+from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices, DatabaseCluster
+from mlflow_stack.releases import SCHEMA_REVISIONS
 from mlflow_stack.verify import report
 
 

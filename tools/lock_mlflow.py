@@ -5,7 +5,7 @@
     python tools/lock_mlflow.py --all            # every supported release (what `make locks` runs)
     python tools/lock_mlflow.py --all --check    # ... and check each lock installs (see --check)
 
-Inputs of a lock: `mlflow==<version>`, the companions pinned in group_data/all.py
+Inputs of a lock: `mlflow==<version>`, the companions' defaults in mlflow_stack/settings.py
 (`mlflow_psycopg2_version`, `mlflow_boto3_version`; override with --psycopg2/--boto3), and the
 constraints an older release needs (CONSTRAINTS below). The resolver is uv
 (`uv pip compile --universal --generate-hashes --python-version 3.12`): one set of pins, with
@@ -26,7 +26,6 @@ proxy whose CA is installed there works.
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime as dt
 import os
 import re
@@ -39,7 +38,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK_DIR = REPO / "locks"
-GROUP_DATA = REPO / "group_data" / "all.py"
+
+# The settings table needs no pyinfra (only the standard library and locks/).
+sys.path.insert(0, str(REPO))
+from mlflow_stack.settings import DEFAULTS  # noqa: E402
 
 # The supported range: from the first 3.x release with `mlflow server --allowed-hosts` (the
 # Host-header security middleware, added in 3.5.0; 3.4.0 has neither the option nor
@@ -84,22 +86,6 @@ def vkey(version: str) -> tuple[int, ...]:
 
 def constraints_for(version: str) -> list[tuple[str, str]]:
     return [(req, why) for below, req, why in CONSTRAINTS if vkey(version) < vkey(below)]
-
-
-def group_data_defaults() -> dict[str, str]:
-    """The companion pins from group_data/all.py (read, not imported: no pyinfra needed)."""
-    wanted = {"mlflow_version", "mlflow_psycopg2_version", "mlflow_boto3_version"}
-    found = {}
-    tree = ast.parse(GROUP_DATA.read_text(), str(GROUP_DATA))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-            if isinstance(target, ast.Name) and target.id in wanted:
-                found[target.id] = ast.literal_eval(node.value)
-    missing = wanted - found.keys()
-    if missing:
-        sys.exit(f"{GROUP_DATA}: {', '.join(sorted(missing))} not found")
-    return found
 
 
 def find_uv() -> str:
@@ -152,9 +138,9 @@ def lock(version: str, args: argparse.Namespace, uv: str, uv_version: str) -> Pa
         body = Path(tmp, "lock.txt").read_text()
 
     regen = f"python tools/lock_mlflow.py {version}"
-    if args.psycopg2 != args.defaults["mlflow_psycopg2_version"]:
+    if args.psycopg2 != DEFAULTS["mlflow_psycopg2_version"]:
         regen += f" --psycopg2 {args.psycopg2}"
-    if args.boto3 != args.defaults["mlflow_boto3_version"]:
+    if args.boto3 != DEFAULTS["mlflow_boto3_version"]:
         regen += f" --boto3 {args.boto3}"
     if args.index_url != DEFAULT_INDEX:
         regen += f" --index-url {args.index_url}"
@@ -227,16 +213,15 @@ def check(path: Path, pythons: list[str], platforms: list[str]) -> bool:
 
 
 def main() -> int:
-    defaults = group_data_defaults()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("versions", nargs="*", metavar="VERSION",
                         help=f"MLflow release(s) to lock, in {SUPPORTED[0]}..{SUPPORTED[-1]}")
     parser.add_argument("--all", action="store_true", help="lock every supported release")
-    parser.add_argument("--psycopg2", default=defaults["mlflow_psycopg2_version"],
-                        help="psycopg2-binary version (default: mlflow_psycopg2_version of group_data/all.py, %(default)s)")
-    parser.add_argument("--boto3", default=defaults["mlflow_boto3_version"],
-                        help="boto3 version (default: mlflow_boto3_version of group_data/all.py, %(default)s)")
+    parser.add_argument("--psycopg2", default=DEFAULTS["mlflow_psycopg2_version"],
+                        help="psycopg2-binary version (default: mlflow_psycopg2_version of mlflow_stack/settings.py, %(default)s)")
+    parser.add_argument("--boto3", default=DEFAULTS["mlflow_boto3_version"],
+                        help="boto3 version (default: mlflow_boto3_version of mlflow_stack/settings.py, %(default)s)")
     parser.add_argument("--python-version", default=DEFAULT_PYTHON,
                         help="lowest Python the lock must serve (default %(default)s)")
     parser.add_argument("--index-url", default=DEFAULT_INDEX, help="package index (default %(default)s)")
@@ -252,7 +237,6 @@ def main() -> int:
     parser.add_argument("--allow-unsupported", action="store_true",
                         help="lock a release outside the supported range (for trying a new one)")
     args = parser.parse_args()
-    args.defaults = defaults
 
     versions = list(SUPPORTED) if args.all else args.versions
     if not versions:

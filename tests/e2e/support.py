@@ -21,11 +21,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow_stack.facts import ComposeServices
+from mlflow_stack.services import stack_is_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
-LONG_RUNNING = ("postgres", "minio", "mlflow")
 
 
 @dataclass
@@ -96,18 +97,15 @@ def count_remote_commands(log: str) -> int:
 
 
 def compose_status(target, project: str = "mlflow") -> dict[str, dict]:
-    out = target.ssh(f"docker compose --project-name {project} ps --all --format json").stdout.strip()
-    rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
-    return {row["Service"]: row for row in rows}
+    """The deploy's own ComposeServices fact, read over SSH: the same command, the same parse."""
+    fact = ComposeServices()
+    return fact.process(target.ssh(fact.command(project)).stdout.splitlines())
 
 
 def assert_stack_healthy(target) -> None:
+    """Healthy as the deploy decides it (mlflow_stack/services.py)."""
     status = compose_status(target)
-    for service in LONG_RUNNING:
-        assert status[service]["State"] == "running", status
-        assert status[service]["Health"] == "healthy", status
-    for oneshot in ("create-bucket", "migrate-db"):
-        assert status[oneshot]["State"] == "exited" and status[oneshot]["ExitCode"] == 0, status
+    assert stack_is_healthy(status), status
 
 
 def read_secrets(target) -> dict[str, str]:

@@ -234,7 +234,7 @@ def test_new_minio_image_is_preceded_by_a_database_backup(container_target, depl
 
 def test_killed_container_is_noticed_and_healed(container_target, deployer, logged_model, tmp_path):
     container_target.ssh("docker kill mlflow-mlflow-1")
-    assert compose_status(container_target)["mlflow"]["State"] != "running"
+    assert compose_status(container_target)["mlflow"]["state"] != "running"
     result = deployer.run().check()
     assert "Build the MLflow image and start the stack | Start the stack (a service is not healthy)" in result.changed
     assert_stack_healthy(container_target)

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import runpy
-from functools import lru_cache
 from pathlib import Path
 
 from mlflow_stack.config import StackConfig, load_config
+from mlflow_stack.settings import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_NAME = "mlflow.example.org"
-# Marks a key to drop from the defaults (a "missing key" case).
+# Marks a key to leave out of the host data (it then takes its default).
 MISSING = object()
 
 
-@lru_cache(maxsize=1)
-def _defaults() -> tuple:
-    namespace = runpy.run_path(str(REPO / "group_data" / "all.py"))
-    return tuple((key, value) for key, value in namespace.items() if not key.startswith("_"))
-
-
 def defaults() -> dict:
-    """A fresh copy of group_data/all.py as host data (public names only)."""
-    return {key: (list(value) if isinstance(value, list) else value) for key, value in _defaults()}
+    """A fresh copy of every setting's default (mlflow_stack/settings.py) as host data."""
+    return {key: (list(value) if isinstance(value, list) else value) for key, value in DEFAULTS.items()}
 
 
 def host_data(**overrides) -> dict:

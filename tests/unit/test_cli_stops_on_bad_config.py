@@ -38,3 +38,17 @@ def test_rotation_and_public_host_errors_from_data_stop_the_run():
     assert given not in output
     assert "Traceback" not in output
     assert "Starting operation" not in output and "Loaded fact" not in output
+
+
+def test_group_data_overrides_a_default_and_a_misspelt_key_there_is_refused(tmp_path):
+    # --group-data adds a folder after ./group_data: its all.py overrides the repository's.
+    (tmp_path / "all.py").write_text("mlflow_port = 70000\nminio_bukcet = 'artifacts'\n")
+    proc = subprocess.run(
+        [PYINFRA, "--dry", "@local", "deploy.py", "--group-data", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "mlflow_port = 70000: must be an integer from 1 to 65535" in output
+    assert "minio_bukcet: unknown setting; did you mean 'minio_bucket'?" in output
+    assert "Starting operation" not in output and "Loaded fact" not in output

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import runpy
 
 import pytest
 
-from mlflow_stack.config import (CONFIG_KEYS, SCHEMA_REVISIONS, SECRET_ENV_VARS, SERVICE_NAMES, SUPPORTED_MLFLOW_VERSIONS,
-                                 ConfigError, StackConfig, load_config, lock_file)
+from mlflow_stack.config import CONFIG_KEYS, SECRET_ENV_VARS, ConfigError, StackConfig, load_config
+from mlflow_stack.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS, lock_file
+from mlflow_stack.services import SERVICE_NAMES
+from mlflow_stack.settings import DEFAULTS
 
 from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
 
@@ -30,11 +33,25 @@ def config_error(overrides: dict, environ: dict | None = None) -> str:
 # --- the defaults ----------------------------------------------------------------------------
 
 
-def test_group_data_defines_exactly_the_config_keys():
+def group_data_examples() -> dict:
+    """The commented-out `# key = value` lines of group_data/all.py."""
+    lines = (REPO / "group_data" / "all.py").read_text().splitlines()
+    pairs = (re.fullmatch(r"# ([a-z0-9_]+) = (.+)", line) for line in lines)
+    return {m[1]: ast.literal_eval(m[2]) for m in pairs if m}
+
+
+def test_group_data_all_ships_without_overrides():
+    # the defaults are the package's (mlflow_stack/settings.py, the README table); a fresh checkout runs them
     namespace = runpy.run_path(str(REPO / "group_data" / "all.py"))
-    public = {key for key in namespace if not key.startswith("_")}
-    assert public - set(CONFIG_KEYS) == set(), "keys in group_data/all.py that config.py does not validate"
-    assert set(CONFIG_KEYS) - public == set(), "validated keys without a default in group_data/all.py"
+    assert {key for key in namespace if not key.startswith("_")} == set()
+
+
+def test_group_data_examples_are_settings_and_together_a_valid_config():
+    examples = group_data_examples()
+    assert len(examples) >= 5 and set(examples) <= set(CONFIG_KEYS), examples
+    config = make_config(**examples)
+    for key, value in examples.items():
+        assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value) != DEFAULTS[key], key
 
 
 def test_defaults_load_into_a_stack_config():
@@ -50,6 +67,16 @@ def test_defaults_load_into_a_stack_config():
             assert value == tuple(data[key])  # frozen: lists become tuples
         else:
             assert value == data[key], key
+
+
+def test_a_key_the_host_data_leaves_out_takes_its_default_and_a_given_one_wins():
+    config = load_config(host_data(postgres_user=MISSING, mlflow_port=8080), HOST_NAME, environ={})
+    assert config.postgres_user == DEFAULTS["postgres_user"] == "mlflow"
+    assert config.mlflow_port == 8080 != DEFAULTS["mlflow_port"]
+
+
+def test_empty_host_data_is_the_defaults(default_config):
+    assert load_config({}, HOST_NAME, environ={}) == default_config
 
 
 def test_config_is_frozen(default_config):
@@ -139,7 +166,6 @@ BAD = {
                             ["mlflow_image = 'mlflow-stack/mlflow:1.0'", "without tag"]),
     "bind hostname": (dict(mlflow_bind_address="localhost"), ["mlflow_bind_address = 'localhost'", "an IP address"]),
     "bind bad ip": (dict(minio_api_bind_address="300.1.1.1"), ["minio_api_bind_address = '300.1.1.1'", "an IP address"]),
-    "missing key": (dict(postgres_user=MISSING), ["postgres_user: missing", "group_data/all.py"]),
     "public names str": (dict(mlflow_public_names="a.example.org"),
                          ["mlflow_public_names = 'a.example.org'", "a list of DNS names"]),
     "public name bad": (dict(mlflow_public_names=["ok.example.org", "bad name"]), ["'bad name'", "a list of DNS names"]),
@@ -334,7 +360,7 @@ def test_inventory_name_equal_to_a_service_name_is_refused_when_it_is_the_public
 
 
 def test_service_names_are_the_compose_services():
-    from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+    from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
 
     assert set(SERVICE_NAMES) == {*ONESHOT_SERVICES, *LONG_RUNNING_SERVICES}
     assert "migrate-db" in SERVICE_NAMES

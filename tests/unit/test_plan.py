@@ -10,8 +10,9 @@ import pytest
 from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
-from mlflow_stack import docker_engine, secrets, service_account, stack, stack_files, upgrades
-from mlflow_stack.stack_files import HOST_CA_DIR, LONG_RUNNING_SERVICES, ONESHOT_SERVICES, mlflow_image_ref, render
+from mlflow_stack import docker_engine, secrets, service_account, services, stack, stack_files, upgrades
+from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+from mlflow_stack.stack_files import HOST_CA_DIR, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
 from .plan import plan, sha1, sha256
@@ -523,11 +524,11 @@ def test_missing_oneshot_brings_the_stack_up(oneshot):
 
 def test_stack_is_healthy_needs_every_oneshot_exited_0():
     assert ONESHOT_SERVICES == ("create-bucket", "migrate-db")
-    assert stack.stack_is_healthy(HEALTHY)
+    assert services.stack_is_healthy(HEALTHY)
     for name in ONESHOT_SERVICES:
         for status in ({"state": "running", "health": "", "exit_code": 0},
                        {"state": "exited", "health": "", "exit_code": 2}):
-            assert not stack.stack_is_healthy({**HEALTHY, name: status}), (name, status)
+            assert not services.stack_is_healthy({**HEALTHY, name: status}), (name, status)
 
 
 def test_new_image_tag_builds_and_restarts():

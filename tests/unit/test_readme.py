@@ -1,26 +1,26 @@
-"""The README's settings table mirrors group_data/all.py: same keys, same defaults."""
+"""The README's settings table is the settings table of mlflow_stack/settings.py: same keys in
+the same order, each default as Python source, each doc word for word."""
 
-import ast
+import json
 import re
 from pathlib import Path
+
+from mlflow_stack.settings import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def defaults_source() -> dict[str, str]:
-    source = (REPO / "group_data" / "all.py").read_text()
-    return {
-        node.targets[0].id: ast.get_source_segment(source, node.value)
-        for node in ast.parse(source).body
-        if isinstance(node, ast.Assign)
-    }
+def python_source(value) -> str:
+    """A default as the README shows it: what one would write in group_data."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
-def readme_table() -> dict[str, str]:
-    rows = re.findall(r"^\| `([a-z0-9_]+)` \| `([^`]*)` \|", (REPO / "README.md").read_text(), re.M)
-    return dict(rows)
+def readme_rows() -> list[tuple[str, str, str]]:
+    return re.findall(r"^\| `([a-z0-9_]+)` \| `([^`]*)` \| (.+) \|$", (REPO / "README.md").read_text(), re.M)
 
 
-def test_readme_lists_every_setting_with_its_default():
-    assert readme_table() == defaults_source()
+def test_readme_table_is_the_settings_table():
+    # On failure, the diff shows each missing or stale row as (key, default, doc) to paste.
+    expected = [(setting.name, python_source(setting.default), setting.doc) for setting in SETTINGS]
+    assert readme_rows() == expected
 

@@ -11,7 +11,8 @@ import pytest
 from pyinfra.api.command import FunctionCommand
 
 from mlflow_stack import secrets, stack, stack_files
-from mlflow_stack.stack_files import HELPER_SCRIPTS, LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+from mlflow_stack.stack_files import HELPER_SCRIPTS
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
 from .plan import plan

@@ -10,11 +10,10 @@ import pytest
 import yaml
 
 from mlflow_stack.secrets import secret_values
-from mlflow_stack.service_account import DATA_DIRS
-from mlflow_stack import config as config_module
-from mlflow_stack.config import lock_file
-from mlflow_stack.stack_files import (LONG_RUNNING_SERVICES, ONESHOT_SERVICES, TEMPLATES, build_context,
-                                      mlflow_image_ref, render)
+from mlflow_stack import releases
+from mlflow_stack.releases import lock_file
+from mlflow_stack.services import DATA_DIRS, LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+from mlflow_stack.stack_files import TEMPLATES, build_context, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, make_config
 
@@ -308,10 +307,10 @@ def test_image_ref_changes_only_with_the_image_inputs(change, rebuilds, ca_cert,
     if change == "lock":
         # the same release, its lock regenerated (e.g. a new boto3 pin): a new tag
         config = make_config()
-        (tmp_path / "schema-revisions.json").write_bytes((config_module.LOCK_DIR / "schema-revisions.json").read_bytes())
+        (tmp_path / "schema-revisions.json").write_bytes((releases.LOCK_DIR / "schema-revisions.json").read_bytes())
         lock = config.mlflow_lock + b"# regenerated\n"
         (tmp_path / f"mlflow-{config.mlflow_version}.txt").write_bytes(lock)
-        monkeypatch.setattr(config_module, "LOCK_DIR", tmp_path)
+        monkeypatch.setattr(releases, "LOCK_DIR", tmp_path)
         assert config.mlflow_lock == lock
         changed = config
     elif change == "ca":

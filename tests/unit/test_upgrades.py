@@ -11,7 +11,7 @@ import pytest
 from pyinfra.api import DeployError
 
 from mlflow_stack import upgrades
-from mlflow_stack.config import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS
+from mlflow_stack.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS
 from mlflow_stack.upgrades import image_major
 
 from . import plan as plan_module

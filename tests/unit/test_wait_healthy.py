@@ -217,7 +217,7 @@ def test_first_failing_service_gives_the_reason_all_waiting_ones_give_logs(docke
 
 def test_the_deploy_s_wait_command_runs_here(docker):
     from mlflow_stack import stack
-    from mlflow_stack.stack_files import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+    from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
 
     from .helpers import make_config
 

@@ -1,0 +1,156 @@
+"""The rules a setting's value must follow (mlflow_stack/settings.py picks one per setting).
+
+A check returns None for a valid value, or the text of what is allowed, which the error
+message shows after "must be".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow_stack.releases import SUPPORTED_MLFLOW_VERSIONS
+
+Check = Callable[[Any], "str | None"]
+
+RELEASE_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?([ab]|rc)?\d*$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SQL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+COMPOSE_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+IMAGE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+REPOSITORY = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*$")
+LOG_SIZE = re.compile(r"^\d+[kmg]$")
+MINIO_USER = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
+KEY_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(?:/[A-Za-z0-9!_.*'()-]+)*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_PASSWORD = re.compile(r"^[A-Za-z0-9._~-]{12,128}$")
+# Directories the stack must never be put in (it chowns and fills what it is given).
+_UNSAFE_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib"}
+
+
+def boolean(value) -> str | None:
+    return None if isinstance(value, bool) else "True or False"
+
+
+def pattern(regex: re.Pattern, allowed: str) -> Check:
+    return lambda v: None if isinstance(v, str) and regex.match(v) else allowed
+
+
+def int_range(low: int, high: int, allowed: str | None = None) -> Check:
+    text = allowed or f"an integer from {low} to {high}"
+    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high else text
+
+
+def one_of(*choices: str) -> Check:
+    text = "one of " + ", ".join(repr(c) for c in choices)
+    return lambda v: None if v in choices else text
+
+
+def supported_release(value) -> str | None:
+    if value in SUPPORTED_MLFLOW_VERSIONS:
+        return None
+    return (f"a supported release from {SUPPORTED_MLFLOW_VERSIONS[0]} to {SUPPORTED_MLFLOW_VERSIONS[-1]}, one of "
+            f"{', '.join(SUPPORTED_MLFLOW_VERSIONS)} (each has a lock in locks/; locks/README.md says how to add one)")
+
+
+def absolute_safe_dir(value) -> str | None:
+    allowed = "an absolute path below a dedicated directory, e.g. '/srv/mlflow' (not a system directory, no '..', no trailing '/')"
+    if not isinstance(value, str) or not value.startswith("/") or "//" in value or value.endswith("/"):
+        return allowed
+    parts = value.rstrip("/").split("/")
+    if any(p in (".", "..") for p in parts) or not re.match(r"^[A-Za-z0-9/._-]+$", value):
+        return allowed
+    if value.rstrip("/") in _UNSAFE_DIRS or value == "/":
+        return allowed
+    return None
+
+
+def address(value) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        return "an IP address to bind to, e.g. '0.0.0.0' or '127.0.0.1'"
+    return None
+
+
+def host_name(value) -> str | None:
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+            return None
+        except ValueError:
+            if _HOSTNAME.match(value):
+                return None
+    return "a DNS name or IP address"
+
+
+def optional_host_name(value) -> str | None:
+    return None if value is None else host_name(value)
+
+
+def url(value) -> str | None:
+    if isinstance(value, str) and re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
+        return None
+    return "an http:// or https:// URL"
+
+
+def bucket(value) -> str | None:
+    allowed = ("an S3 bucket name: 3-63 characters of lowercase letters, digits, '.' and '-', "
+               "starting and ending with a letter or digit, not an IP address, no '..'")
+    if not isinstance(value, str) or not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", value):
+        return allowed
+    if ".." in value or ".-" in value or "-." in value or value.startswith("xn--"):
+        return allowed
+    if re.match(r"^\d+\.\d+\.\d+\.\d+$", value):
+        return allowed
+    return None
+
+
+def optional_password(value) -> str | None:
+    if value is None:
+        return None
+    return pattern(_PASSWORD, "None (generate on the host) or 12-128 characters of A-Z a-z 0-9 . _ ~ -")(value)
+
+
+def list_of(item: Check, allowed: str) -> Check:
+    def check(value):
+        if not isinstance(value, (list, tuple)) or any(item(v) for v in value):
+            return allowed
+        return None
+    return check
+
+
+def local_files(value) -> str | None:
+    allowed = "a list of paths to existing local files"
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return allowed
+    missing = [v for v in value if not Path(v).is_file()]
+    if missing:
+        return f"{allowed} (not found: {', '.join(missing)})"
+    return None
+
+
+def split_names(value) -> list | None:
+    """A list, or the comma-separated string `pyinfra --data key=a,b` passes."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+def names_from(choices: tuple[str, ...]) -> Check:
+    allowed = "a list (or comma-separated string) of " + ", ".join(repr(n) for n in choices)
+
+    def check(value):
+        names = split_names(value)
+        if names is None or any(name not in choices for name in names):
+            return allowed
+        return None
+    return check

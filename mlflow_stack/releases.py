@@ -1,0 +1,23 @@
+"""The MLflow releases the stack supports: each has a hash-locked requirements file and a
+known tracking-database schema revision (tools/lock_mlflow.py, tools/schema_revisions.py;
+locks/README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LOCK_DIR = Path(__file__).resolve().parent.parent / "locks"
+SCHEMA_REVISIONS: dict[str, str] = json.loads((LOCK_DIR / "schema-revisions.json").read_text())
+
+
+def lock_file(version: str) -> Path:
+    return LOCK_DIR / f"mlflow-{version}.txt"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+# Releases with both a lock and a known schema revision, oldest first.
+SUPPORTED_MLFLOW_VERSIONS = tuple(sorted((v for v in SCHEMA_REVISIONS if lock_file(v).is_file()), key=_version_key))

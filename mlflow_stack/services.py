@@ -1,0 +1,94 @@
+"""The services this host runs, in one place.
+
+The compose file, the directories step, the secrets step, the port-clash check and the wait
+for health read this table. What depends on the config (images, ids, addresses, port
+numbers) is named here by the template value that holds it and looked up by `compose_entries`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+LOOPBACK = "127.0.0.1"
+# The image built on the host (its tag: stack_files.mlflow_image_ref).
+BUILT_IMAGE = "mlflow_image_ref"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    name: str   # under data/, owned by the stack account
+    mode: str   # what the service writing it needs (PostgreSQL insists on 0700)
+    mount: str  # where the service sees it
+
+
+@dataclass(frozen=True)
+class Port:
+    setting: str                        # holds the host port; named when two ports clash
+    address_setting: str | None = None  # holds the host address; None: loopback only
+    container_port: int | None = None   # None: the host port, which the service listens on inside
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    image: str  # the setting naming its image, or BUILT_IMAGE
+    # Healthy: a one-shot has exited 0; any other service is running and passes its health check.
+    oneshot: bool = False
+    data_dirs: tuple[DataDir, ...] = ()
+    secrets: tuple[str, ...] = ()  # keys of the secrets file compose interpolates into it
+    ports: tuple[Port, ...] = ()
+
+    def is_healthy(self, status: Mapping) -> bool:
+        """`status`: the service's entry of the ComposeServices fact ({} when it has no container)."""
+        if self.oneshot:
+            return status.get("state") == "exited" and status.get("exit_code") == 0
+        return status.get("state") == "running" and status.get("health") == "healthy"
+
+
+# In compose order: a one-shot's dependencies come before it, MLflow last.
+SERVICES = (
+    Service("postgres", image="postgres_image", secrets=("POSTGRES_PASSWORD",),
+            data_dirs=(DataDir("postgres", "700", "/var/lib/postgresql/data"),)),
+    Service("minio", image="minio_image", secrets=("MINIO_ROOT_PASSWORD",),
+            data_dirs=(DataDir("minio", "750", "/data"),),
+            # The console only on loopback (an SSH tunnel reaches it).
+            ports=(Port("minio_api_port", "minio_api_bind_address"), Port("minio_console_port"))),
+    Service("create-bucket", image=BUILT_IMAGE, oneshot=True, secrets=("MINIO_ROOT_PASSWORD",)),
+    Service("migrate-db", image=BUILT_IMAGE, oneshot=True, secrets=("POSTGRES_PASSWORD",)),
+    Service("mlflow", image=BUILT_IMAGE, secrets=("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"),
+            data_dirs=(DataDir("mlruns", "750", "/mlflow"),),
+            ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000),)),
+)
+
+SERVICE_NAMES = tuple(service.name for service in SERVICES)
+ONESHOT_SERVICES = tuple(service.name for service in SERVICES if service.oneshot)
+LONG_RUNNING_SERVICES = tuple(service.name for service in SERVICES if not service.oneshot)
+DATA_DIRS = {data_dir.name: data_dir.mode for service in SERVICES for data_dir in service.data_dirs}
+SECRET_FILE_KEYS = tuple(dict.fromkeys(key for service in SERVICES for key in service.secrets))
+PORT_SETTINGS = tuple(port.setting for service in SERVICES for port in service.ports)
+
+
+def stack_is_healthy(statuses: Mapping[str, Mapping]) -> bool:
+    """Every service healthy by its rule; `statuses`: the ComposeServices fact."""
+    return all(service.is_healthy(statuses.get(service.name, {})) for service in SERVICES)
+
+
+def compose_entries(values: Mapping) -> dict[str, dict]:
+    """Service name -> what compose.yaml says of it that the table decides, from the
+    template values: image, user, volumes and published ports, in compose's short syntax."""
+    entries = {}
+    for service in SERVICES:
+        ports = []
+        for port in service.ports:
+            address = values[port.address_setting] if port.address_setting else LOOPBACK
+            host_port = values[port.setting]
+            ports.append(f"{address}:{host_port}:{port.container_port or host_port}")
+        entries[service.name] = {
+            "image": values[service.image],
+            # Every service runs as the stack account, which owns data/.
+            "user": f"{values['stack_uid']}:{values['stack_gid']}",
+            "volumes": [f"{values['data_dir']}/{d.name}:{d.mount}" for d in service.data_dirs],
+            "ports": ports,
+        }
+    return entries

@@ -1,0 +1,152 @@
+"""Every setting of the stack, defined once: its default, the rule its value must follow and
+its one-line doc (the README's settings table shows the same text; a unit test compares them).
+
+Host data overrides a default: group_data/<group>.py, the inventory, or `pyinfra --data
+key=value`. Keys are flat and component-prefixed; an override replaces the whole value (no
+deep merge). Adding a setting: one entry here (and its README row, which the test prints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from mlflow_stack import checks
+from mlflow_stack.checks import Check
+from mlflow_stack.services import SECRET_FILE_KEYS
+
+# Secret setting -> the environment variable that may carry it into a run without putting it
+# in a file. The secret settings are the secrets file's keys (services.py) in lower case.
+SECRET_ENV_VARS = {key.lower(): f"MLFLOW_STACK_{key}" for key in SECRET_FILE_KEYS}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    check: Check
+    doc: str
+    # How a valid value is kept in the config; lists become tuples because the config is frozen.
+    read: Callable[[Any], Any] | None = None
+
+
+def _names(value) -> tuple[str, ...]:
+    return tuple(checks.split_names(value))
+
+
+_ID_RANGE = "an integer from 1000 to 59999 (outside system and reserved ranges)"
+_SQL_NAME = "letters, digits and '_', starting with a letter or '_' (max 63)"
+
+SETTINGS = (
+    # --- Docker engine ---------------------------------------------------------------------
+    Setting("docker_source", "official", checks.one_of("official", "distro"),
+            "`\"official\"`: Docker's apt repo (Debian 12/13, Ubuntu 22.04/24.04). `\"distro\"`: the "
+            "distribution's packages where they ship Compose v2 (Debian 13 `docker.io` + `docker-compose`, "
+            "Ubuntu 24.04 `docker.io` + `docker-compose-v2`); elsewhere a clear error."),
+    Setting("docker_apt_url", "https://download.docker.com/linux", checks.url,
+            "Docker's apt repo (`/debian` or `/ubuntu` appended); a mirror can stand in."),
+    Setting("docker_log_max_size", "10m", checks.pattern(checks.LOG_SIZE, "a size like '10m' (digits then k, m or g)"),
+            "json-file log rotation: size of one file."),
+    Setting("docker_log_max_file", 3, checks.int_range(1, 100),
+            "json-file log rotation: files kept."),
+    Setting("docker_live_restore", True, checks.boolean,
+            "Containers keep running while dockerd restarts."),
+    Setting("docker_image_archives", [], checks.local_files,
+            "Local `docker save` tarballs uploaded and loaded before the start (air-gapped servers).", read=tuple),
+    Setting("extra_ca_certificates", [], checks.local_files,
+            "Local PEM files trusted by the host and the MLflow image build (TLS-intercepting proxy, private "
+            "mirror).", read=tuple),
+
+    # --- Service account and layout --------------------------------------------------------
+    Setting("stack_dir", "/srv/mlflow", checks.absolute_safe_dir,
+            "Compose file, build context, secrets and `data/` on the host."),
+    Setting("compose_project", "mlflow",
+            checks.pattern(checks.COMPOSE_PROJECT, "lowercase letters, digits, '_' and '-', starting with a letter or digit"),
+            "Compose project name (container name prefix)."),
+    Setting("stack_user", "mlflow",
+            checks.pattern(checks.USER_NAME, "a user name: lowercase letter or '_' first, then lowercase letters, "
+                                             "digits, '_' or '-' (max 32)"),
+            "The account every container runs as; owns `data/*`."),
+    # The ids sit outside Debian's dynamic system range (100-999) so they cannot clash with
+    # accounts that packages create later.
+    Setting("stack_uid", 10001, checks.int_range(1000, 59999, _ID_RANGE),
+            "Its uid (outside Debian's dynamic system range; refused if taken by another name)."),
+    Setting("stack_gid", 10001, checks.int_range(1000, 59999, _ID_RANGE),
+            "Its gid (same rules)."),
+
+    # --- MLflow ----------------------------------------------------------------------------
+    Setting("mlflow_version", "3.17.2", checks.supported_release,
+            "MLflow release: one of the supported 3.5.0 to 3.17.2 (each has a lock in `locks/`); see \"Upgrading\"."),
+    # The companions are inputs of tools/lock_mlflow.py; config.py checks they equal the lock's pins.
+    Setting("mlflow_psycopg2_version", "2.9.11", checks.pattern(checks.RELEASE_VERSION, "a release version like '2.9.11'"),
+            "PostgreSQL driver; the backend URI says `postgresql+psycopg2://` (SQLAlchemy 2.1 would pick psycopg 3 "
+            "for a plain `postgresql://`). Must equal the lock's pin (an input of `tools/lock_mlflow.py`)."),
+    Setting("mlflow_boto3_version", "1.44.8", checks.pattern(checks.RELEASE_VERSION, "a release version like '1.44.8'"),
+            "S3 client of the server and the bucket init. Must equal the lock's pin."),
+    Setting("mlflow_image", "mlflow-stack/mlflow",
+            checks.pattern(checks.REPOSITORY, "an image repository without tag, e.g. 'mlflow-stack/mlflow'"),
+            "Repository of the image built on the host; the tag is `<version>-<hash of its inputs>`, so it is "
+            "rebuilt only when an input changes."),
+    Setting("python_image", "python:3.12-slim", checks.pattern(checks.IMAGE, "an image reference like 'python:3.12-slim'"),
+            "Base image of the MLflow Dockerfile."),
+    Setting("pip_index_url", "https://pypi.org/simple", checks.url,
+            "Package index for the image build."),
+    Setting("mlflow_bind_address", "0.0.0.0", checks.address,
+            "Address MLflow is published on."),
+    Setting("mlflow_port", 5000, checks.int_range(1, 65535),
+            "Port MLflow is published on."),
+    Setting("mlflow_public_host", None, checks.optional_host_name,
+            "Name clients use (tracking URI and S3 endpoint in presigned URLs); `None`: the inventory host name. "
+            "Needs to resolve only on the clients."),
+    Setting("mlflow_public_names", [], checks.list_of(checks.host_name, "a list of DNS names or IP addresses"),
+            "More names/IPs clients may use (allowed Host headers).", read=tuple),
+    Setting("mlflow_workers", 1, checks.int_range(1, 64),
+            "uvicorn workers; more than one adds ~44 ms per request from keep-alive clients (uvicorn #3149)."),
+    # Lab servers often may not phone home.
+    Setting("mlflow_disable_telemetry", True, checks.boolean,
+            "Switch off MLflow 3's usage telemetry from the server."),
+    Setting("mlflow_health_timeout", 300, checks.int_range(10, 3600),
+            "Seconds to wait for all services to be healthy after a start."),
+
+    # --- PostgreSQL (backend store) --------------------------------------------------------
+    Setting("postgres_image", "postgres:17", checks.pattern(checks.IMAGE, "an image reference like 'postgres:17'"),
+            "PostgreSQL image."),
+    Setting("postgres_db", "mlflow", checks.pattern(checks.SQL_IDENTIFIER, _SQL_NAME),
+            "Database name."),
+    Setting("postgres_user", "mlflow", checks.pattern(checks.SQL_IDENTIFIER, _SQL_NAME),
+            "Database user."),
+    # A generated password is kept on the host (mode 0600) and reused on later runs.
+    Setting("postgres_password", None, checks.optional_password,
+            "`None`: generated on the host; or set it like any setting, or `MLFLOW_STACK_POSTGRES_PASSWORD` in pyinfra's "
+            "environment."),
+
+    # --- MinIO (artifact store) ------------------------------------------------------------
+    Setting("minio_image", "minio/minio:RELEASE.2025-09-07T16-13-09Z",
+            checks.pattern(checks.IMAGE, "an image reference like 'minio/minio:RELEASE.2025-09-07T16-13-09Z'"),
+            "S3 server image. MinIO's community edition is in maintenance; any image with MinIO's env contract "
+            "(`MINIO_ROOT_USER`/`_PASSWORD`, `server /data`, `mc ready local`) fits."),
+    Setting("minio_root_user", "mlflow", checks.pattern(checks.MINIO_USER, "3-64 characters of letters, digits, '_' and '-'"),
+            "S3 access key used by MLflow."),
+    Setting("minio_root_password", None, checks.optional_password,
+            "`None`: generated on the host; or set it like any setting, or `MLFLOW_STACK_MINIO_ROOT_PASSWORD`."),
+    # MLflow 3.17 clients download artifacts with presigned URLs that point at the S3 API, so it
+    # must be reachable by clients (it never hands out credentials).
+    Setting("minio_api_bind_address", "0.0.0.0", checks.address,
+            "Address the S3 API is published on (clients fetch presigned URLs from it)."),
+    Setting("minio_api_port", 9000, checks.int_range(1, 65535),
+            "Port of the S3 API."),
+    Setting("minio_console_port", 9001, checks.int_range(1, 65535),
+            "MinIO console, on 127.0.0.1 only (SSH tunnel)."),
+    Setting("minio_bucket", "mlflow", checks.bucket,
+            "Artifact bucket (created if missing)."),
+    Setting("minio_bucket_prefix", "artifacts",
+            checks.pattern(checks.KEY_PREFIX, "a key prefix like 'artifacts' (no leading or trailing '/', no empty parts)"),
+            "Key prefix in the bucket."),
+
+    # --- Secrets ---------------------------------------------------------------------------
+    # A one-off request: a default other than empty would rotate again on every run.
+    Setting("rotate_secrets", [], checks.names_from(tuple(SECRET_ENV_VARS)),
+            "One-off request to replace generated passwords: `--data rotate_secrets=postgres_password,"
+            "minio_root_password` (leave it empty in files).", read=_names),
+)
+DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

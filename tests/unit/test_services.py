@@ -1,0 +1,118 @@
+"""The service table (mlflow_stack/services.py) is what the compose file, the directories
+step, the secrets step, the port-clash check and the health decision use."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+import yaml
+
+from mlflow_stack.config import CONFIG_KEYS, ConfigError
+from mlflow_stack.secrets import secret_values
+from mlflow_stack.services import BUILT_IMAGE, PORT_SETTINGS, SERVICES, stack_is_healthy
+from mlflow_stack.stack_files import build_context, mlflow_image_ref, render
+
+from .helpers import NON_DEFAULT, make_config
+
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+HEALTHY = {service.name: ({"state": "exited", "health": "", "exit_code": 0} if service.oneshot
+                          else {"state": "running", "health": "healthy", "exit_code": 0}) for service in SERVICES}
+
+
+@pytest.fixture(params=["default", "non_default"])
+def config(request):
+    return make_config() if request.param == "default" else make_config(**NON_DEFAULT)
+
+
+def compose_text(config) -> str:
+    return render("compose.yaml.j2", config)
+
+
+def service_sections(text: str) -> dict[str, str]:
+    """Service name -> its lines of compose.yaml (comments included)."""
+    body = text.split("\nservices:\n", 1)[1]
+    parts = re.split(r"^  ([a-z-]+):\n", body, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_compose_runs_the_table_s_services_in_its_order(config):
+    assert list(yaml.safe_load(compose_text(config))["services"]) == [service.name for service in SERVICES]
+
+
+def test_image_user_volumes_and_ports_come_from_the_table(config):
+    services = yaml.safe_load(compose_text(config))["services"]
+    for service in SERVICES:
+        compose = services[service.name]
+        image = mlflow_image_ref(config) if service.image == BUILT_IMAGE else getattr(config, service.image)
+        assert compose["image"] == image, service.name
+        assert compose["user"] == f"{config.stack_uid}:{config.stack_gid}", service.name
+        assert compose.get("volumes", []) == [f"{config.data_dir}/{d.name}:{d.mount}" for d in service.data_dirs]
+        published = [port.split(":") for port in compose.get("ports", [])]
+        assert [int(host_port) for _, host_port, _ in published] == \
+            [getattr(config, port.setting) for port in service.ports], service.name
+        for (address, host_port, inside), port in zip(published, service.ports):
+            assert address == (getattr(config, port.address_setting) if port.address_setting else "127.0.0.1")
+            assert int(inside) == (port.container_port or int(host_port))
+
+
+def test_each_service_gets_exactly_its_secrets(config):
+    sections = service_sections(compose_text(config))
+    for service in SERVICES:
+        assert set(INTERPOLATION.findall(sections[service.name])) == set(service.secrets), service.name
+
+
+def test_the_secrets_step_writes_every_secret_a_service_reads(config):
+    assert set(secret_values(config)) == {key for service in SERVICES for key in service.secrets}
+
+
+def test_the_table_names_real_settings():
+    for service in SERVICES:
+        assert service.image == BUILT_IMAGE or service.image in CONFIG_KEYS, service.name
+        for port in service.ports:
+            assert port.setting in CONFIG_KEYS and port.address_setting in (None, *CONFIG_KEYS), port
+
+
+@pytest.mark.parametrize("first, second", list(itertools.combinations(PORT_SETTINGS, 2)))
+def test_any_two_published_ports_must_differ(first, second):
+    with pytest.raises(ConfigError) as caught:
+        make_config(**{first: 18000, second: 18000})
+    assert "clashes with" in str(caught.value) and first in str(caught.value) and second in str(caught.value)
+
+
+def test_every_published_port_is_checked():
+    assert set(PORT_SETTINGS) == {"mlflow_port", "minio_api_port", "minio_console_port"}
+
+
+@pytest.mark.parametrize("status, healthy", [
+    ({"state": "running", "health": "healthy"}, True),
+    ({"state": "running", "health": "starting"}, False),
+    ({"state": "running", "health": "unhealthy"}, False),
+    ({"state": "restarting", "health": "healthy"}, False),
+    ({"state": "exited", "health": "", "exit_code": 0}, False),
+    ({}, False),
+])
+def test_a_long_running_service_is_healthy_only_running_and_passing_its_check(status, healthy):
+    for name in ("postgres", "minio", "mlflow"):
+        assert stack_is_healthy({**HEALTHY, name: status}) is healthy, name
+
+
+@pytest.mark.parametrize("status, healthy", [
+    ({"state": "exited", "health": "", "exit_code": 0}, True),
+    ({"state": "exited", "health": "", "exit_code": 1}, False),
+    ({"state": "running", "health": "", "exit_code": 0}, False),
+    ({}, False),
+])
+def test_a_oneshot_is_healthy_only_exited_0(status, healthy):
+    for name in ("create-bucket", "migrate-db"):
+        assert stack_is_healthy({**HEALTHY, name: status}) is healthy, name
+
+
+def test_each_service_writes_where_its_data_dir_is_mounted(config):
+    services = yaml.safe_load(compose_text(config))["services"]
+    mounts = {service.name: [d.mount for d in service.data_dirs] for service in SERVICES}
+    assert mounts["postgres"] == [services["postgres"]["environment"]["PGDATA"]]
+    assert mounts["minio"] == [services["minio"]["command"][1]]  # server /data
+    # the MLflow server's working directory (WORKDIR of its image)
+    assert f"WORKDIR {mounts['mlflow'][0]}" in build_context(config)["Dockerfile"].decode().splitlines()
