@@ -270,3 +270,29 @@ def test_both_oneshots_failed_names_the_first(docker):
     assert "FAILED: create-bucket failed (exit code 1)" in proc.stderr
     assert "----- last log lines of create-bucket -----" in proc.stderr
     assert "----- last log lines of migrate-db -----" in proc.stderr
+
+
+# --- the script and the service model agree on "healthy" ----------------------------------------
+# The deploy decides whether to bring the stack up with services.Service.is_healthy (Python, at
+# plan time) and waits with this script (on the host). Both read which rule applies from the
+# service model (`--oneshot` comes from Service.oneshot); this table keeps the two rules equal.
+
+STATUSES = [  # state health exit-code (restarts stay 0: a steady status, no crash loop)
+    ("running", "healthy", 0), ("running", "starting", 0), ("running", "unhealthy", 0), ("running", "none", 0),
+    ("exited", "none", 0), ("exited", "none", 1), ("created", "none", 0), ("restarting", "unhealthy", 1),
+]
+
+
+@pytest.mark.parametrize("service", ["postgres", "create-bucket"], ids=["long-running", "one-shot"])
+@pytest.mark.parametrize("state, health, code", STATUSES, ids=[" ".join(map(str, s)) for s in STATUSES])
+def test_the_script_and_the_model_agree_on_healthy(docker, service, state, health, code):
+    from mlflow_stack.services import ONESHOT_SERVICES, SERVICES
+
+    model = next(s for s in SERVICES if s.name == service)
+    docker.write("ids", f"c-{service}\n")
+    docker.statuses(f"{service} {state} {health} {code} 0")
+    oneshot = service in ONESHOT_SERVICES
+    proc, _ = wait_healthy(docker, timeout=1, oneshots=(service,) if oneshot else (),
+                           services=() if oneshot else (service,))
+    expected = model.is_healthy({"state": state, "health": "" if health == "none" else health, "exit_code": code})
+    assert (proc.returncode == 0) == expected, proc.stderr
