@@ -221,7 +221,7 @@ def test_new_minio_image_is_preceded_by_a_database_backup(container_target, depl
     assert f"the MinIO image changes from {standin} to {newer}: database backed up to {path}" in output
     assert container_target.ssh(f"stat -c '%a %U' {path}; head -c 5 {path}").stdout == "600 root\nPGDMP"
     # the dump holds the run
-    listing = container_target.ssh(f"docker exec -i mlflow-postgres-1 pg_restore --data-only --table runs < {path}")
+    listing = container_target.ssh(f"docker exec -i mlflow-postgres-1 pg_restore --data-only --table runs -f - < {path}")
     assert logged_model["run_id"] in listing.stdout
     assert container_target.ssh("docker inspect --format '{{.Config.Image}}' mlflow-minio-1").stdout.strip() == newer
     assert_stack_healthy(container_target)

@@ -114,6 +114,7 @@ def ensure_standin_archive() -> Path:
     """Return the cached archive of the stand-in images, building it if missing."""
     target = archive_path()
     if target.is_file():
+        _mark_in_use(target)
         return target
     lock_path = cache_dir() / "standin-images.lock"
     with open(lock_path, "w") as lock:
@@ -225,8 +226,19 @@ def _docker_build(daemon: HostDockerd, tag: str, context: Path, log: Path,
                            + log.read_text(errors="replace")[-6000:])
 
 
-def _prune_old_archives(keep: Path, min_age: float = 600.0) -> None:
-    """Delete archives of older inputs (~0.5 GB each) not touched for min_age seconds."""
+def _mark_in_use(archive: Path) -> None:
+    """A session using an archive keeps it from being pruned by another session's build
+    (a checkout with other stand-in inputs) while its deploys still upload it."""
+    with contextlib.suppress(OSError):
+        os.utime(archive)
+
+
+# Longer than any test session: an archive a running session deploys from must stay.
+ARCHIVE_KEEP_SECONDS = 12 * 3600
+
+
+def _prune_old_archives(keep: Path, min_age: float = ARCHIVE_KEEP_SECONDS) -> None:
+    """Delete archives of older inputs (~0.5 GB each) not used for min_age seconds."""
     now = time.time()
     for old in cache_dir().glob(f"{ARCHIVE_PREFIX}*.tar"):
         if old == keep:
