@@ -199,6 +199,14 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
     if admin and any(user.name == admin for user in values.get("mlflow_auth_users", ())):
         errors.append(f"mlflow_auth_users names {admin!r}, the mlflow_auth_admin_user: the deploy keeps that account "
                       "through mlflow_auth_admin_password; list other users only")
+    # MLflow (3.17) treats default_permission as a floor under every grant: a lower grant does nothing.
+    ranks = {name: rank for rank, name in enumerate(("NO_PERMISSIONS", "READ", "EDIT", "MANAGE"))}
+    default = values.get("mlflow_auth_default_permission")
+    for user in values.get("mlflow_auth_users", ()):
+        if default and user.permission in ranks and ranks[user.permission] < ranks[default]:
+            errors.append(f"mlflow_auth_users gives {user.name!r} {user.permission}, less than "
+                          f"mlflow_auth_default_permission = {default!r}: MLflow never grants less than the default; "
+                          f"lower the default (e.g. 'NO_PERMISSIONS') or raise the user's permission")
     for key in values.get("rotate_secrets", ()):
         if values.get(key) is not None:
             errors.append(f"rotate_secrets names {key!r}, which is given (in the config or ${SECRET_ENV_VARS[key]}): "

@@ -167,8 +167,8 @@ SETTINGS = (
     Setting("mlflow_flask_server_secret_key", None, checks.optional_password,
             "Signs the web UI's sessions and CSRF tokens. `None`: generated on the host."),
     Setting("mlflow_auth_default_permission", "READ", checks.one_of(*checks.AUTH_PERMISSIONS),
-            "What a user may do with an experiment or model that nobody gave them a permission on (its "
-            "creator gets `MANAGE`)."),
+            "What every user may do with any experiment or model (its creator gets `MANAGE`); a floor: MLflow never "
+            "grants less, so a `READ` user needs `NO_PERMISSIONS` or `READ` here."),
     # Each listed user's password is kept in a root-only file on the host (auth.py).
     Setting("mlflow_auth_users", [], checks.auth_users,
             "Users the deploy creates and keeps: `[{\"name\": \"alice\", \"permission\": \"EDIT\"}]`; permission "

@@ -60,6 +60,13 @@ def test_the_admin_cannot_also_be_a_listed_user():
     assert "mlflow_auth_users names 'admin', the mlflow_auth_admin_user" in message
 
 
+def test_a_user_permission_below_the_default_is_refused():
+    message = config_error(mlflow_auth_default_permission="EDIT", mlflow_auth_users=USERS)
+    assert "mlflow_auth_users gives 'alice' READ, less than mlflow_auth_default_permission = 'EDIT'" in message
+    assert "'bob'" not in message  # ADMIN is above any default
+    make_config(mlflow_auth_default_permission="NO_PERMISSIONS", mlflow_auth_users=USERS)
+
+
 @pytest.mark.parametrize("overrides, expected", [
     ({"mlflow_auth": "yes"}, "mlflow_auth = 'yes': must be True or False"),
     ({"mlflow_auth_default_permission": "WRITE"},
