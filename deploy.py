@@ -3,6 +3,7 @@
     pyinfra inventory.py deploy.py
 """
 
+from mlflow_stack.auth import ensure_user_passwords, sync_users
 from mlflow_stack.config import config_from_host
 from mlflow_stack.docker_engine import install_docker
 from mlflow_stack.secrets import ensure_secrets
@@ -18,9 +19,11 @@ config = config_from_host()
 install_docker(config)
 create_service_account(config)
 secrets = ensure_secrets(config)
+user_passwords = ensure_user_passwords(config)
 stack_files = upload_stack_files(config)
 archives = load_image_archives(config)
 db_password = apply_database_password(config, secrets=secrets)
 backup = protect_data(config)
 started = start_stack(config, changed=[secrets, db_password, backup, *stack_files, *archives])
+sync_users(config, changed=[secrets, user_passwords])
 verify_stack(config, started=started)

@@ -29,6 +29,12 @@ MINIO_USER = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
 KEY_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()-]+(?:/[A-Za-z0-9!_.*'()-]+)*$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9._~-]{12,128}$")
+# MLflow user names: also the keys of the users' password file, so no '=' and nothing a shell
+# or a regular expression would read specially.
+AUTH_USER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+# What a listed user may be given: a permission on every experiment and registered model, or admin.
+AUTH_USER_PERMISSIONS = ("READ", "EDIT", "MANAGE", "ADMIN")
 # Directories the stack must never be put in (it chowns and fills what it is given).
 _UNSAFE_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
                 "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib"}
@@ -154,3 +160,30 @@ def names_from(choices: tuple[str, ...]) -> Check:
             return allowed
         return None
     return check
+
+
+def auth_users(value) -> str | None:
+    """A list of {"name": ..., "permission": ..., optionally "password": ...}. The message names
+    a bad entry by its name or position, never by a password."""
+    allowed = ('a list of {"name": ..., "permission": ...} (optionally "password"): names of lowercase letters, '
+               "digits, '_' and '-' starting with a letter (max 64), permission one of "
+               + ", ".join(repr(p) for p in AUTH_USER_PERMISSIONS) + ", a given password 12-128 characters of "
+               "A-Z a-z 0-9 . _ ~ -, each name once")
+    if not isinstance(value, (list, tuple)):
+        return allowed
+    names = []
+    for position, entry in enumerate(value, 1):
+        if not isinstance(entry, dict) or set(entry) - {"name", "permission", "password"}:
+            return f"{allowed} (entry {position} is not such a mapping)"
+        name = entry.get("name")
+        label = repr(name) if isinstance(name, str) and AUTH_USER.match(name) else f"entry {position}"
+        if label.startswith("entry"):
+            return f"{allowed} ({label}: bad or missing name)"
+        if entry.get("permission") not in AUTH_USER_PERMISSIONS:
+            return f"{allowed} ({label}: permission {entry.get('permission')!r})"
+        if entry.get("password") is not None and optional_password(entry["password"]):
+            return f"{allowed} ({label}: the given password)"
+        names.append(name)
+    if len(set(names)) != len(names):
+        return f"{allowed} (a name appears twice)"
+    return None

@@ -18,7 +18,7 @@ from pyinfra.api import DeployError
 
 from mlflow_stack.releases import SCHEMA_REVISIONS, lock_file
 from mlflow_stack.services import PORT_SETTINGS, SERVICE_NAMES
-from mlflow_stack.settings import SECRET_ENV_VARS, SETTINGS
+from mlflow_stack.settings import HIDDEN_SETTINGS, SECRET_ENV_VARS, SETTINGS
 
 CONFIG_KEYS = tuple(setting.name for setting in SETTINGS)
 
@@ -56,6 +56,19 @@ class _DerivedValues:
     def secrets_file(self) -> str:
         # Compose reads .env in the project directory for ${...} interpolation.
         return f"{self.stack_dir}/.env"
+
+    @property
+    def auth_config_file(self) -> str:
+        return f"{self.stack_dir}/auth.ini"
+
+    @property
+    def users_file(self) -> str:
+        """Passwords of mlflow_auth_users, by user name (root, 0600; compose does not read it)."""
+        return f"{self.stack_dir}/users.env"
+
+    @property
+    def mlflow_app_options(self) -> tuple[str, ...]:
+        return ("--app-name=basic-auth",) if self.mlflow_auth else ()
 
     @property
     def tracking_uri(self) -> str:
@@ -132,7 +145,7 @@ def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, st
         else:
             problem = setting.check(value)
             if problem:
-                shown = "<hidden>" if key in SECRET_ENV_VARS else repr(value)
+                shown = "<hidden>" if key in HIDDEN_SETTINGS else repr(value)
                 errors.append(f"{key} = {shown}: must be {problem}")
                 continue
         values[key] = setting.read(value) if setting.read else value
@@ -182,6 +195,18 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
                 errors.append(f"{key} = {values[key]!r}: locks/mlflow-{values['mlflow_version']}.txt pins {package} "
                               f"{pins.get(package)}; regenerate the lock with that version (locks/README.md) or "
                               "keep the pinned one")
+    admin = values.get("mlflow_auth_admin_user")
+    if admin and any(user.name == admin for user in values.get("mlflow_auth_users", ())):
+        errors.append(f"mlflow_auth_users names {admin!r}, the mlflow_auth_admin_user: the deploy keeps that account "
+                      "through mlflow_auth_admin_password; list other users only")
+    # MLflow (3.17) treats default_permission as a floor under every grant: a lower grant does nothing.
+    ranks = {name: rank for rank, name in enumerate(("NO_PERMISSIONS", "READ", "EDIT", "MANAGE"))}
+    default = values.get("mlflow_auth_default_permission")
+    for user in values.get("mlflow_auth_users", ()):
+        if default and user.permission in ranks and ranks[user.permission] < ranks[default]:
+            errors.append(f"mlflow_auth_users gives {user.name!r} {user.permission}, less than "
+                          f"mlflow_auth_default_permission = {default!r}: MLflow never grants less than the default; "
+                          f"lower the default (e.g. 'NO_PERMISSIONS') or raise the user's permission")
     for key in values.get("rotate_secrets", ()):
         if values.get(key) is not None:
             errors.append(f"rotate_secrets names {key!r}, which is given (in the config or ${SECRET_ENV_VARS[key]}): "

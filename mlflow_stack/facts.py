@@ -133,3 +133,31 @@ class DatabaseCluster(FactBase):
             "revision": found.get("revision") or None,
             "running": found.get("running") == "yes",
         }
+
+
+class AuthUsersState(FactBase):
+    """Whether MLflow's user store holds the admin and every listed user with the password,
+    admin flag and permission the deploy keeps, asked inside the running MLflow container
+    (templates/auth_users.py). The passwords go from the root-only files to the script on a
+    pipe: never in argv, never printed; the script prints names only.
+
+    ``"in-sync"``; ``"differs"``; ``"unknown"``: MLflow is not running or cannot be asked (not
+    started yet, or an image without authentication).
+    """
+
+    def command(self, stack_dir: str, project: str, admin: str, users: str) -> str:
+        return (
+            f"id=$(docker compose --project-name {project} ps -q mlflow 2>/dev/null); "
+            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
+            f"|| {{ echo unknown; exit 0; }}; "
+            f"{{ sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=/{admin}=/p' {stack_dir}/.env; "
+            f"cat {stack_dir}/users.env 2>/dev/null; }} | "
+            f"docker exec -i $id python /opt/mlflow-stack/auth_users.py check {admin} {users} 2>/dev/null "
+            f"|| echo unknown"
+        )
+
+    def process(self, output):
+        lines = [line.strip() for line in output if line.strip()]
+        if not lines or lines[-1] == "unknown":
+            return "unknown"
+        return "in-sync" if lines == ["in-sync"] else "differs"

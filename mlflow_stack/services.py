@@ -23,6 +23,12 @@ class DataDir:
 
 
 @dataclass(frozen=True)
+class ConfigFile:
+    name: str   # in the stack directory, rendered by the deploy (root, 0644: it holds no secret)
+    mount: str  # where the service reads it, read-only
+
+
+@dataclass(frozen=True)
 class Port:
     setting: str                        # holds the host port; named when two ports clash
     address_setting: str | None = None  # holds the host address; None: loopback only
@@ -36,6 +42,7 @@ class Service:
     # Healthy: a one-shot has exited 0; any other service is running and passes its health check.
     oneshot: bool = False
     data_dirs: tuple[DataDir, ...] = ()
+    config_files: tuple[ConfigFile, ...] = ()
     secrets: tuple[str, ...] = ()  # keys of the secrets file compose interpolates into it
     ports: tuple[Port, ...] = ()
 
@@ -56,8 +63,12 @@ SERVICES = (
             ports=(Port("minio_api_port", "minio_api_bind_address"), Port("minio_console_port"))),
     Service("create-bucket", image=BUILT_IMAGE, oneshot=True, secrets=("MINIO_ROOT_PASSWORD",)),
     Service("migrate-db", image=BUILT_IMAGE, oneshot=True, secrets=("POSTGRES_PASSWORD",)),
-    Service("mlflow", image=BUILT_IMAGE, secrets=("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"),
+    # The admin password creates the admin on the first start only (auth.py keeps it current).
+    Service("mlflow", image=BUILT_IMAGE, secrets=("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD",
+                                                  "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
             data_dirs=(DataDir("mlruns", "750", "/mlflow"),),
+            # MLflow's auth config (MLFLOW_AUTH_CONFIG_PATH in mlflow.env names the mount).
+            config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"),),
             ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000),)),
 )
 
@@ -88,7 +99,8 @@ def compose_entries(values: Mapping) -> dict[str, dict]:
             "image": values[service.image],
             # Every service runs as the stack account, which owns data/.
             "user": f"{values['stack_uid']}:{values['stack_gid']}",
-            "volumes": [f"{values['data_dir']}/{d.name}:{d.mount}" for d in service.data_dirs],
+            "volumes": [f"{values['data_dir']}/{d.name}:{d.mount}" for d in service.data_dirs]
+            + [f"{values['stack_dir']}/{f.name}:{f.mount}:ro" for f in service.config_files],
             "ports": ports,
         }
     return entries

@@ -8,7 +8,7 @@ deep merge). Adding a setting: one entry here (and its README row, which the tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from mlflow_stack import checks
@@ -18,6 +18,16 @@ from mlflow_stack.services import SECRET_FILE_KEYS
 # Secret setting -> the environment variable that may carry it into a run without putting it
 # in a file. The secret settings are the secrets file's keys (services.py) in lower case.
 SECRET_ENV_VARS = {key.lower(): f"MLFLOW_STACK_{key}" for key in SECRET_FILE_KEYS}
+# Settings whose value may hold a password: an error message never shows it.
+HIDDEN_SETTINGS = (*SECRET_ENV_VARS, "mlflow_auth_users")
+
+
+@dataclass(frozen=True)
+class AuthUser:
+    """A user of mlflow_auth_users, as the config keeps it."""
+    name: str
+    permission: str
+    password: str | None = field(default=None, repr=False)  # None: generated on the host
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,29 @@ SETTINGS = (
     Setting("minio_bucket_prefix", "artifacts",
             checks.pattern(checks.KEY_PREFIX, "a key prefix like 'artifacts' (no leading or trailing '/', no empty parts)"),
             "Key prefix in the bucket."),
+
+    # --- Authentication (mlflow_stack/auth.py) ----------------------------------------------
+    Setting("mlflow_auth", True, checks.boolean,
+            "MLflow's basic authentication (`--app-name basic-auth`): every call needs a user name and password "
+            "(`MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`). `False`: anyone who reaches the port may "
+            "read and write everything."),
+    Setting("mlflow_auth_admin_user", "admin",
+            checks.pattern(checks.AUTH_USER, "lowercase letters, digits, '_' and '-', starting with a letter (max 64)"),
+            "The MLflow admin account (manages users and permissions; the smoke test uses it)."),
+    Setting("mlflow_auth_admin_password", None, checks.optional_password,
+            "`None`: generated on the host; or set it like any setting, or `MLFLOW_STACK_MLFLOW_AUTH_ADMIN_PASSWORD`. "
+            "Applied to MLflow's user store on every change."),
+    Setting("mlflow_flask_server_secret_key", None, checks.optional_password,
+            "Signs the web UI's sessions and CSRF tokens. `None`: generated on the host."),
+    Setting("mlflow_auth_default_permission", "READ", checks.one_of(*checks.AUTH_PERMISSIONS),
+            "What every user may do with any experiment or model (its creator gets `MANAGE`); a floor: MLflow never "
+            "grants less, so a `READ` user needs `NO_PERMISSIONS` or `READ` here."),
+    # Each listed user's password is kept in a root-only file on the host (auth.py).
+    Setting("mlflow_auth_users", [], checks.auth_users,
+            "Users the deploy creates and keeps: `[{\"name\": \"alice\", \"permission\": \"EDIT\"}]`; permission "
+            "`READ`, `EDIT` or `MANAGE` on every experiment and registered model, or `ADMIN`; a password is "
+            "generated on the host unless the entry gives one (`\"password\"`). Removing an entry deletes no user.",
+            read=lambda users: tuple(AuthUser(u["name"], u["permission"], u.get("password")) for u in users)),
 
     # --- Secrets ---------------------------------------------------------------------------
     # A one-off request: a default other than empty would rotate again on every run.

@@ -38,6 +38,7 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         s3_internal_endpoint=config.s3_internal_endpoint,
         minio_network_aliases=list(config.minio_network_aliases),
         artifacts_destination=config.artifacts_destination,
+        mlflow_app_options=list(config.mlflow_app_options),
         allowed_hosts=",".join(config.allowed_hosts),
     )
     if with_image:
@@ -58,6 +59,7 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
         "Dockerfile": dockerfile.encode(),
         "create_bucket.py": (TEMPLATES / "create_bucket.py").read_bytes(),
         "migrate_db.py": (TEMPLATES / "migrate_db.py").read_bytes(),
+        "auth_users.py": (TEMPLATES / "auth_users.py").read_bytes(),
         "requirements.lock": config.mlflow_lock,
     }
     context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})
@@ -111,6 +113,8 @@ def upload_stack_files(config: StackConfig | None = None):
                              dest=f"{config.stack_dir}/compose.yaml", user="root", group="root", mode="644"))
     changed.append(files.put(name="Upload mlflow.env", src=StringIO(render("mlflow.env.j2", config)),
                              dest=f"{config.stack_dir}/mlflow.env", user="root", group="root", mode="600"))
+    changed.append(files.put(name="Upload auth.ini", src=StringIO(render("auth.ini.j2", config)),
+                             dest=config.auth_config_file, user="root", group="root", mode="644"))
     for script in HELPER_SCRIPTS:
         files.put(name=f"Upload {script}", src=str(TEMPLATES / script),
                   dest=f"{config.stack_dir}/{script}", user="root", group="root", mode="755")

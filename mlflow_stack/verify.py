@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -10,21 +11,32 @@ import urllib.request
 import uuid
 
 from pyinfra import host, state
-from pyinfra.api import deploy, operation
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api.arguments import pop_global_arguments
 from pyinfra.operations import python
 
 from mlflow_stack.config import StackConfig, config_from_host
 
 
 logger = logging.getLogger("pyinfra")
+_PRIVILEGE_ARGUMENTS = ("_sudo", "_sudo_user", "_use_sudo_login", "_sudo_password", "_preserve_sudo_env", "_su_user",
+                        "_use_su_login", "_preserve_su_env", "_su_shell", "_su_password", "_doas", "_doas_user",
+                        "_dzdo", "_dzdo_user")
 
 
 class SmokeTestError(RuntimeError):
     pass
 
 
-def _request(method: str, url: str, body: bytes | None = None, content_type: str = "application/json") -> bytes:
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _request(method: str, url: str, body: bytes | None = None, content_type: str = "application/json",
+             headers: dict[str, str] | None = None) -> bytes:
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.read()
@@ -34,13 +46,15 @@ def _request(method: str, url: str, body: bytes | None = None, content_type: str
         raise SmokeTestError(f"{method} {url} -> {error.reason}") from None
 
 
-def smoke_test(tracking_uri: str, attempts: int = 10) -> str:
-    """Experiment, run, metric, artifact up and down through the proxy, then clean up.
-    Returns a one-line report; raises SmokeTestError naming the failing call."""
+def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, str] | None = None) -> str:
+    """Experiment, run, metric, artifact up and down through the proxy, then clean up, as the
+    user of `credentials` (None: anonymously). Returns a one-line report; raises
+    SmokeTestError naming the failing call."""
     api = f"{tracking_uri}/api/2.0/mlflow"
+    auth = basic_auth(*credentials) if credentials else {}
 
     def call(path: str, payload: dict) -> dict:
-        return json.loads(_request("POST", f"{api}/{path}", json.dumps(payload).encode()) or b"{}")
+        return json.loads(_request("POST", f"{api}/{path}", json.dumps(payload).encode(), headers=auth) or b"{}")
 
     for attempt in range(attempts):  # the server may still be warming up its workers
         try:
@@ -63,31 +77,66 @@ def smoke_test(tracking_uri: str, attempts: int = 10) -> str:
         path = artifact_uri.split(":", 1)[1].lstrip("/")
         artifact = f"{tracking_uri}/api/2.0/mlflow-artifacts/artifacts/{path}/smoke.txt"
         payload = f"smoke {uuid.uuid4().hex}".encode()
-        _request("PUT", artifact, payload, "application/octet-stream")
-        echoed = _request("GET", artifact)
+        _request("PUT", artifact, payload, "application/octet-stream", headers=auth)
+        echoed = _request("GET", artifact, headers=auth)
         if echoed != payload:
             raise SmokeTestError(f"artifact read back differs: sent {payload!r}, got {echoed[:80]!r}")
-        _request("DELETE", artifact)
+        _request("DELETE", artifact, headers=auth)
         call("runs/delete", {"run_id": run_id})
     finally:
         call("experiments/delete", {"experiment_id": experiment_id})
-    return f"smoke test passed against {tracking_uri}: experiment, run, metric, artifact round trip"
+    who = f" as {credentials[0]}" if credentials else ""
+    return f"smoke test passed against {tracking_uri}{who}: experiment, run, metric, artifact round trip"
 
 
 def summary(config: StackConfig) -> str:
-    return (
-        f"MLflow is at {config.tracking_uri} | clients need only: "
-        f"export MLFLOW_TRACKING_URI={config.tracking_uri} | "
-        f"secrets: {config.secrets_file} on {host.name} (root, 0600)"
-    )
+    """Where the server is and how a client gets in; where credentials are, never their values."""
+    lines = [f"MLflow is at {config.tracking_uri}"]
+    if not config.mlflow_auth:
+        lines += [f"clients need only: export MLFLOW_TRACKING_URI={config.tracking_uri}",
+                  "authentication is OFF (mlflow_auth = False): anyone who reaches the port can read, change "
+                  "and delete every experiment, run and model"]
+    else:
+        lines += [f"clients: export MLFLOW_TRACKING_URI={config.tracking_uri} MLFLOW_TRACKING_USERNAME=<user> "
+                  "MLFLOW_TRACKING_PASSWORD=<password>",
+                  f"admin user {config.mlflow_auth_admin_user!r}: its password is MLFLOW_AUTH_ADMIN_PASSWORD in "
+                  f"{config.secrets_file} on {host.name} (root, 0600)"]
+        if config.mlflow_auth_users:
+            names = ", ".join(user.name for user in config.mlflow_auth_users)
+            lines.append(f"users {names}: passwords in {config.users_file} on {host.name} (root, 0600), "
+                         "one `name=password` line each")
+        if config.tracking_uri.startswith("http:"):
+            lines.append("WARNING: plain HTTP: user names and passwords cross the network in clear text; use the "
+                         "server only on a network you trust (or through an SSH tunnel)")
+    lines.append(f"secrets: {config.secrets_file} on {host.name} (root, 0600)")
+    return " | ".join(lines)
 
 
-def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str) -> bool:
+def read_host_secret(state, host, path: str, key: str) -> str:
+    """One value of a root-only env file on the host, read at execution time (so a value
+    changed on this run counts) without showing it: not echoed, not in the command line."""
+    arguments, _ = pop_global_arguments(state, host, {})
+    # How the deploy becomes root (a sudo user's inventory): the same for this read.
+    connector_arguments = {k: v for k, v in arguments.items() if k in _PRIVILEGE_ARGUMENTS}
+    command = StringCommand("sed", "-n", QuoteString(f"s/^{key}=//p"), QuoteString(path))
+    ok, output = host.run_shell_command(command, print_output=False, print_input=False, **connector_arguments)
+    value = output.stdout.strip() if ok else ""
+    if not value:
+        raise SmokeTestError(f"cannot read {key} from {path} on {host.name}")
+    return value
+
+
+def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple[str, str, str] | None = None) -> bool:
     """pyinfra callback: True on success; on failure one error line and False, which fails
     the operation without a traceback (pyinfra uses the return value only of callbacks that
-    take `state, host` first)."""
+    take `state, host` first). `admin`: (user, secrets file, key of its password) when the
+    server requires authentication."""
     try:
-        logger.info(f"{host.print_prefix}{smoke_test(tracking_uri)}")
+        credentials = None
+        if admin:
+            user, path, key = admin
+            credentials = (user, read_host_secret(state, host, path, key))
+        logger.info(f"{host.print_prefix}{smoke_test(tracking_uri, credentials=credentials)}")
         return True
     except SmokeTestError as error:
         host.log_styled(f"smoke test failed: {error}. Check that the name in the URL resolves and the port is "
@@ -126,6 +175,8 @@ def verify_stack(config: StackConfig | None = None, started=None):
         function=_run_smoke_test,
         tracking_uri=config.tracking_uri,
         logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow minio",
+        admin=(config.mlflow_auth_admin_user, config.secrets_file, "MLFLOW_AUTH_ADMIN_PASSWORD") if config.mlflow_auth
+        else None,
         **gate,
     )
     report(name="Summary", text=summary(config))

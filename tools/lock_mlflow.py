@@ -5,7 +5,7 @@
     python tools/lock_mlflow.py --all            # every supported release (what `make locks` runs)
     python tools/lock_mlflow.py --all --check    # ... and check each lock installs (see --check)
 
-Inputs of a lock: `mlflow==<version>`, the companions' defaults in mlflow_stack/settings.py
+Inputs of a lock: `mlflow[auth]==<version>` (the extra brings Flask-WTF, which basic-auth needs), the companions' defaults in mlflow_stack/settings.py
 (`mlflow_psycopg2_version`, `mlflow_boto3_version`; override with --psycopg2/--boto3), and the
 constraints an older release needs (CONSTRAINTS below). The resolver is uv
 (`uv pip compile --universal --generate-hashes --python-version 3.12`): one set of pins, with
@@ -115,7 +115,8 @@ def lock_body(text: str) -> list[str]:
 
 
 def lock(version: str, args: argparse.Namespace, uv: str, uv_version: str) -> Path:
-    inputs = [f"mlflow=={version}", f"psycopg2-binary=={args.psycopg2}", f"boto3=={args.boto3}"]
+    # The `auth` extra (Flask-WTF): `mlflow server --app-name basic-auth`, on by default.
+    inputs = [f"mlflow[auth]=={version}", f"psycopg2-binary=={args.psycopg2}", f"boto3=={args.boto3}"]
     cons = constraints_for(version)
     out = LOCK_DIR / f"mlflow-{version}.txt"
     with tempfile.TemporaryDirectory(prefix="lock-mlflow-") as tmp:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
+from tests.e2e.support import E2E_ADMIN_PASSWORD
 from tools.standins.build import ensure_standin_archive, standin_settings
 
 
@@ -20,7 +21,7 @@ def standin_archive() -> Path:
 
 @pytest.fixture(scope="session")
 def settings(standin_archive) -> dict:
-    return standin_settings(standin_archive)
+    return {**standin_settings(standin_archive), "mlflow_auth_admin_password": E2E_ADMIN_PASSWORD}
 
 
 @pytest.fixture(scope="session")

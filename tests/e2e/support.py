@@ -6,6 +6,7 @@ docker_source, image archives (air-gapped hosts) and extra CA certificates.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,6 +26,11 @@ from mlflow_stack.facts import ComposeServices
 from mlflow_stack.services import stack_is_healthy
 
 REPO = Path(__file__).resolve().parents[2]
+# Authentication is on by default: the suite gives the admin password (a user may, like any
+# secret) and its clients use it, as a lab's users would use theirs. test_auth.py covers
+# generated passwords and listed users.
+E2E_ADMIN_USER = "admin"
+E2E_ADMIN_PASSWORD = "e2e-admin-" + uuid.uuid4().hex
 PYTHON = sys.executable
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 
@@ -114,16 +120,20 @@ def read_secrets(target) -> dict[str, str]:
 
 
 def http_json(url: str, payload: dict | None = None) -> dict:
+    """A call to the tracking API as the suite's admin."""
     data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+    token = base64.b64encode(f"{E2E_ADMIN_USER}:{E2E_ADMIN_PASSWORD}".encode()).decode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json",
+                                                              "Authorization": f"Basic {token}"},
                                      method="POST" if data else "GET")
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read() or b"{}")
 
 
 def client_env(tracking_uri: str, home: Path) -> dict:
-    """Only MLFLOW_TRACKING_URI: no S3 credentials, no endpoint, no shared filesystem."""
+    """MLFLOW_TRACKING_URI and the user's credentials: no S3 credentials, no endpoint, no shared filesystem."""
     return {"PATH": os.environ["PATH"], "HOME": str(home), "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_TRACKING_USERNAME": E2E_ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": E2E_ADMIN_PASSWORD,
             # no traffic beyond the test hosts
             "MLFLOW_DISABLE_TELEMETRY": "true", "OPENBLAS_NUM_THREADS": "1"}
 

@@ -10,8 +10,8 @@ import pytest
 from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
-from mlflow_stack import docker_engine, secrets, service_account, services, stack, stack_files, upgrades
-from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+from mlflow_stack import auth, docker_engine, secrets, service_account, services, stack, stack_files, upgrades
+from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, SECRET_FILE_KEYS
 from mlflow_stack.stack_files import HOST_CA_DIR, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
@@ -70,10 +70,12 @@ def all_steps(config):
     docker_engine.install_docker(config)
     service_account.create_service_account(config)
     secrets_op = secrets.ensure_secrets(config)
+    user_passwords = auth.ensure_user_passwords(config)
     changed = [secrets_op, *stack_files.upload_stack_files(config), *stack.load_image_archives(config)]
     stack.apply_database_password(config, secrets=secrets_op)
     upgrades.protect_data(config)
     stack.start_stack(config, changed=changed)
+    auth.sync_users(config, changed=[secrets_op, user_passwords])
 
 
 def root_file(mode: int) -> dict:
@@ -86,6 +88,7 @@ def expected_file_modes(config) -> dict[str, int]:
         KEYRING: 644, SOURCES_FILE: 644, "/etc/docker/daemon.json": 644,
         f"{config.stack_dir}/build/Dockerfile": 644, f"{config.stack_dir}/build/create_bucket.py": 644,
         f"{config.stack_dir}/build/migrate_db.py": 644, f"{config.stack_dir}/build/requirements.lock": 644,
+        f"{config.stack_dir}/build/auth_users.py": 644, f"{config.stack_dir}/auth.ini": 644,
         f"{config.stack_dir}/compose.yaml": 644, f"{config.stack_dir}/mlflow.env": 600,
         f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
         f"{config.stack_dir}/backup-before-migrate.sh": 755,
@@ -127,12 +130,16 @@ def converged_facts(config, distro: str = "debian12") -> dict:
                       "comment": "MLflow stack containers", "uid": config.stack_uid, "gid": config.stack_gid}},
         IdOwners={"user": user, "group": user},
         # generated values are unknown here: any non-empty value's digest will do
-        EnvFileDigests={config.secrets_file: {key: sha256(value or f"generated-{key}") for key, value in (
-            ("POSTGRES_PASSWORD", config.postgres_password), ("MINIO_ROOT_PASSWORD", config.minio_root_password))}},
+        EnvFileDigests={
+            config.secrets_file: {key: sha256(value or f"generated-{key}")
+                                  for key, value in secrets.secret_values(config).items()},
+            config.users_file: {user.name: sha256(user.password or f"generated-{user.name}")
+                                for user in config.mlflow_auth_users}},
         DockerImage={mlflow_image_ref(config): [{"Id": "sha256:" + "0" * 64}]},
         ComposeServices={config.compose_project: running_services(config)},
         DatabasePasswordState="matches",
         DatabaseCluster=converged_cluster(config),
+        AuthUsersState="in-sync",
     )
     if SOURCES_FILE in uploads:
         entry = AptSourcesFile.from_deb822_lines(uploads[SOURCES_FILE].decode().splitlines())
@@ -354,9 +361,9 @@ def test_fresh_host_generates_both_passwords_on_the_host():
     generate = [c for c in op.commands if "/dev/urandom" in c]
     assert len(generate) == 1 and generate[0].startswith("umask 077;")
     # the file is rewritten without the generated keys, then the new values are appended
-    assert "grep -v -E '^(POSTGRES_PASSWORD|MINIO_ROOT_PASSWORD)=' " in generate[0]
+    assert f"grep -v -E '^({'|'.join(SECRET_FILE_KEYS)})=' " in generate[0]
     assert generate[0].endswith(f"> {config.secrets_file}.new && mv {config.secrets_file}.new {config.secrets_file}")
-    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
+    for key in SECRET_FILE_KEYS:
         assert f'echo "{key}=$(' in generate[0]
     assert op.commands[-1] == f"chown root:root {config.secrets_file} && chmod 600 {config.secrets_file}"
     assert not any(stdin_of(c) for c in op.raw)
@@ -372,7 +379,9 @@ def test_given_passwords_travel_only_on_stdin():
     assert sorted(stdin[0].splitlines()) == sorted(
         [f"POSTGRES_PASSWORD={GIVEN['postgres_password']}", f"MINIO_ROOT_PASSWORD={GIVEN['minio_root_password']}"])
     assert op.commands[0].startswith("umask 077;")
-    assert not any("/dev/urandom" in c for c in op.commands)
+    # only the secrets not given are generated
+    (generate,) = [c for c in op.commands if "/dev/urandom" in c]
+    assert "POSTGRES_PASSWORD" not in generate and "MINIO_ROOT_PASSWORD" not in generate
 
 
 def test_changed_given_password_is_rewritten_alone():
@@ -583,5 +592,6 @@ def test_deploy_py_on_a_fresh_host_runs_every_step_in_order():
             steps.append(step)
     assert steps == ["Install Docker Engine and Compose v2", "Create the service account and stack directories",
                      "Ensure the stack's secrets exist on the host", "Upload the stack files",
-                     "Build the MLflow image and start the stack", "Verify the stack from the control machine"]
+                     "Build the MLflow image and start the stack", "Keep MLflow's users",
+                     "Verify the stack from the control machine"]
     assert result.commands[-1] == "call _run_smoke_test"

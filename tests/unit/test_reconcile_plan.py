@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from pyinfra.api.command import FunctionCommand
 
-from mlflow_stack import secrets, stack, stack_files
+from mlflow_stack import auth, secrets, stack, stack_files
 from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
 from mlflow_stack.stack_files import HELPER_SCRIPTS
 
@@ -220,7 +220,8 @@ def test_rotation_request_runs_apply_then_restarts_and_smoke_tests(rotate):
     commands = result.commands
     assert index(commands, "/dev/urandom") < commands.index(apply_script(config))
     assert commands.index(apply_script(config)) < index(commands, "^" + re.escape(compose_up(config)))
-    assert commands[-2:] == [wait(config), "call _run_smoke_test"]
+    # a changed secrets file also has the user store checked against it before the smoke test
+    assert commands[-3:] == [wait(config), auth.sync_command(config, "apply"), "call _run_smoke_test"]
     assert not any(c.startswith("docker build") for c in commands)
 
 
@@ -255,7 +256,8 @@ def test_deploy_py_applies_the_password_between_archives_and_start():
         if op.commands and step not in steps:
             steps.append(step)
     assert steps == ["Ensure the stack's secrets exist on the host", APPLY_STEP,
-                     "Build the MLflow image and start the stack", "Verify the stack from the control machine"]
+                     "Build the MLflow image and start the stack", "Keep MLflow's users",
+                     "Verify the stack from the control machine"]
     source = (REPO / "deploy.py").read_text()
     assert source.index("load_image_archives(config)") < source.index("apply_database_password(") \
         < source.index("start_stack(config")
@@ -318,4 +320,5 @@ def test_smoke_test_names_the_log_command():
     assert call.kwargs == {
         "tracking_uri": config.tracking_uri,
         "logs_hint": f"ssh {HOST_NAME} sudo docker compose --project-name mlops logs mlflow minio",
+        "admin": ("admin", "/opt/mlflow-stack/.env", "MLFLOW_AUTH_ADMIN_PASSWORD"),
     }

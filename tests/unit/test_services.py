@@ -48,7 +48,8 @@ def test_image_user_volumes_and_ports_come_from_the_table(config):
         image = mlflow_image_ref(config) if service.image == BUILT_IMAGE else getattr(config, service.image)
         assert compose["image"] == image, service.name
         assert compose["user"] == f"{config.stack_uid}:{config.stack_gid}", service.name
-        assert compose.get("volumes", []) == [f"{config.data_dir}/{d.name}:{d.mount}" for d in service.data_dirs]
+        assert compose.get("volumes", []) == [f"{config.data_dir}/{d.name}:{d.mount}" for d in service.data_dirs] + \
+            [f"{config.stack_dir}/{f.name}:{f.mount}:ro" for f in service.config_files]
         published = [port.split(":") for port in compose.get("ports", [])]
         assert [int(host_port) for _, host_port, _ in published] == \
             [getattr(config, port.setting) for port in service.ports], service.name

@@ -83,7 +83,8 @@ def test_compose_is_a_valid_model(config):
             assert isinstance(value, (str, int)), f"{name}: {key} = {value!r}"
         for volume in service.get("volumes", []):
             source, target = volume.split(":")[:2]
-            assert source.startswith(config.data_dir + "/") and target.startswith("/"), volume
+            config_file = source == config.auth_config_file and volume.endswith(":ro")
+            assert (source.startswith(config.data_dir + "/") or config_file) and target.startswith("/"), volume
 
 
 def test_images_come_from_the_config(config):
@@ -155,7 +156,7 @@ def test_published_ports_follow_the_config(config):
 def test_data_volumes_are_the_directories_the_service_account_creates(config):
     services = compose(config)["services"]
     sources = {volume.split(":")[0] for service in services.values() for volume in service.get("volumes", [])}
-    assert sources == {f"{config.stack_dir}/data/{name}" for name in DATA_DIRS}
+    assert sources - {config.auth_config_file} == {f"{config.stack_dir}/data/{name}" for name in DATA_DIRS}
 
 
 # --- MLflow server ---------------------------------------------------------------------------
@@ -273,14 +274,14 @@ def test_dockerfile_pins_versions_and_runs_as_the_stack_account(config):
 def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
     config = make_config(extra_ca_certificates=[ca_cert])
     context = build_context(config)
-    assert set(context) == {"Dockerfile", "create_bucket.py", "migrate_db.py", "requirements.lock",
+    assert set(context) == {"Dockerfile", "create_bucket.py", "migrate_db.py", "auth_users.py", "requirements.lock",
                             "ca-certificates/corp-root.crt"}
     with open(ca_cert, "rb") as handle:
         assert context["ca-certificates/corp-root.crt"] == handle.read()
     assert context["create_bucket.py"] == (TEMPLATES / "create_bucket.py").read_bytes()
     assert context["migrate_db.py"] == (TEMPLATES / "migrate_db.py").read_bytes()
     assert context["requirements.lock"] == lock_file(config.mlflow_version).read_bytes()
-    assert "COPY create_bucket.py migrate_db.py /opt/mlflow-stack/" in context["Dockerfile"].decode().splitlines()
+    assert "COPY create_bucket.py migrate_db.py auth_users.py /opt/mlflow-stack/" in context["Dockerfile"].decode().splitlines()
 
 
 def test_image_ref_is_repository_version_and_digest(config):
