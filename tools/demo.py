@@ -36,6 +36,9 @@ def up() -> int:
     if code == 0:
         print(f"\nMLflow is running at http://{target.address}:5000\n"
               f"  export MLFLOW_TRACKING_URI=http://{target.address}:5000\n"
+              f"  export MLFLOW_TRACKING_USERNAME=admin\n"
+              f"  export MLFLOW_TRACKING_PASSWORD=$({' '.join(target.ssh_command())} "
+              f"sed -n s/^MLFLOW_AUTH_ADMIN_PASSWORD=//p /srv/mlflow/.env)\n"
               f"  rerun:    .venv/bin/pyinfra -y {INVENTORY.relative_to(REPO)} deploy.py\n"
               f"  shell:    {' '.join(target.ssh_command())}\n"
               f"  teardown: make demo-down")
