@@ -118,8 +118,12 @@ def test_rerun_changes_nothing(deployer, first_run, logged_model, record):
 
 def test_no_secret_in_argv_files_or_pyinfra_output(container_target, deployer, first_run):
     secrets = read_secrets(container_target)
-    assert set(secrets) == {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"}
+    assert set(secrets) == {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
+                            "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    # the suite gives the admin password (its clients use it); the others are generated
+    assert secrets.pop("MLFLOW_AUTH_ADMIN_PASSWORD") == deployer.settings["mlflow_auth_admin_password"]
     assert all(len(value) == 64 for value in secrets.values())
+    secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] = deployer.settings["mlflow_auth_admin_password"]
     argv = container_target.ssh("ps -eo args").stdout
     rendered = container_target.ssh("cat /srv/mlflow/compose.yaml /srv/mlflow/mlflow.env /srv/mlflow/build/Dockerfile").stdout
     verbose = deployer.run(extra_args=("-vv", "--diff")).check()
@@ -285,7 +289,10 @@ def test_lost_secrets_file_is_regenerated_without_locking_mlflow_out(container_t
     record("container_lost_secrets_rerun_seconds", round(result.seconds, 1))
     assert APPLY_DB_PASSWORD in result.changed, result.changed
     new = read_secrets(container_target)
-    assert new.keys() == old.keys() and all(new[key] != old[key] for key in old)
+    # every generated secret is new; the admin password is given by the suite, so it stays
+    assert new.keys() == old.keys()
+    assert all(new[key] != old[key] for key in old if key != "MLFLOW_AUTH_ADMIN_PASSWORD")
+    assert new["MLFLOW_AUTH_ADMIN_PASSWORD"] == deployer.settings["mlflow_auth_admin_password"]
     assert_stack_healthy(container_target)
     assert database_accepts(container_target, new["POSTGRES_PASSWORD"])
     assert not database_accepts(container_target, old["POSTGRES_PASSWORD"])
@@ -322,7 +329,9 @@ def test_generated_passwords_rotate_on_request(container_target, deployer, logge
     result = deployer.run(extra_args=("--data", "rotate_secrets=postgres_password,minio_root_password")).check()
     assert APPLY_DB_PASSWORD in result.changed, result.changed
     new = read_secrets(container_target)
-    assert all(len(new[key]) == 64 and new[key] != old[key] for key in old)
+    rotated = ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD")
+    assert all(len(new[key]) == 64 and new[key] != old[key] for key in rotated)
+    assert all(new[key] == old[key] for key in old if key not in rotated)  # only what was asked
     assert_stack_healthy(container_target)
     assert database_accepts(container_target, new["POSTGRES_PASSWORD"])
     assert not object_store_accepts(container_target, old["MINIO_ROOT_PASSWORD"])
