@@ -88,7 +88,8 @@ def expected_file_modes(config) -> dict[str, int]:
         f"{config.stack_dir}/build/migrate_db.py": 644, f"{config.stack_dir}/build/requirements.lock": 644,
         f"{config.stack_dir}/compose.yaml": 644, f"{config.stack_dir}/mlflow.env": 600,
         f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
-        f"{config.stack_dir}/backup-before-migrate.sh": 755,
+        f"{config.stack_dir}/backup-before-migrate.sh": 755, f"{config.stack_dir}/backup.sh": 755,
+        f"{config.stack_dir}/restore.sh": 755, f"{config.stack_dir}/build/artifacts_archive.py": 644,
         f"{config.stack_dir}/.env": 600,
     }
     for path in config.extra_ca_certificates:
