@@ -11,7 +11,10 @@ The tests share target A and run in order.
 from __future__ import annotations
 
 import json
+import os
+import re
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +102,7 @@ def test_restore_onto_a_server_with_runs_is_refused_and_changes_nothing(containe
 def test_round_trip_onto_a_fresh_server_with_another_bucket(source, backup, settings, container_target_factory,
                                                             tmp_path, record):
     target = container_target_factory()
+    (tmp_path / "deploy-b").mkdir()
     deployer = Deployer(target, {**settings, **B_STORE}, workdir=tmp_path / "deploy-b")
     restored = deployer.run(deploy="restore.py", overrides={"restore_from": str(backup)}).check()
     record("restore_with_first_deploy_seconds", round(restored.seconds, 1))
@@ -126,3 +130,66 @@ def test_round_trip_onto_a_fresh_server_with_another_bucket(source, backup, sett
     again = deployer.run(deploy="restore.py", overrides={"restore_from": str(backup), "restore_overwrite": True}).check()
     record("restore_seconds", round(again.seconds, 1))
     assert "Restore a backup | Restore " + backup.name + " (MLflow stopped meanwhile)" in again.changed
+
+
+def test_the_backup_timer_fires_and_keeps_the_newest(container_target, source, backup):
+    """The schedule shortened to every 20 s, retention to 2; then set back to the default."""
+    deployer, target = source["deployer"], container_target
+    short = {"backup_schedule": "*:*:0/20", "backup_keep": 2}
+    result = deployer.run(overrides=short).check()
+    assert "Schedule backups | Restart mlflow-backup.timer (schedule changed)" in result.changed
+    assert deployer.run(overrides=short).check().changed == []
+
+    journal = "journalctl -u mlflow-backup.service -o cat --no-pager"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = [line for line in target.ssh(journal).stdout.splitlines() if line.startswith("backup /srv/mlflow/backups/")]
+        if len(done) >= 3:
+            break
+        time.sleep(5)
+    assert len(done) >= 3, target.ssh(journal).stdout[-3000:]
+    # Back to the default schedule; let a backup still running finish before looking.
+    assert "Schedule backups | Restart mlflow-backup.timer (schedule changed)" in deployer.run().check().changed
+    target.ssh("while systemctl is-active --quiet mlflow-backup.service; do sleep 1; done")
+
+    kept = sorted(target.ssh("ls -1 /srv/mlflow/backups | grep '^mlflow-backup-'").stdout.split())
+    removed = re.findall(r"removed /srv/mlflow/backups/(mlflow-backup-\S+) ", target.ssh(journal).stdout)
+    assert len(kept) == 2, kept
+    assert backup.name in removed and backup.name not in kept  # the on-demand one was the oldest
+    assert all(old < min(kept) for old in removed)
+    # The last result is where an admin looks for it.
+    status = target.ssh("systemctl status --no-pager mlflow-backup.service").stdout
+    assert "status=0/SUCCESS" in status and "backup /srv/mlflow/backups/mlflow-backup-" in status, status
+    assert target.ssh("systemctl show -p Result --value mlflow-backup.service").stdout.strip() == "success"
+    assert deployer.run().check().changed == []
+
+
+def test_a_large_artifact_is_backed_up_and_restored_streaming(container_target, source, local_backups, tmp_path,
+                                                              record):
+    """Measures throughput for one 512 MiB object: `backup.py` (dump, export, pull) and
+    `restore.py` over the same server (upload, import), whole pyinfra runs."""
+    target, deployer = container_target, source["deployer"]
+    size = 512 * 1024 * 1024
+    blob = tmp_path / "blob.bin"
+    with blob.open("wb") as handle:
+        chunk = os.urandom(1024 * 1024)
+        for _ in range(size // len(chunk)):
+            handle.write(chunk)
+    s3 = s3_client(f"http://{target.address}:9000", read_secrets(target))
+    s3.upload_file(str(blob), "mlflow", "artifacts/large/blob.bin")
+
+    backed_up = deployer.run(deploy="backup.py").check()
+    newest = sorted((local_backups / target.address).iterdir())[-1]
+    manifest = json.loads((newest / "manifest.json").read_text())
+    assert manifest["artifacts"]["object_bytes"] >= size
+    assert (newest / "artifacts.tar").stat().st_size >= size
+    record("large_backup_run_seconds", round(backed_up.seconds, 1))
+    record("large_backup_host_seconds", manifest["seconds"])
+    record("large_backup_run_mb_per_s", round(size / 1e6 / backed_up.seconds, 1))
+
+    s3.delete_object(Bucket="mlflow", Key="artifacts/large/blob.bin")
+    restored = deployer.run(deploy="restore.py",
+                            overrides={"restore_from": str(newest), "restore_overwrite": True}).check()
+    record("large_restore_run_seconds", round(restored.seconds, 1))
+    record("large_restore_run_mb_per_s", round(size / 1e6 / restored.seconds, 1))
+    assert s3.head_object(Bucket="mlflow", Key="artifacts/large/blob.bin")["ContentLength"] == size
