@@ -31,6 +31,8 @@ class ComposeServices(FactBase):
             rows = json.loads(text)
         else:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        # `docker compose run` one-offs (the backup's archive container) are not the service.
+        rows = [row for row in rows if "com.docker.compose.oneoff=True" not in str(row.get("Labels", ""))]
         return {
             row["Service"]: {
                 "state": row.get("State", ""),

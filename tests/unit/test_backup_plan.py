@@ -181,3 +181,15 @@ def test_bad_backup_settings_are_refused(key, value, message):
 def test_backup_dir_defaults_below_the_stack_dir_and_can_move():
     assert make_config(stack_dir="/opt/stack").backups_dir == "/opt/stack/backups"
     assert make_config(backup_dir="/var/backups/mlflow").backups_dir == "/var/backups/mlflow"
+
+
+def test_a_running_backup_container_does_not_count_as_the_service():
+    from mlflow_stack.facts import ComposeServices
+
+    rows = [
+        {"Service": "create-bucket", "State": "exited", "ExitCode": 0, "Labels": "com.docker.compose.oneoff=False"},
+        {"Service": "create-bucket", "State": "running", "ExitCode": 0,
+         "Labels": "com.docker.compose.oneoff=True,com.docker.compose.service=create-bucket"},
+    ]
+    found = ComposeServices().process([json.dumps(row) for row in rows])
+    assert found["create-bucket"]["state"] == "exited"
