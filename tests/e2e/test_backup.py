@@ -132,6 +132,31 @@ def test_round_trip_onto_a_fresh_server_with_another_bucket(source, backup, sett
     assert "Restore a backup | Restore " + backup.name + " (MLflow stopped meanwhile)" in again.changed
 
 
+def test_a_one_off_container_running_beside_the_stack_is_not_the_service(container_target, source):
+    """A backup runs its archive export as `docker compose run create-bucket` (a one-off): while
+    one runs, `ps --all` lists it as create-bucket. The deploy's fact and wait-healthy.sh must
+    not take it for the bucket init (a deploy rerun would restart the stack)."""
+    target, deployer = container_target, source["deployer"]
+    compose = "cd /srv/mlflow && docker compose --project-name mlflow"
+    oneoff = target.ssh(f"{compose} run -d --no-deps --name backup-e2e-oneoff create-bucket "
+                        "python -c 'import time; time.sleep(600)'").stdout.strip()
+    try:
+        listed = target.ssh(f"{compose} ps --all --format json").stdout.strip()
+        # one JSON object per line, or one array, by compose version (as the fact reads it)
+        rows = json.loads(listed) if listed.startswith("[") else [json.loads(line) for line in listed.splitlines()]
+        running = [row for row in rows if row["Service"] == "create-bucket" and row["State"] == "running"]
+        assert len(running) == 1 and oneoff.startswith(running[0]["ID"]), rows
+        assert "com.docker.compose.oneoff=True" in running[0].get("Labels", ""), running[0]
+        waited = target.ssh("sh /srv/mlflow/wait-healthy.sh mlflow 20 --oneshot create-bucket --oneshot migrate-db "
+                            "postgres minio mlflow", check=False)
+        assert waited.returncode == 0, waited.stderr
+        assert waited.stdout.strip() == "healthy: postgres minio mlflow (done: create-bucket migrate-db)"
+        assert deployer.run().check().changed == []
+        assert target.ssh(f"docker inspect -f '{{{{.State.Running}}}}' {oneoff}").stdout.strip() == "true"
+    finally:
+        target.ssh(f"docker rm -f {oneoff}")
+
+
 def test_the_backup_timer_fires_and_keeps_the_newest(container_target, source, backup):
     """The schedule shortened to every 20 s, retention to 2; then set back to the default."""
     deployer, target = source["deployer"], container_target
@@ -158,7 +183,8 @@ def test_the_backup_timer_fires_and_keeps_the_newest(container_target, source, b
     assert backup.name in removed and backup.name not in kept  # the on-demand one was the oldest
     assert all(old < min(kept) for old in removed)
     # The last result is where an admin looks for it.
-    status = target.ssh("systemctl status --no-pager mlflow-backup.service").stdout
+    # (`systemctl status` exits 3 for a unit that is not active: a oneshot service between runs)
+    status = target.ssh("systemctl status --no-pager mlflow-backup.service", check=False).stdout
     assert "status=0/SUCCESS" in status and "backup /srv/mlflow/backups/mlflow-backup-" in status, status
     assert target.ssh("systemctl show -p Result --value mlflow-backup.service").stdout.strip() == "success"
     assert deployer.run().check().changed == []
