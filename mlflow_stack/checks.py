@@ -187,3 +187,35 @@ def auth_users(value) -> str | None:
     if len(set(names)) != len(names):
         return f"{allowed} (a name appears twice)"
     return None
+
+
+def optional(check: Check) -> Check:
+    """None, or a value the check accepts."""
+    return lambda v: None if v is None else (None if check(v) is None else f"None or {check(v)}")
+
+
+_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ +-]{1,100}$")
+
+
+def calendar(value) -> str | None:
+    # The full grammar is systemd's (`systemd-analyze calendar` checks it); this keeps the
+    # value to one line of the characters it uses.
+    return None if isinstance(value, str) and _CALENDAR.match(value) and value.strip() else \
+        "a systemd OnCalendar expression, e.g. 'daily' or '*-*-* 03:30:00'"
+
+
+def local_dir_name(value) -> str | None:
+    if isinstance(value, str) and value.strip() and "\n" not in value:
+        return None
+    return "a directory path on the control machine"
+
+
+def backup_source(value) -> str | None:
+    allowed = ("a local backup directory holding manifest.json (made by backup.py), or 'host:/absolute/path' "
+               "of one on the host")
+    if isinstance(value, str) and value.startswith("host:"):
+        path = value[len("host:"):]
+        return None if path.startswith("/") and re.match(r"^[A-Za-z0-9/._-]+$", path) and ".." not in path else allowed
+    if isinstance(value, str) and (Path(value) / "manifest.json").is_file():
+        return None
+    return f"{allowed} (not found: {value})" if isinstance(value, str) else allowed

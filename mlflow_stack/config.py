@@ -50,7 +50,7 @@ class _DerivedValues:
 
     @property
     def backups_dir(self) -> str:
-        return f"{self.stack_dir}/backups"
+        return self.backup_dir or f"{self.stack_dir}/backups"
 
     @property
     def secrets_file(self) -> str:

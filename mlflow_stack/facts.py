@@ -31,6 +31,8 @@ class ComposeServices(FactBase):
             rows = json.loads(text)
         else:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        # `docker compose run` one-offs (the backup's archive container) are not the service.
+        rows = [row for row in rows if "com.docker.compose.oneoff=True" not in str(row.get("Labels", ""))]
         return {
             row["Service"]: {
                 "state": row.get("State", ""),
@@ -161,3 +163,30 @@ class AuthUsersState(FactBase):
         if not lines or lines[-1] == "unknown":
             return "unknown"
         return "in-sync" if lines == ["in-sync"] else "differs"
+# Runs and registered models in the tracking database, the deploy's own smoke-test
+# experiments (verify.py) aside: what a restore would replace.
+HELD_RECORDS_QUERY = ("select (select count(*) from runs r join experiments e on e.experiment_id = r.experiment_id "
+                      "where e.name not like 'pyinfra-smoke-%') + (select count(*) from registered_models)")
+
+
+class HeldRecords(FactBase):
+    """How many runs and registered models the running database holds (the smoke test's
+    aside): an int; 0 when there is no database or no MLflow tables yet; None when a database
+    exists but is not running, so it cannot be asked."""
+
+    def command(self, stack_dir: str, project: str, user: str, database: str) -> str:
+        return (
+            f"test -s {stack_dir}/data/postgres/PG_VERSION || {{ echo held=0; exit 0; }}; "
+            f"id=$(docker compose --project-name {project} ps -q postgres 2>/dev/null); "
+            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
+            f"|| {{ echo held=unknown; exit 0; }}; "
+            f"tables=$(docker exec $id psql -X -w -At -U {user} -d {database} "
+            f"-c \"select count(*) from pg_tables where tablename in ('runs', 'registered_models')\"); "
+            f'test "$tables" = 2 || {{ echo held=0; exit 0; }}; '
+            f"echo held=$(docker exec $id psql -X -w -At -U {user} -d {database} -c \"{HELD_RECORDS_QUERY}\")"
+        )
+
+    def process(self, output):
+        found = dict(line.split("=", 1) for line in output if "=" in line)
+        value = found.get("held", "")
+        return int(value) if value.isdigit() else None

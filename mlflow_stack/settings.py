@@ -176,6 +176,25 @@ SETTINGS = (
             "generated on the host unless the entry gives one (`\"password\"`). Removing an entry deletes no user.",
             read=lambda users: tuple(AuthUser(u["name"], u["permission"], u.get("password")) for u in users)),
 
+    # --- Backup and restore ----------------------------------------------------------------
+    Setting("backup_dir", None, checks.optional(checks.absolute_safe_dir),
+            "Backups on the host (root, 0700), also the dumps taken before upgrades; `None`: `<stack_dir>/backups`."),
+    Setting("backup_local_dir", "backups", checks.optional(checks.local_dir_name),
+            "Where `backup.py` pulls each backup to on the control machine, as `<dir>/<inventory name>/<backup>` "
+            "(relative to where pyinfra runs); `None`: leave backups on the host only."),
+    # On by default: a lab server nobody remembered to back up is the worse surprise; the cost
+    # is disk space on the host, bounded by backup_keep.
+    Setting("backup_schedule", "*-*-* 03:30:00", checks.optional(checks.calendar),
+            "When the host backs itself up (systemd OnCalendar syntax, e.g. `daily`, `Mon *-*-* 02:00:00`); "
+            "`None`: no timer."),
+    Setting("backup_keep", 7, checks.int_range(1, 1000),
+            "Backups kept in `backup_dir` (the newest; scheduled and on-demand alike)."),
+    Setting("restore_from", None, checks.optional(checks.backup_source),
+            "For `restore.py`: a backup directory on the control machine, or `host:<path>` for one on the host."),
+    Setting("restore_overwrite", False, checks.boolean,
+            "Let `restore.py` replace a database that already holds runs or registered models (refused otherwise, "
+            "changing nothing)."),
+
     # --- Secrets ---------------------------------------------------------------------------
     # A one-off request: a default other than empty would rotate again on every run.
     Setting("rotate_secrets", [], checks.names_from(tuple(SECRET_ENV_VARS)),

@@ -19,7 +19,7 @@ from mlflow_stack.services import compose_entries
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
 # Shell helpers the deploy runs on the host (not inputs of the stack itself).
-HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh")
+HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh", "restore.sh")
 
 # trim_blocks: a loop's own lines leave nothing in the rendered file.
 _jinja = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
@@ -60,6 +60,7 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
         "create_bucket.py": (TEMPLATES / "create_bucket.py").read_bytes(),
         "migrate_db.py": (TEMPLATES / "migrate_db.py").read_bytes(),
         "auth_users.py": (TEMPLATES / "auth_users.py").read_bytes(),
+        "artifacts_archive.py": (TEMPLATES / "artifacts_archive.py").read_bytes(),
         "requirements.lock": config.mlflow_lock,
     }
     context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})

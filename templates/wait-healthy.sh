@@ -15,11 +15,14 @@ while [ "${1:-}" = "--oneshot" ]; do
 done
 deadline=$(( $(date +%s) + timeout ))
 
-# One line per container: service state health exit-code restart-count.
+# One line per container: service state health exit-code restart-count. `ps --all` also
+# lists `docker compose run` one-offs (a scheduled backup's archive container runs as
+# create-bucket): they carry the label oneoff=True and are not the service, so left out.
 status() {
     ids=$(docker compose --project-name "$project" ps --all --quiet 2>/dev/null)
     [ -n "$ids" ] || return 0
-    docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}} {{.RestartCount}}' $ids
+    docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}} {{.RestartCount}} {{index .Config.Labels "com.docker.compose.oneoff"}}' $ids |
+        awk '$6 != "True" {print $1, $2, $3, $4, $5}'
 }
 field() {  # field SERVICE N: column N of SERVICE's line
     printf '%s\n' "$current" | awk -v s="$1" -v n="$2" '$1 == s {print $n; exit}'

@@ -13,7 +13,9 @@ Everything is driven by files in one directory the test controls (``FakeDocker.d
 - ``psql.out``: what that psql prints (default nothing), e.g. a schema revision for
   ``psql -c 'select version_num from alembic_version'``;
 - ``pg_dump.out`` / ``pg_dump.rc``: what the fake ``pg_dump`` prints / its exit code
-  (default: ``PGDMP fake dump`` and 0).
+  (default: ``PGDMP fake dump`` and 0);
+- ``run.out`` / ``run.rc``: what ``docker compose run ...`` (a one-shot container) prints on
+  stdout / its exit code (default nothing and 0); its stdin is kept in ``run.stdin``.
 
 Recorded: ``argv`` (one line per docker/psql/pg_dump call, the arguments joined by spaces, newlines
 in an argument turned into spaces),
@@ -78,6 +80,10 @@ compose)
         while [ $# -gt 0 ]; do case "$1" in -*) shift ;; *) break ;; esac; done
         shift
         run_here "$@" ;;
+    run)
+        cat > "$d/run.stdin"
+        cat "$d/run.out" 2>/dev/null
+        exit "$(cat "$d/run.rc" 2>/dev/null || echo 0)" ;;
     esac
     exit 0 ;;
 esac

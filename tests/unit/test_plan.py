@@ -10,7 +10,7 @@ import pytest
 from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
-from mlflow_stack import auth, docker_engine, secrets, service_account, services, stack, stack_files, upgrades
+from mlflow_stack import auth, docker_engine, schedules, secrets, service_account, services, stack, stack_files, upgrades
 from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, SECRET_FILE_KEYS
 from mlflow_stack.stack_files import HOST_CA_DIR, mlflow_image_ref, render
 
@@ -76,6 +76,7 @@ def all_steps(config):
     upgrades.protect_data(config)
     stack.start_stack(config, changed=changed)
     auth.sync_users(config, changed=[secrets_op, user_passwords])
+    schedules.schedule_backups(config)
 
 
 def root_file(mode: int) -> dict:
@@ -91,7 +92,9 @@ def expected_file_modes(config) -> dict[str, int]:
         f"{config.stack_dir}/build/auth_users.py": 644, f"{config.stack_dir}/auth.ini": 644,
         f"{config.stack_dir}/compose.yaml": 644, f"{config.stack_dir}/mlflow.env": 600,
         f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
-        f"{config.stack_dir}/backup-before-migrate.sh": 755,
+        f"{config.stack_dir}/backup-before-migrate.sh": 755, f"{config.stack_dir}/backup.sh": 755,
+        f"{config.stack_dir}/restore.sh": 755, f"{config.stack_dir}/build/artifacts_archive.py": 644,
+        "/etc/systemd/system/mlflow-backup.service": 644, "/etc/systemd/system/mlflow-backup.timer": 644,
         f"{config.stack_dir}/.env": 600,
     }
     for path in config.extra_ca_certificates:
@@ -111,7 +114,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
     assert set(uploads) <= set(modes), f"uploads without an expected mode: {set(uploads) - set(modes)}"
     user = config.stack_user
     directories = {path: {"user": "root", "group": "root", "mode": 755} for path in (
-        "/etc/apt/keyrings", "/etc/apt/sources.list.d", "/etc/docker", config.stack_dir, f"{config.stack_dir}/build",
+        "/etc/apt/keyrings", "/etc/apt/sources.list.d", "/etc/docker", "/etc/systemd/system", config.stack_dir, f"{config.stack_dir}/build",
         f"{config.stack_dir}/build/ca-certificates", f"{config.stack_dir}/data", f"{config.stack_dir}/images",
         HOST_CA_DIR)}
     for subdir, mode in (("postgres", 700), ("minio", 750), ("mlruns", 750)):
@@ -123,8 +126,8 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         File={path: root_file(mode) for path, mode in modes.items()},
         Directory=directories,
         Sha1File={path: sha1(data) for path, data in uploads.items()},
-        SystemdStatus={"docker.service": True},
-        SystemdEnabled={"docker.service": True},
+        SystemdStatus={"docker.service": True, "mlflow-backup.timer": True},
+        SystemdEnabled={"docker.service": True, "mlflow-backup.timer": True},
         Groups=[user],
         Users={user: {"home": config.stack_dir, "shell": "/usr/sbin/nologin", "group": user, "groups": [],
                       "comment": "MLflow stack containers", "uid": config.stack_uid, "gid": config.stack_gid}},
@@ -592,6 +595,6 @@ def test_deploy_py_on_a_fresh_host_runs_every_step_in_order():
             steps.append(step)
     assert steps == ["Install Docker Engine and Compose v2", "Create the service account and stack directories",
                      "Ensure the stack's secrets exist on the host", "Upload the stack files",
-                     "Build the MLflow image and start the stack", "Keep MLflow's users",
+                     "Build the MLflow image and start the stack", "Keep MLflow's users", "Schedule backups",
                      "Verify the stack from the control machine"]
     assert result.commands[-1] == "call _run_smoke_test"

@@ -269,7 +269,8 @@ def test_deploy_py_applies_the_password_between_archives_and_start():
 def test_helper_scripts_are_uploaded_executable():
     config = make_config(**NON_DEFAULT)
     result = plan(stack_files.upload_stack_files, config, fresh_facts())
-    assert set(HELPER_SCRIPTS) == {"wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh"}
+    assert set(HELPER_SCRIPTS) == {"wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh",
+                                   "restore.sh"}
     for script in HELPER_SCRIPTS:
         path = f"{config.stack_dir}/{script}"
         assert result.uploads[path] == (REPO / "templates" / script).read_bytes()

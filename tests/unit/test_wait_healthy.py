@@ -296,3 +296,47 @@ def test_the_script_and_the_model_agree_on_healthy(docker, service, state, healt
                            services=() if oneshot else (service,))
     expected = model.is_healthy({"state": state, "health": "" if health == "none" else health, "exit_code": code})
     assert (proc.returncode == 0) == expected, proc.stderr
+
+
+# --- `docker compose run` one-offs (a scheduled backup runs its archive export as one) --------
+# `ps --all` lists them too, with the service's name; the status format ends with the
+# container's com.docker.compose.oneoff label (absent above: no label, not a one-off).
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["one-off listed first", "one-off listed last"])
+def test_a_running_one_off_of_a_oneshot_service_is_not_the_service(docker, first):
+    docker.write("ids", IDS + "c-backup-run\n")
+    oneoff = "create-bucket running none 0 0 True"
+    lines = snapshot().splitlines()
+    docker.statuses("\n".join([oneoff, *lines] if first else [*lines, oneoff]))
+    proc, elapsed = wait_healthy(docker, timeout=4)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "healthy: postgres minio mlflow (done: create-bucket migrate-db)"
+    assert elapsed < 3
+    inspect = [line for line in docker.argv if line.startswith("docker inspect")]
+    assert all("com.docker.compose.oneoff" in line for line in inspect)
+
+
+def test_an_exited_one_off_that_failed_is_not_a_failed_oneshot(docker):
+    docker.statuses("create-bucket exited none 1 0 True\n" + snapshot())
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed < 5
+
+
+def test_a_one_off_of_a_long_running_service_does_not_hide_it(docker):
+    # a one-off of the mlflow service (healthy-looking) while the real mlflow crash-loops
+    docker.statuses(
+        "mlflow running healthy 0 0 True\n" + snapshot(mlflow="running starting 0 0"),
+        "mlflow running healthy 0 0 True\n" + snapshot(mlflow="restarting starting 1 1"),
+        "mlflow running healthy 0 0 True\n" + snapshot(mlflow="restarting starting 1 2"),
+    )
+    proc, elapsed = wait_healthy(docker)
+    assert proc.returncode == 1 and elapsed < 10
+    assert "FAILED: mlflow keeps crashing: restarted 2 times" in proc.stderr, proc.stderr
+
+
+def test_a_container_labelled_not_one_off_counts(docker):
+    docker.statuses(snapshot(mlflow="running healthy 0 0 False"))
+    proc, _ = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr

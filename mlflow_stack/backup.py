@@ -1,0 +1,76 @@
+"""Back a deployed stack up on demand: the host writes the backup (templates/backup.sh), then
+pyinfra pulls it to the control machine.
+
+    pyinfra inventory.py backup.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.operations import files, python, server
+
+from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.facts import ComposeServices
+from mlflow_stack.services import stack_is_healthy
+from mlflow_stack.verify import report
+
+# What a backup directory holds (templates/backup.sh writes them; restore.sh reads them).
+BACKUP_FILES = ("manifest.json", "SHA256SUMS", "database.dump", "artifacts.tar")
+BACKUP_PREFIX = "mlflow-backup-"
+
+
+def backup_name(now: float | None = None) -> str:
+    """Names sort by time, which the retention relies on."""
+    return BACKUP_PREFIX + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def backup_command(config: StackConfig, name: str | None = None) -> StringCommand:
+    """The host-side backup; without a name (the timer's) the script stamps its own."""
+    args = [f"{config.stack_dir}/backup.sh", config.stack_dir, config.compose_project, config.postgres_user,
+            config.postgres_db, config.minio_bucket, config.minio_bucket_prefix, config.mlflow_version,
+            config.backups_dir, str(config.backup_keep), *([name] if name else [])]
+    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+
+
+def local_backup_dir(config: StackConfig, name: str) -> Path:
+    return Path(config.backup_local_dir).resolve() / config.inventory_name / name
+
+
+def require_running_stack(config: StackConfig) -> None:
+    services = host.get_fact(ComposeServices, project=config.compose_project)
+    if not stack_is_healthy(services):
+        raise DeployError(f"on {host.name}: the MLflow stack is not running and healthy, so there is nothing "
+                          "consistent to back up; run `pyinfra inventory.py deploy.py` first. Nothing was changed.")
+
+
+def _make_private(path: str, create: bool) -> None:
+    """Backups hold the whole tracking database: only their owner may read them."""
+    if create:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    for entry in Path(path).iterdir():
+        entry.chmod(0o600)
+
+
+@deploy("Back up the stack")
+def back_up(config: StackConfig | None = None):
+    config = config or config_from_host()
+    require_running_stack(config)
+    name = backup_name()
+    remote = f"{config.backups_dir}/{name}"
+    server.shell(name=f"Back up the database, then the artifacts, to {remote}", commands=[backup_command(config, name)])
+    where = f"{remote} on {host.name}"
+    if config.backup_local_dir:
+        local = local_backup_dir(config, name)
+        python.call(name=f"Create {local} (0700)", function=_make_private, path=str(local), create=True)
+        for filename in BACKUP_FILES:
+            files.get(name=f"Download {filename}", src=f"{remote}/{filename}", dest=str(local / filename))
+        python.call(name=f"Make {local} private (0700/0600)", function=_make_private, path=str(local), create=False)
+        where += f" and {local} here"
+    report(name="Backup", text=f"backup {name}: {where} | restore it with: pyinfra INVENTORY restore.py "
+                               f"--data restore_from={local_backup_dir(config, name) if config.backup_local_dir else 'host:' + remote}")

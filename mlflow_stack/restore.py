@@ -1,0 +1,108 @@
+"""Restore a backup made by backup.py onto this server (the same one or a fresh one, whatever
+its name, bucket or prefix): refuse first if the database holds runs, then (restore.py) the
+stack is deployed, and the backup is uploaded if it is on the control machine and restored
+by templates/restore.sh; the smoke test runs at the end.
+
+    pyinfra inventory.py restore.py --data restore_from=backups/<host>/<backup>
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import files, python, server
+
+from mlflow_stack.backup import BACKUP_FILES
+from mlflow_stack.config import ConfigError, StackConfig, config_from_host
+from mlflow_stack.facts import HeldRecords
+from mlflow_stack.releases import SCHEMA_REVISIONS
+from mlflow_stack.verify import _run_smoke_test, report
+
+HOST_SOURCE = "host:"
+
+
+def check_restore_allowed(config: StackConfig, held: int | None) -> None:
+    """DeployError, while planning (so nothing changes), unless the restore may go ahead."""
+    if config.restore_from is None:
+        raise ConfigError("restore_from is not set: pass the backup to restore, e.g. "
+                          "--data restore_from=backups/<inventory name>/mlflow-backup-<time>")
+    if config.restore_overwrite:
+        return
+    if held is None:
+        raise DeployError(f"on {host.name}: {config.data_dir}/postgres holds a database that is not running, so "
+                          "whether it holds runs cannot be checked. Nothing was changed. Deploy first (it starts "
+                          "it), or set restore_overwrite = True to replace whatever it holds")
+    if held:
+        raise DeployError(f"on {host.name}: the tracking database already holds {held} runs and registered models; "
+                          "a restore would replace them. Nothing was changed. Set restore_overwrite = True "
+                          "(e.g. --data restore_overwrite=True) to replace them")
+
+
+def check_manifest(config: StackConfig, manifest: dict) -> None:
+    """The backup's schema must be one this MLflow can open or migrate to."""
+    revision = manifest.get("schema_revision")
+    releases = [version for version, known in SCHEMA_REVISIONS.items() if known == revision]
+    if not releases:
+        raise DeployError(f"on {host.name}: backup {manifest.get('name')} has schema revision {revision!r}, which no "
+                          "supported MLflow release knows. Nothing was changed.")
+    key = lambda version: tuple(int(p) for p in version.split("."))  # noqa: E731
+    if key(releases[0]) > key(config.mlflow_version):
+        raise DeployError(f"on {host.name}: backup {manifest.get('name')} was made by MLflow {manifest.get('mlflow_version')} "
+                          f"(schema revision {revision}); mlflow_version = {config.mlflow_version!r} cannot open it "
+                          f"(MLflow has no downgrade). Nothing was changed. Set mlflow_version to {releases[-1]} "
+                          "or later")
+
+
+def restore_command(config: StackConfig, remote: str) -> StringCommand:
+    args = [f"{config.stack_dir}/restore.sh", config.stack_dir, config.compose_project, config.postgres_user,
+            config.postgres_db, config.minio_bucket_prefix, remote, "yes" if config.restore_overwrite else "no",
+            str(config.mlflow_health_timeout)]
+    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+
+
+@deploy("Check that the restore may replace this server's data")
+def refuse_to_overwrite(config: StackConfig | None = None):
+    """Plans no operation: raises while planning when the restore must not happen."""
+    config = config or config_from_host()
+    held = host.get_fact(HeldRecords, stack_dir=config.stack_dir, project=config.compose_project,
+                         user=config.postgres_user, database=config.postgres_db)
+    check_restore_allowed(config, held)
+
+
+@deploy("Restore a backup")
+def restore_backup(config: StackConfig | None = None):
+    config = config or config_from_host()
+    check_restore_allowed(config, 0)  # restore_from is set; the held records were checked before the deploy
+    source = config.restore_from
+    if source.startswith(HOST_SOURCE):
+        remote = source[len(HOST_SOURCE):]
+        text = host.get_fact(FileContents, path=f"{remote}/manifest.json")
+        if not text:
+            raise DeployError(f"on {host.name}: no backup in {remote} (manifest.json missing). Nothing was changed.")
+        manifest = json.loads("\n".join(text))
+    else:
+        local = Path(source)
+        manifest = json.loads((local / "manifest.json").read_text())
+        remote = f"{config.backups_dir}/{manifest['name']}"
+        files.directory(name=f"Ensure {config.backups_dir} exists", path=config.backups_dir,
+                        user="root", group="root", mode="700")
+        files.directory(name=f"Ensure {remote} exists", path=remote, user="root", group="root", mode="700")
+        for filename in BACKUP_FILES:
+            files.put(name=f"Upload {filename}", src=str(local / filename), dest=f"{remote}/{filename}",
+                      user="root", group="root", mode="600")
+    check_manifest(config, manifest)
+    server.shell(name=f"Restore {manifest['name']} (MLflow stopped meanwhile)", commands=[restore_command(config, remote)])
+    python.call(
+        name=f"Smoke-test MLflow at {config.tracking_uri}",
+        function=_run_smoke_test,
+        tracking_uri=config.tracking_uri,
+        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow",
+    )
+    artifacts = manifest.get("artifacts", {})
+    report(name="Restored", text=f"restored {manifest['name']} (MLflow {manifest.get('mlflow_version')}, made "
+                                 f"{manifest.get('created')}: {artifacts.get('objects')} objects) into "
+                                 f"{config.artifacts_destination} on {host.name}")

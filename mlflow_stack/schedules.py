@@ -1,0 +1,51 @@
+"""Jobs the host runs by itself: a systemd timer per job, with a oneshot service rendered from
+templates/ (the command is the same host script an on-demand run uses)."""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import files, systemd
+from pyinfra.operations.util import any_changed
+
+from mlflow_stack.backup import backup_command
+from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.stack_files import TEMPLATES
+
+UNIT_DIR = "/etc/systemd/system"
+BACKUP_UNIT = "mlflow-backup"
+
+
+def backup_unit_context(config: StackConfig) -> dict:
+    return {
+        "backups_dir": config.backups_dir,
+        # systemd wants the interpreter's absolute path; the arguments are shell-quoted, which it understands.
+        "backup_command": "/bin/" + backup_command(config).get_raw_value(),
+        "backup_schedule": config.backup_schedule,
+    }
+
+
+def _timer(unit: str, schedule: str | None, context: dict) -> None:
+    service, timer = f"{UNIT_DIR}/{unit}.service", f"{UNIT_DIR}/{unit}.timer"
+    if schedule is None:
+        systemd.service(name=f"Stop and disable {unit}.timer (no schedule set)", service=f"{unit}.timer",
+                        running=False, enabled=False)
+        removed = [files.file(name=f"Remove {path}", path=path, present=False) for path in (timer, service)]
+        systemd.daemon_reload(name="Reload systemd's units", _if=any_changed(*removed))
+        return
+    units = [
+        files.template(name=f"Upload {unit}.service", src=str(TEMPLATES / f"{unit}.service.j2"), dest=service,
+                       user="root", group="root", mode="644", **context),
+        files.template(name=f"Upload {unit}.timer", src=str(TEMPLATES / f"{unit}.timer.j2"), dest=timer,
+                       user="root", group="root", mode="644", **context),
+    ]
+    systemd.daemon_reload(name="Reload systemd's units", _if=any_changed(*units))
+    systemd.service(name=f"Enable and start {unit}.timer", service=f"{unit}.timer", running=True, enabled=True)
+    # A running timer takes a new schedule when restarted.
+    systemd.service(name=f"Restart {unit}.timer (schedule changed)", service=f"{unit}.timer", running=None,
+                    restarted=True, _if=units[1].did_change)
+
+
+@deploy("Schedule backups")
+def schedule_backups(config: StackConfig | None = None):
+    config = config or config_from_host()
+    _timer(BACKUP_UNIT, config.backup_schedule, backup_unit_context(config))

@@ -1,0 +1,63 @@
+#!/bin/bash
+# Back the stack up into BACKUPS/NAME (root, 0700; files 0600):
+#   database.dump  the tracking database (pg_dump -Fc, through the database container)
+#   artifacts.tar  every object under the artifact prefix, exported through the S3 API
+#   manifest.json  MLflow version, schema revision, object count and bytes, checksums, time
+#   SHA256SUMS     checksums of the two data files (restore.sh checks them first)
+# The database is dumped FIRST: every artifact a dumped run refers to was written before the
+# dump, so it is in the tar (objects logged meanwhile are extra, and harmless).
+# Then only the KEEP newest mlflow-backup-* directories in BACKUPS are kept. No password is
+# written anywhere: .env is not part of a backup. Run by `pyinfra inventory.py backup.py` and
+# by the mlflow-backup timer.
+# Usage: backup.sh STACK_DIR PROJECT ROLE DATABASE BUCKET PREFIX MLFLOW_VERSION BACKUPS KEEP [NAME]
+set -euo pipefail
+dir=$1 project=$2 role=$3 database=$4 bucket=$5 prefix=$6 version=$7 backups=$8 keep=$9
+name=${10:-mlflow-backup-$(date -u +%Y%m%dT%H%M%SZ)}
+umask 077
+mkdir -p "$backups"
+chmod 700 "$backups"
+# One backup, restore or garbage collection at a time.
+exec 9>"$backups/.lock"
+flock -w 3600 9
+cd "$dir"
+started=$(date +%s)
+part="$backups/.$name.part"
+rm -rf "$part"
+mkdir "$part"
+trap 'rm -rf "$part"' EXIT
+
+revision=$(docker compose --project-name "$project" exec -T postgres \
+    psql -X -w -At -U "$role" -d "$database" -c 'select version_num from alembic_version')
+docker compose --project-name "$project" exec -T postgres pg_dump -Fc -U "$role" -d "$database" \
+    > "$part/database.dump"
+echo "database (schema revision $revision) dumped: $(stat -c %s "$part/database.dump") bytes" >&2
+docker compose --project-name "$project" run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" create-bucket \
+    python /opt/mlflow-stack/artifacts_archive.py export > "$part/artifacts.tar"
+# Object count and bytes, read back from the archive itself.
+read -r objects bytes < <(tar -tvf "$part/artifacts.tar" | awk '{n++; b+=$3} END {printf "%d %d\n", n, b}')
+
+cd "$part"
+sha256sum database.dump artifacts.tar > SHA256SUMS
+cat > manifest.json <<JSON
+{
+  "format": 1,
+  "name": "$name",
+  "created": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "seconds": $(( $(date +%s) - started )),
+  "mlflow_version": "$version",
+  "schema_revision": "$revision",
+  "source": {"host": "$(hostname)", "bucket": "$bucket", "prefix": "$prefix"},
+  "database": {"file": "database.dump", "bytes": $(stat -c %s database.dump), "sha256": "$(sha256sum database.dump | cut -c1-64)"},
+  "artifacts": {"file": "artifacts.tar", "objects": $objects, "object_bytes": $bytes, "bytes": $(stat -c %s artifacts.tar), "sha256": "$(sha256sum artifacts.tar | cut -c1-64)"}
+}
+JSON
+cd "$backups"
+mv "$part" "$name"
+trap - EXIT
+
+# Retention: the names sort by time.
+ls -1d mlflow-backup-* | sort | head -n "-$keep" | while read -r old; do
+    rm -rf -- "$old"
+    echo "removed $backups/$old (keeping the $keep newest)" >&2
+done
+echo "backup $backups/$name: database $(stat -c %s "$name/database.dump") bytes, $objects objects ($bytes bytes), $(( $(date +%s) - started )) s"

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Restore a backup made by backup.sh (BACKUP: its directory on this host) into the running
+# stack: checksums verified, MLflow stopped, the database restored (pg_restore --clean
+# --if-exists --no-owner --no-privileges: the tables become this server's role's; sequences
+# come with the dump), the prefix made to hold exactly the backup's objects (through the S3
+# API, into this server's bucket and prefix), then the stack started and awaited.
+# Refuses (exit 3, nothing changed) when the database holds runs or registered models (the
+# deploy's own smoke-test experiments aside), unless OVERWRITE is "yes".
+# This server's passwords (.env) are kept: a backup holds none.
+# Usage: restore.sh STACK_DIR PROJECT ROLE DATABASE PREFIX BACKUP OVERWRITE TIMEOUT
+set -euo pipefail
+dir=$1 project=$2 role=$3 database=$4 prefix=$5 backup=$6 overwrite=$7 timeout=$8
+cd "$backup"
+sha256sum --quiet --check SHA256SUMS
+exec 9>"$(dirname "$backup")/.lock"
+flock -w 3600 9
+cd "$dir"
+compose() { docker compose --project-name "$project" "$@"; }
+
+# The same query as the deploy's HeldRecords fact (mlflow_stack/facts.py).
+held=$(compose exec -T postgres psql -X -w -At -U "$role" -d "$database" -c "select (select count(*) from runs r join experiments e on e.experiment_id = r.experiment_id where e.name not like 'pyinfra-smoke-%') + (select count(*) from registered_models)")
+if [ "$held" != 0 ] && [ "$overwrite" != yes ]; then
+    echo "refusing to restore: the database holds $held runs and registered models; set restore_overwrite = True" \
+         "to replace them. Nothing was changed." >&2
+    exit 3
+fi
+started=$(date +%s)
+compose stop mlflow
+compose exec -T postgres pg_restore --clean --if-exists --no-owner --no-privileges --exit-on-error \
+    -U "$role" -d "$database" < "$backup/database.dump"
+echo "database restored from $backup/database.dump" >&2
+compose run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" create-bucket \
+    python /opt/mlflow-stack/artifacts_archive.py import < "$backup/artifacts.tar"
+# migrate-db runs again: a backup of an older schema is brought to this MLflow's.
+compose up -d
+sh "$dir/wait-healthy.sh" "$project" "$timeout" --oneshot create-bucket --oneshot migrate-db postgres minio mlflow
+echo "restored $backup in $(( $(date +%s) - started )) s"
