@@ -20,7 +20,8 @@ from mlflow_stack.backup import BACKUP_FILES
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts import HeldRecords
 from mlflow_stack.releases import SCHEMA_REVISIONS
-from mlflow_stack.verify import _run_smoke_test, report
+from mlflow_stack.auth import sync_command
+from mlflow_stack.verify import _run_smoke_test, report, smoke_test_admin
 
 HOST_SOURCE = "host:"
 
@@ -96,11 +97,17 @@ def restore_backup(config: StackConfig | None = None):
                       user="root", group="root", mode="600")
     check_manifest(config, manifest)
     server.shell(name=f"Restore {manifest['name']} (MLflow stopped meanwhile)", commands=[restore_command(config, remote)])
+    if config.mlflow_auth:
+        # MLflow's user store lives in the restored database: it holds the source server's
+        # admin password. This server keeps its own secrets, so they go back into the store.
+        server.shell(name="Give the restored user store this server's admin and users",
+                     commands=[sync_command(config, "apply")])
     python.call(
         name=f"Smoke-test MLflow at {config.tracking_uri}",
         function=_run_smoke_test,
         tracking_uri=config.tracking_uri,
         logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow",
+        admin=smoke_test_admin(config),
     )
     artifacts = manifest.get("artifacts", {})
     report(name="Restored", text=f"restored {manifest['name']} (MLflow {manifest.get('mlflow_version')}, made "

@@ -164,6 +164,13 @@ def report(text: str):
     yield
 
 
+def smoke_test_admin(config: StackConfig) -> tuple[str, str, str] | None:
+    """Who the smoke test signs in as: the admin, whose password it reads on the host."""
+    if not config.mlflow_auth:
+        return None
+    return config.mlflow_auth_admin_user, config.secrets_file, "MLFLOW_AUTH_ADMIN_PASSWORD"
+
+
 @deploy("Verify the stack from the control machine")
 def verify_stack(config: StackConfig | None = None, started=None):
     """Smoke-test over HTTP whenever the stack was (re)started (`started`: a callable saying
@@ -175,8 +182,7 @@ def verify_stack(config: StackConfig | None = None, started=None):
         function=_run_smoke_test,
         tracking_uri=config.tracking_uri,
         logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow minio",
-        admin=(config.mlflow_auth_admin_user, config.secrets_file, "MLFLOW_AUTH_ADMIN_PASSWORD") if config.mlflow_auth
-        else None,
+        admin=smoke_test_admin(config),
         **gate,
     )
     report(name="Summary", text=summary(config))

@@ -193,3 +193,20 @@ def test_a_running_backup_container_does_not_count_as_the_service():
     ]
     found = ComposeServices().process([json.dumps(row) for row in rows])
     assert found["create-bucket"]["state"] == "exited"
+
+
+@pytest.mark.parametrize("auth", [True, False], ids=["auth on", "auth off"])
+def test_restore_gives_the_restored_user_store_this_server_s_admin_before_the_smoke_test(local_backup, auth):
+    # The user store is in the restored database: it holds the source server's admin password.
+    from mlflow_stack.auth import sync_command
+
+    config = make_config(restore_from=str(local_backup), mlflow_auth=auth)
+    result = plan(restore.restore_backup, config, {})
+    names = [op.name for op in result.ops]
+    sync = "Restore a backup | Give the restored user store this server's admin and users"
+    if not auth:
+        assert sync not in names
+        return
+    assert result.op(sync).commands == [sync_command(config, "apply")]
+    restored = names.index(f"Restore a backup | Restore {local_backup.name} (MLflow stopped meanwhile)")
+    assert restored < names.index(sync) < names.index(f"Restore a backup | Smoke-test MLflow at {config.tracking_uri}")
