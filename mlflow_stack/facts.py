@@ -7,6 +7,12 @@ import json
 from pyinfra.api import FactBase
 
 
+def running_container(project: str, service: str) -> str:
+    """Shell: set $id to the service's container and succeed only if it is running."""
+    return (f"id=$(docker compose --project-name {project} ps -q {service} 2>/dev/null); "
+            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true')
+
+
 class ComposeServices(FactBase):
     """State of every container of a compose project, by service name.
 
@@ -101,9 +107,7 @@ class DatabasePasswordState(FactBase):
         psql = f'IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -w -q -t -h "$1" -U {user} -d {database} -c "select 1"'
         return (
             f"test -s {stack_dir}/data/postgres/PG_VERSION || {{ echo none; exit 0; }}; "
-            f"id=$(docker compose --project-name {project} ps -q postgres 2>/dev/null); "
-            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
-            f"|| {{ echo unknown; exit 0; }}; "
+            f"{running_container(project, 'postgres')} || {{ echo unknown; exit 0; }}; "
             f"sed -n 's/^POSTGRES_PASSWORD=//p' {stack_dir}/.env 2>/dev/null | "
             f"docker exec -i $id sh -c '{psql}' sh \"{address}\" >/dev/null 2>&1 && echo matches || echo differs"
         )
@@ -122,9 +126,7 @@ class DatabaseCluster(FactBase):
         query = "select version_num from alembic_version"
         return (
             f"echo pg_version=$(cat {stack_dir}/data/postgres/PG_VERSION 2>/dev/null); "
-            f"id=$(docker compose --project-name {project} ps -q postgres 2>/dev/null); "
-            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
-            f"|| {{ echo running=no; exit 0; }}; echo running=yes; "
+            f"{running_container(project, 'postgres')} || {{ echo running=no; exit 0; }}; echo running=yes; "
             f"echo revision=$(docker exec $id psql -X -w -At -U {user} -d {database} -c '{query}' 2>/dev/null)"
         )
 
@@ -149,9 +151,7 @@ class AuthUsersState(FactBase):
 
     def command(self, stack_dir: str, project: str, admin: str, users: str) -> str:
         return (
-            f"id=$(docker compose --project-name {project} ps -q mlflow 2>/dev/null); "
-            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
-            f"|| {{ echo unknown; exit 0; }}; "
+            f"{running_container(project, 'mlflow')} || {{ echo unknown; exit 0; }}; "
             f"{{ sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=/{admin}=/p' {stack_dir}/.env; "
             f"cat {stack_dir}/users.env 2>/dev/null; }} | "
             f"docker exec -i $id python /opt/mlflow-stack/auth_users.py check {admin} {users} 2>/dev/null "
@@ -177,9 +177,7 @@ class HeldRecords(FactBase):
     def command(self, stack_dir: str, project: str, user: str, database: str) -> str:
         return (
             f"test -s {stack_dir}/data/postgres/PG_VERSION || {{ echo held=0; exit 0; }}; "
-            f"id=$(docker compose --project-name {project} ps -q postgres 2>/dev/null); "
-            f'test -n "$id" && test "$(docker inspect -f "{{{{.State.Running}}}}" $id 2>/dev/null)" = true '
-            f"|| {{ echo held=unknown; exit 0; }}; "
+            f"{running_container(project, 'postgres')} || {{ echo held=unknown; exit 0; }}; "
             f"tables=$(docker exec $id psql -X -w -At -U {user} -d {database} "
             f"-c \"select count(*) from pg_tables where tablename in ('runs', 'registered_models')\"); "
             f'test "$tables" = 2 || {{ echo held=0; exit 0; }}; '
