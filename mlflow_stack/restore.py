@@ -14,14 +14,14 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import files, python, server
+from pyinfra.operations import files, server
 
 from mlflow_stack.backup import BACKUP_FILES
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts import HeldRecords
 from mlflow_stack.releases import SCHEMA_REVISIONS
 from mlflow_stack.auth import sync_command
-from mlflow_stack.verify import _run_smoke_test, report, smoke_test_admin
+from mlflow_stack.verify import report, run_smoke_test
 
 HOST_SOURCE = "host:"
 
@@ -102,13 +102,7 @@ def restore_backup(config: StackConfig | None = None):
         # admin password. This server keeps its own secrets, so they go back into the store.
         server.shell(name="Give the restored user store this server's admin and users",
                      commands=[sync_command(config, "apply")])
-    python.call(
-        name=f"Smoke-test MLflow at {config.tracking_uri}",
-        function=_run_smoke_test,
-        tracking_uri=config.tracking_uri,
-        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow",
-        admin=smoke_test_admin(config),
-    )
+    run_smoke_test(config)
     artifacts = manifest.get("artifacts", {})
     report(name="Restored", text=f"restored {manifest['name']} (MLflow {manifest.get('mlflow_version')}, made "
                                  f"{manifest.get('created')}: {artifacts.get('objects')} objects) into "

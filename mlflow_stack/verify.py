@@ -164,11 +164,19 @@ def report(text: str):
     yield
 
 
-def smoke_test_admin(config: StackConfig) -> tuple[str, str, str] | None:
-    """Who the smoke test signs in as: the admin, whose password it reads on the host."""
-    if not config.mlflow_auth:
-        return None
-    return config.mlflow_auth_admin_user, config.secrets_file, "MLFLOW_AUTH_ADMIN_PASSWORD"
+def run_smoke_test(config: StackConfig, **op_args):
+    """The smoke test as an operation, signed in as the admin (whose password the callback
+    reads on the host) when the server requires authentication."""
+    admin = (config.mlflow_auth_admin_user, config.secrets_file, "MLFLOW_AUTH_ADMIN_PASSWORD") if config.mlflow_auth \
+        else None
+    return python.call(
+        name=f"Smoke-test MLflow at {config.tracking_uri}",
+        function=_run_smoke_test,
+        tracking_uri=config.tracking_uri,
+        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow minio",
+        admin=admin,
+        **op_args,
+    )
 
 
 @deploy("Verify the stack from the control machine")
@@ -177,12 +185,5 @@ def verify_stack(config: StackConfig | None = None, started=None):
     so), or always when run on its own; then print where to point clients."""
     config = config or config_from_host()
     gate = {"_if": started} if started is not None else {}
-    python.call(
-        name=f"Smoke-test MLflow at {config.tracking_uri}",
-        function=_run_smoke_test,
-        tracking_uri=config.tracking_uri,
-        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow minio",
-        admin=smoke_test_admin(config),
-        **gate,
-    )
+    run_smoke_test(config, **gate)
     report(name="Summary", text=summary(config))

@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
