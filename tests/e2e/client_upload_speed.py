@@ -1,4 +1,5 @@
-"""Upload one big file twice from this (remote) machine and print both speeds:
+"""Upload one big file from this (remote) machine, in two interleaved rounds, and print the
+best speed of each way:
 through MLflow (only MLFLOW_TRACKING_URI set: the client asks the server, which hands out
 presigned multipart URLs for big files) and straight to the object store with boto3 and the
 root credentials (S3_ENDPOINT_URL, AWS_* in the environment). Prints
@@ -18,14 +19,26 @@ path = sys.argv[1]
 mib = os.path.getsize(path) / 2**20
 
 mlflow.set_experiment("e2e-upload-speed")
-with mlflow.start_run():
-    started = time.monotonic()
-    mlflow.log_artifact(path)
-    through_mlflow = mib / (time.monotonic() - started)
-
 s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"], region_name="us-east-1")
-started = time.monotonic()
-s3.upload_file(path, os.environ["S3_BUCKET"], f"speed-test/{os.path.basename(path)}")
-direct = mib / (time.monotonic() - started)
-s3.delete_object(Bucket=os.environ["S3_BUCKET"], Key=f"speed-test/{os.path.basename(path)}")
-print(f"RESULT={through_mlflow:.1f} {direct:.1f}")
+key = f"speed-test/{os.path.basename(path)}"
+
+
+def through_mlflow() -> float:
+    with mlflow.start_run():
+        started = time.monotonic()
+        mlflow.log_artifact(path)
+        return mib / (time.monotonic() - started)
+
+
+def direct() -> float:
+    started = time.monotonic()
+    s3.upload_file(path, os.environ["S3_BUCKET"], key)
+    speed = mib / (time.monotonic() - started)
+    s3.delete_object(Bucket=os.environ["S3_BUCKET"], Key=key)
+    return speed
+
+
+# Two interleaved rounds, the best of each: on a shared 2-core machine one round can land on
+# a burst of other work.
+rounds = [(through_mlflow(), direct()) for _ in range(2)]
+print(f"RESULT={max(r[0] for r in rounds):.1f} {max(r[1] for r in rounds):.1f}")
