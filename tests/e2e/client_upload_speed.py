@@ -1,6 +1,6 @@
 """Upload one big file from this (remote) machine, in two interleaved rounds, and print the
 best speed of each way:
-through MLflow (only MLFLOW_TRACKING_URI set: the client asks the server, which hands out
+through MLflow (MLFLOW_TRACKING_URI and the user's credentials: the client asks the server, which hands out
 presigned multipart URLs for big files) and straight to the object store with boto3 and the
 root credentials (S3_ENDPOINT_URL, AWS_* in the environment). Prints
 RESULT=<mlflow MiB/s> <boto3 MiB/s>.
