@@ -15,9 +15,10 @@ def lock_file(version: str) -> Path:
     return LOCK_DIR / f"mlflow-{version}.txt"
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
+    """'3.16.1' -> (3, 16, 1): releases compare by this."""
     return tuple(int(part) for part in version.split("."))
 
 
 # Releases with both a lock and a known schema revision, oldest first.
-SUPPORTED_MLFLOW_VERSIONS = tuple(sorted((v for v in SCHEMA_REVISIONS if lock_file(v).is_file()), key=_version_key))
+SUPPORTED_MLFLOW_VERSIONS = tuple(sorted((v for v in SCHEMA_REVISIONS if lock_file(v).is_file()), key=version_key))

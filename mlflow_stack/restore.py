@@ -16,11 +16,12 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
+from mlflow_stack.auth import sync_command
 from mlflow_stack.backup import BACKUP_FILES
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts import HeldRecords
-from mlflow_stack.releases import SCHEMA_REVISIONS
-from mlflow_stack.auth import sync_command
+from mlflow_stack.releases import version_key
+from mlflow_stack.upgrades import releases_with
 from mlflow_stack.verify import report, run_smoke_test
 
 HOST_SOURCE = "host:"
@@ -46,12 +47,11 @@ def check_restore_allowed(config: StackConfig, held: int | None) -> None:
 def check_manifest(config: StackConfig, manifest: dict) -> None:
     """The backup's schema must be one this MLflow can open or migrate to."""
     revision = manifest.get("schema_revision")
-    releases = [version for version, known in SCHEMA_REVISIONS.items() if known == revision]
+    releases = releases_with(revision)
     if not releases:
         raise DeployError(f"on {host.name}: backup {manifest.get('name')} has schema revision {revision!r}, which no "
                           "supported MLflow release knows. Nothing was changed.")
-    key = lambda version: tuple(int(p) for p in version.split("."))  # noqa: E731
-    if key(releases[0]) > key(config.mlflow_version):
+    if version_key(releases[0]) > version_key(config.mlflow_version):
         raise DeployError(f"on {host.name}: backup {manifest.get('name')} was made by MLflow {manifest.get('mlflow_version')} "
                           f"(schema revision {revision}); mlflow_version = {config.mlflow_version!r} cannot open it "
                           f"(MLflow has no downgrade). Nothing was changed. Set mlflow_version to {releases[-1]} "

@@ -14,7 +14,7 @@ from pyinfra.operations import server
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices, DatabaseCluster
-from mlflow_stack.releases import SCHEMA_REVISIONS
+from mlflow_stack.releases import SCHEMA_REVISIONS, version_key
 from mlflow_stack.verify import report
 
 
@@ -55,7 +55,7 @@ def check_schema_revision(config: StackConfig, revision: str | None) -> bool:
             f"on {host.name}: the database has MLflow schema revision {revision}, which no supported MLflow "
             f"release ({', '.join(SCHEMA_REVISIONS)}) knows. Nothing was changed. Back the database up and "
             "migrate it by hand (mlflow db upgrade), or restore a backup")
-    newer = [v for v in made_by if _key(v) > _key(config.mlflow_version)]
+    newer = [v for v in made_by if version_key(v) > version_key(config.mlflow_version)]
     if newer:
         raise DeployError(
             f"on {host.name}: mlflow_version = {config.mlflow_version!r} expects schema revision {expected}, but the "
@@ -63,10 +63,6 @@ def check_schema_revision(config: StackConfig, revision: str | None) -> bool:
             f"schema. Nothing was changed. Set mlflow_version back (to {made_by[-1]} or later), or restore the "
             f"backup taken before the upgrade (in {config.backups_dir})")
     return True
-
-
-def _key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
 
 
 def minio_image_change(config: StackConfig, services: dict) -> str | None:
@@ -97,7 +93,8 @@ def protect_data(config: StackConfig | None = None):
     backup = (f"{config.backups_dir}/mlflow-db-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
               f"-schema-{current}.dump")
     # Revisions this release can migrate from: those of the supported releases up to it.
-    older = ",".join(sorted({r for v, r in SCHEMA_REVISIONS.items() if _key(v) <= _key(config.mlflow_version)}))
+    older = ",".join(sorted({revision for version, revision in SCHEMA_REVISIONS.items()
+                             if version_key(version) <= version_key(config.mlflow_version)}))
     reason = f" {shlex.quote(image_change)}" if image_change else ""
     operation = server.shell(
         name=("Back up the database before the MinIO image changes" if image_change and not migrate else
