@@ -7,6 +7,11 @@ import json
 from pyinfra.api import FactBase
 
 
+def key_values(output) -> dict[str, str]:
+    """The `key=value` lines a fact command echoes."""
+    return dict(line.split("=", 1) for line in output if "=" in line)
+
+
 def running_container(project: str, service: str) -> str:
     """Shell: set $id to the service's container and succeed only if it is running."""
     return (f"id=$(docker compose --project-name {project} ps -q {service} 2>/dev/null); "
@@ -63,7 +68,7 @@ class IdOwners(FactBase):
         )
 
     def process(self, output):
-        found = dict(line.split("=", 1) for line in output if "=" in line)
+        found = key_values(output)
         as_int = lambda key: int(found[key]) if found.get(key) else None  # noqa: E731
         return {
             "user": found.get("user") or None,
@@ -131,7 +136,7 @@ class DatabaseCluster(FactBase):
         )
 
     def process(self, output):
-        found = dict(line.split("=", 1) for line in output if "=" in line)
+        found = key_values(output)
         return {
             "pg_version": found.get("pg_version") or None,
             "revision": found.get("revision") or None,
@@ -185,6 +190,6 @@ class HeldRecords(FactBase):
         )
 
     def process(self, output):
-        found = dict(line.split("=", 1) for line in output if "=" in line)
+        found = key_values(output)
         value = found.get("held", "")
         return int(value) if value.isdigit() else None
