@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -111,6 +112,15 @@ def _kill_and_wait(pid: int, start_time: str | None, timeout: float) -> None:
         return
     while not _pid_gone(pid):
         time.sleep(0.1)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, even by SIGKILL
+    (a test run killed from outside must not leave a pyinfra run working on a target)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _killpg(proc: subprocess.Popen) -> None:
@@ -367,6 +377,7 @@ class Target:
         if capture:
             popen_kw["stdout"] = popen_kw["stderr"] = subprocess.PIPE
         popen_kw.setdefault("start_new_session", True)  # kill ssh children of e.g. pyinfra too
+        popen_kw.setdefault("preexec_fn", die_with_parent)
         deadline = time.monotonic() + timeout
         with subprocess.Popen(cmd, **popen_kw) as proc:
             try:
