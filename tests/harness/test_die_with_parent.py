@@ -13,6 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The parent starts a long sleeper the way run_watched does, prints its pid, then waits.
 PARENT = """
 import subprocess, sys, time
+from tools.harness.targets import die_with_parent
 child = subprocess.Popen(["sleep", "300"], start_new_session=True, preexec_fn=die_with_parent)
 print(child.pid, flush=True)
 time.sleep(300)
