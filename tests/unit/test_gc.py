@@ -4,6 +4,7 @@ with a fake `mlflow` in the "container"."""
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import subprocess
@@ -147,12 +148,14 @@ def docker(tmp_path):
     return fake
 
 
-def run_gc(docker, tmp_path, keep="30d"):
+def run_gc(docker, tmp_path, keep="30d", timeout=None):
     stack_dir = tmp_path / "srv-mlflow"
     stack_dir.mkdir(exist_ok=True)
     shutil.copy(REPO / "templates" / "gc.sh", stack_dir / "gc.sh")
     args = ["bash", str(stack_dir / "gc.sh"), str(stack_dir), "mlops", "tracker", "tracking", keep, "admin",
             str(tmp_path / "backups")]
+    # `timeout` ends the script's whole process group (flock included).
+    args = ["timeout", str(timeout), *args] if timeout else args
     # The container's environment holds the admin password (compose interpolates it from .env).
     env = {**docker.env(), "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, input="", cwd=docker.dir)
@@ -194,9 +197,14 @@ def test_a_failing_gc_fails_the_script(docker, tmp_path):
     assert "401 Unauthorized" in proc.stderr and "gc: removed" not in proc.stdout
 
 
-def test_gc_takes_the_backups_lock(docker, tmp_path):
+def test_gc_waits_while_a_backup_or_restore_holds_the_lock(docker, tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o755)
+    with (backups / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as backup.sh / restore.sh hold it
+        proc = run_gc(docker, tmp_path, timeout=2)
+        assert proc.returncode == 124 and docker.argv == []
     proc = run_gc(docker, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "backups" / ".lock").exists()
-    assert (tmp_path / "backups").stat().st_mode & 0o777 == 0o700
-    assert "flock -w 3600 9" in (REPO / "templates" / "gc.sh").read_text()
+    assert docker.argv[0].startswith("docker compose --project-name mlops exec")
+    assert backups.stat().st_mode & 0o777 == 0o700
