@@ -6,7 +6,7 @@
 from mlflow_stack.auth import ensure_user_passwords, sync_users
 from mlflow_stack.config import config_from_host
 from mlflow_stack.docker_engine import install_docker
-from mlflow_stack.schedules import schedule_backups
+from mlflow_stack.schedules import schedule_backups, schedule_gc
 from mlflow_stack.secrets import ensure_secrets
 from mlflow_stack.service_account import create_service_account
 from mlflow_stack.stack import apply_database_password, load_image_archives, start_stack
@@ -28,4 +28,5 @@ backup = protect_data(config)
 started = start_stack(config, changed=[secrets, db_password, backup, *stack_files, *archives])
 sync_users(config, changed=[secrets, user_passwords])
 schedule_backups(config)
+schedule_gc(config)
 verify_stack(config, started=started)

@@ -219,3 +219,20 @@ def backup_source(value) -> str | None:
     if isinstance(value, str) and (Path(value) / "manifest.json").is_file():
         return None
     return f"{allowed} (not found: {value})" if isinstance(value, str) else allowed
+
+
+# What `mlflow gc --older-than` parses (days, hours, minutes, seconds, in that order; decimals
+# allowed), without the empty string MLflow's own pattern would also take (= everything deleted).
+_GC_AGE = re.compile(r"^(?=.)(?:(?P<days>\d+(?:\.\d+)?)d)?(?:(?P<hours>\d+(?:\.\d+)?)h)?"
+                     r"(?:(?P<minutes>\d+(?:\.\d+)?)m)?(?:(?P<seconds>\d+(?:\.\d+)?)s)?$")
+
+
+def gc_age(value) -> str | None:
+    allowed = ("a duration `mlflow gc --older-than` accepts: days, hours, minutes, seconds in that order, "
+               "e.g. '30d', '12h', '1d12h', '90m' (at most 36500 days)")
+    match = _GC_AGE.match(value) if isinstance(value, str) else None
+    if not match:
+        return allowed
+    factors = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+    seconds = sum(float(number) * factors[unit] for unit, number in match.groupdict().items() if number)
+    return None if seconds <= 36500 * 86400 else allowed

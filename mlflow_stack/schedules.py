@@ -1,9 +1,10 @@
-"""Jobs the host runs by itself: a systemd timer per job, with a oneshot service rendered from
-templates/ (the command is the same host script an on-demand run uses)."""
+"""Jobs the host runs by itself (backups, garbage collection): a systemd timer per job, with a
+oneshot service rendered from templates/ (the command is a host script; the backup's is the
+same one an on-demand backup runs)."""
 
 from __future__ import annotations
 
-from pyinfra.api import deploy
+from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
@@ -13,6 +14,7 @@ from mlflow_stack.stack_files import TEMPLATES
 
 UNIT_DIR = "/etc/systemd/system"
 BACKUP_UNIT = "mlflow-backup"
+GC_UNIT = "mlflow-gc"
 
 
 def backup_unit_context(config: StackConfig) -> dict:
@@ -21,6 +23,21 @@ def backup_unit_context(config: StackConfig) -> dict:
         # systemd wants the interpreter's absolute path; the arguments are shell-quoted, which it understands.
         "backup_command": "/bin/" + backup_command(config).get_raw_value(),
         "backup_schedule": config.backup_schedule,
+    }
+
+
+def gc_command(config: StackConfig) -> StringCommand:
+    """The host-side garbage collection (templates/gc.sh); no secret among its arguments."""
+    args = [f"{config.stack_dir}/gc.sh", config.stack_dir, config.compose_project, config.postgres_user,
+            config.postgres_db, config.gc_keep_deleted_runs, config.mlflow_auth_admin_user, config.backups_dir]
+    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+
+
+def gc_unit_context(config: StackConfig) -> dict:
+    return {
+        "gc_keep_deleted_runs": config.gc_keep_deleted_runs,
+        "gc_command": "/bin/" + gc_command(config).get_raw_value(),
+        "gc_schedule": config.gc_schedule,
     }
 
 
@@ -49,3 +66,12 @@ def _timer(unit: str, schedule: str | None, context: dict) -> None:
 def schedule_backups(config: StackConfig | None = None):
     config = config or config_from_host()
     _timer(BACKUP_UNIT, config.backup_schedule, backup_unit_context(config))
+
+
+@deploy("Schedule garbage collection")
+def schedule_gc(config: StackConfig | None = None):
+    """Deleted runs keep their artifacts until `mlflow gc` removes them: a timer does it for the
+    ones deleted longer ago than gc_keep_deleted_runs (no timer when that is None)."""
+    config = config or config_from_host()
+    enabled = config.gc_keep_deleted_runs is not None
+    _timer(GC_UNIT, config.gc_schedule if enabled else None, gc_unit_context(config) if enabled else {})

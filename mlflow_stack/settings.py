@@ -200,5 +200,16 @@ SETTINGS = (
     Setting("rotate_secrets", [], checks.names_from(tuple(SECRET_ENV_VARS)),
             "One-off request to replace generated passwords: `--data rotate_secrets=postgres_password,"
             "minio_root_password` (leave it empty in files).", read=_names),
+
+    # --- Housekeeping (mlflow gc) -------------------------------------------------------------
+    # Off by default: until gc runs, a run deleted by mistake can still be restored (UI, API);
+    # how long that must stay possible is the lab's call.
+    Setting("gc_keep_deleted_runs", None, checks.optional(checks.gc_age),
+            "How long deleted runs (and deleted experiments and logged models) stay restorable before the "
+            "`mlflow-gc` timer removes them for good, artifacts included (`mlflow gc --older-than`), e.g. "
+            "`\"30d\"`, `\"12h\"`, `\"1d12h\"`; `None`: never (deleted runs keep their artifacts), no timer."),
+    Setting("gc_schedule", "*-*-* 04:30:00", checks.calendar,
+            "When the host runs that garbage collection (systemd OnCalendar syntax); used only when "
+            "`gc_keep_deleted_runs` is set."),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

@@ -3,7 +3,8 @@ pyinfra CLI: target A is deployed and a remote client logs runs, metrics and a r
 model; `backup.py` backs A up to the control machine; a refused restore onto A changes
 nothing; a fresh target B with another bucket and prefix is deployed and restored by
 `restore.py`; a client pointed at B finds everything; a rerun of the deploy on B changes
-nothing.
+nothing. On A, the backup timer fires and keeps the newest backups, and the garbage-collection
+timer removes the objects of a run deleted longer ago than its setting, not of a recent one.
 
 The tests share target A and run in order.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Deployer, assert_stack_healthy, read_secrets, run_client, s3_client
+from .support import Deployer, assert_stack_healthy, bucket_keys, read_secrets, run_client, s3_client
 
 pytestmark = pytest.mark.e2e
 
@@ -188,6 +189,58 @@ def test_the_backup_timer_fires_and_keeps_the_newest(container_target, source, b
     assert "status=0/SUCCESS" in status and "backup /srv/mlflow/backups/mlflow-backup-" in status, status
     assert target.ssh("systemctl show -p Result --value mlflow-backup.service").stdout.strip() == "success"
     assert deployer.run().check().changed == []
+
+
+def test_the_gc_timer_removes_runs_deleted_longer_ago_than_the_setting(container_target, source, tmp_path, record):
+    """Two runs with an artifact each, both deleted; one's deletion backdated by two days. With
+    gc_keep_deleted_runs = "1d" and the gc timer shortened to every 20 s, the timer fires: the
+    old run's objects leave the bucket, the recent one's stay. Then the setting is switched
+    off again: the timer is removed."""
+    target, deployer = container_target, source["deployer"]
+    logged = json.loads(run_client("client_deleted_runs.py", f"http://{target.address}:5000", tmp_path / "client"))
+    old, recent = logged["runs"]
+    psql = "cd /srv/mlflow && docker compose --project-name mlflow exec -T postgres psql -X -At -U mlflow -d mlflow -c"
+    target.ssh(f"{psql} \"update runs set deleted_time = deleted_time - 2 * 86400000 where run_uuid = '{old}'\"")
+    secrets = read_secrets(target)
+    prefix = f"artifacts/{logged['experiment']}"
+    assert {key.split("/")[2] for key in bucket_keys(target, secrets, prefix)} == {old, recent}
+
+    gc_on = {"gc_keep_deleted_runs": "1d", "gc_schedule": "*:*:0/20"}
+    result = deployer.run(overrides=gc_on).check()
+    assert "Schedule garbage collection | Enable and start mlflow-gc.timer" in result.changed, result.changed
+    assert deployer.run(overrides=gc_on).check().changed == []
+
+    journal = "journalctl -u mlflow-gc.service -o cat --no-pager"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not re.search(r"^gc: removed [1-9]", target.ssh(journal).stdout, re.M):
+        time.sleep(5)
+    target.ssh("while systemctl is-active --quiet mlflow-gc.service; do sleep 1; done")
+    output = target.ssh(journal).stdout
+    assert f"Run with ID {old} has been permanently deleted." in output, output[-3000:]
+    assert recent not in output
+    record("gc_script_seconds", [int(s) for s in re.findall(r"^gc: removed \d+ runs.* in (\d+) s$", output, re.M)])
+    times = dict(line.split("=", 1) for line in target.ssh(
+        "systemctl show -p ExecMainStartTimestampMonotonic -p ExecMainExitTimestampMonotonic mlflow-gc.service"
+    ).stdout.split())
+    record("gc_service_last_run_seconds", round((int(times["ExecMainExitTimestampMonotonic"])
+                                                 - int(times["ExecMainStartTimestampMonotonic"])) / 1e6, 2))
+
+    # The old run's objects are gone from the bucket, the recent one's are still there.
+    assert {key.split("/")[2] for key in bucket_keys(target, secrets, prefix)} == {recent}
+    # The result is where an admin looks for it (a oneshot between runs: `status` exits 3).
+    assert target.ssh("systemctl show -p Result --value mlflow-gc.service").stdout.strip() == "success"
+    status = target.ssh("systemctl status --no-pager mlflow-gc.service", check=False).stdout
+    assert "status=0/SUCCESS" in status and "gc: removed " in status, status
+    # The unit's command line holds no secret.
+    unit = target.ssh("systemctl cat mlflow-gc.service mlflow-gc.timer").stdout
+    assert all(value not in unit for value in secrets.values())
+
+    # Off again (the default): the timer and its units are removed.
+    off = deployer.run().check()
+    assert "Schedule garbage collection | Stop and disable mlflow-gc.timer (no schedule set)" in off.changed
+    assert target.ssh("ls /etc/systemd/system/mlflow-gc.service /etc/systemd/system/mlflow-gc.timer",
+                      check=False).returncode != 0
+    assert target.ssh("systemctl is-active mlflow-gc.timer", check=False).stdout.strip() == "inactive"
 
 
 def test_a_large_artifact_is_backed_up_and_restored_streaming(container_target, source, local_backups, tmp_path,

@@ -77,6 +77,7 @@ def all_steps(config):
     stack.start_stack(config, changed=changed)
     auth.sync_users(config, changed=[secrets_op, user_passwords])
     schedules.schedule_backups(config)
+    schedules.schedule_gc(config)
 
 
 def root_file(mode: int) -> dict:
@@ -93,10 +94,13 @@ def expected_file_modes(config) -> dict[str, int]:
         f"{config.stack_dir}/compose.yaml": 644, f"{config.stack_dir}/mlflow.env": 600,
         f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
         f"{config.stack_dir}/backup-before-migrate.sh": 755, f"{config.stack_dir}/backup.sh": 755,
-        f"{config.stack_dir}/restore.sh": 755, f"{config.stack_dir}/build/artifacts_archive.py": 644,
+        f"{config.stack_dir}/restore.sh": 755, f"{config.stack_dir}/gc.sh": 755,
+        f"{config.stack_dir}/build/artifacts_archive.py": 644,
         "/etc/systemd/system/mlflow-backup.service": 644, "/etc/systemd/system/mlflow-backup.timer": 644,
         f"{config.stack_dir}/.env": 600,
     }
+    if config.gc_keep_deleted_runs:
+        modes.update({"/etc/systemd/system/mlflow-gc.service": 644, "/etc/systemd/system/mlflow-gc.timer": 644})
     for path in config.extra_ca_certificates:
         name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".crt"
         modes[f"{HOST_CA_DIR}/{name}"] = 644
@@ -119,6 +123,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         HOST_CA_DIR)}
     for subdir, mode in (("postgres", 700), ("minio", 750), ("mlruns", 750)):
         directories[f"{config.stack_dir}/data/{subdir}"] = {"user": user, "group": user, "mode": mode}
+    timers = {"mlflow-gc.timer": True} if config.gc_keep_deleted_runs else {}
     packages = PREREQUISITES + (OFFICIAL if config.docker_source == "official" else DISTRO[distro])
     facts = fresh_facts(distro)
     facts.update(
@@ -126,8 +131,8 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         File={path: root_file(mode) for path, mode in modes.items()},
         Directory=directories,
         Sha1File={path: sha1(data) for path, data in uploads.items()},
-        SystemdStatus={"docker.service": True, "mlflow-backup.timer": True},
-        SystemdEnabled={"docker.service": True, "mlflow-backup.timer": True},
+        SystemdStatus={"docker.service": True, "mlflow-backup.timer": True, **timers},
+        SystemdEnabled={"docker.service": True, "mlflow-backup.timer": True, **timers},
         Groups=[user],
         Users={user: {"home": config.stack_dir, "shell": "/usr/sbin/nologin", "group": user, "groups": [],
                       "comment": "MLflow stack containers", "uid": config.stack_uid, "gid": config.stack_gid}},
