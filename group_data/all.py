@@ -15,3 +15,4 @@ An override replaces the whole value (no deep merge); a near-miss of a setting's
 # stack_dir = "/srv/mlflow-lab"
 # docker_source = "distro"
 # pip_index_url = "https://pypi.mirror.example.org/simple"
+# gc_keep_deleted_runs = "30d"   # deleted runs (and their artifacts) removed for good after 30 days
