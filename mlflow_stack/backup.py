@@ -32,7 +32,7 @@ def backup_name(now: float | None = None) -> str:
 def backup_command(config: StackConfig, name: str | None = None) -> StringCommand:
     """The host-side backup; without a name (the timer's) the script stamps its own."""
     args = [f"{config.stack_dir}/backup.sh", config.stack_dir, config.compose_project, config.postgres_user,
-            config.postgres_db, config.minio_bucket, config.minio_bucket_prefix, config.mlflow_version,
+            config.postgres_db, config.minio_bucket, config.minio_bucket_prefix,
             config.backups_dir, str(config.backup_keep), *([name] if name else [])]
     return StringCommand("bash", *(QuoteString(arg) for arg in args))
 

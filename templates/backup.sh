@@ -9,10 +9,12 @@
 # Then only the KEEP newest mlflow-backup-* directories in BACKUPS are kept. No password is
 # written anywhere: .env is not part of a backup. Run by `pyinfra inventory.py backup.py` and
 # by the mlflow-backup timer.
-# Usage: backup.sh STACK_DIR PROJECT ROLE DATABASE BUCKET PREFIX MLFLOW_VERSION BACKUPS KEEP [NAME]
+# The MLflow version is read from the lock the running image was built from, so the timer's
+# unit does not change with every upgrade.
+# Usage: backup.sh STACK_DIR PROJECT ROLE DATABASE BUCKET PREFIX BACKUPS KEEP [NAME]
 set -euo pipefail
-dir=$1 project=$2 role=$3 database=$4 bucket=$5 prefix=$6 version=$7 backups=$8 keep=$9
-name=${10:-mlflow-backup-$(date -u +%Y%m%dT%H%M%SZ)}
+dir=$1 project=$2 role=$3 database=$4 bucket=$5 prefix=$6 backups=$7 keep=$8
+name=${9:-mlflow-backup-$(date -u +%Y%m%dT%H%M%SZ)}
 umask 077
 mkdir -p "$backups"
 chmod 700 "$backups"
@@ -21,6 +23,7 @@ exec 9>"$backups/.lock"
 flock -w 3600 9
 cd "$dir"
 started=$(date +%s)
+version=$(sed -n 's/^mlflow==\([^ ]*\).*/\1/p' build/requirements.lock)
 part="$backups/.$name.part"
 rm -rf "$part"
 mkdir "$part"

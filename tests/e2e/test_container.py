@@ -43,9 +43,6 @@ VERSION_CHANGE_OPS = PORT_CHANGE_OPS | {
     "Upload the stack files | Upload build/Dockerfile",
     "Upload the stack files | Upload build/requirements.lock",
     "Build the MLflow image and start the stack | Build the MLflow image (only when its inputs changed)",
-    # The scheduled backup's command names the MLflow version (its manifest records it).
-    "Schedule backups | Upload mlflow-backup.service",
-    "Schedule backups | Reload systemd's units",
 }
 
 

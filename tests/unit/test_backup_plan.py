@@ -35,7 +35,7 @@ def test_backup_runs_the_host_script_then_downloads_every_file(extra, tmp_path):
     assert result.ops[0].name == f"Back up the stack | Back up the database, then the artifacts, to {remote}"
     assert result.ops[0].commands == [
         f"bash {config.stack_dir}/backup.sh {config.stack_dir} {config.compose_project} {config.postgres_user} "
-        f"{config.postgres_db} {config.minio_bucket} {config.minio_bucket_prefix} {config.mlflow_version} "
+        f"{config.postgres_db} {config.minio_bucket} {config.minio_bucket_prefix} "
         f"{config.backups_dir} 7 {name}"]
     downloads = [op for op in result.ops if op.name.startswith("Back up the stack | Download ")]
     local = tmp_path / "local" / config.inventory_name / name

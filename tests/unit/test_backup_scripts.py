@@ -55,13 +55,16 @@ def stack_dir(tmp_path):
     path.mkdir()
     for script in ("wait-healthy.sh", "backup.sh", "restore.sh"):
         shutil.copy(REPO / "templates" / script, path / script)
+    # The lock the running image was built from: the manifest's MLflow version comes from it.
+    (path / "build").mkdir()
+    shutil.copy(REPO / "locks" / "mlflow-3.16.1.txt", path / "build" / "requirements.lock")
     return path
 
 
 def run_backup(docker, stack_dir, backups, keep=7, name="mlflow-backup-20260102T030000Z"):
     docker.write("psql.out", f"{REVISION}\n")
     args = ["bash", str(stack_dir / "backup.sh"), str(stack_dir), "mlflow", "tracker", "tracking", "lab-bucket",
-            "team/artifacts", "3.17.2", str(backups), str(keep), name]
+            "team/artifacts", str(backups), str(keep), name]
     return docker.run(args, stdin=""), backups / name
 
 
@@ -75,7 +78,7 @@ def test_backup_writes_dump_archive_manifest_and_checksums_readable_by_root_only
     assert backup.stat().st_mode & 0o777 == 0o700 and backup.parent.stat().st_mode & 0o777 == 0o700
     assert {p.stat().st_mode & 0o777 for p in backup.iterdir()} == {0o600}
     manifest = json.loads((backup / "manifest.json").read_text())
-    assert manifest["name"] == backup.name and manifest["mlflow_version"] == "3.17.2"
+    assert manifest["name"] == backup.name and manifest["mlflow_version"] == "3.16.1"
     assert manifest["schema_revision"] == REVISION
     assert manifest["source"]["bucket"] == "lab-bucket" and manifest["source"]["prefix"] == "team/artifacts"
     assert manifest["artifacts"]["objects"] == 2

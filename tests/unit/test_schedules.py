@@ -21,7 +21,7 @@ def test_fresh_host_gets_the_units_and_a_started_enabled_timer(extra):
     service, timer = result.uploads[SERVICE].decode(), result.uploads[TIMER].decode()
     assert (f"ExecStart=/bin/bash {config.stack_dir}/backup.sh {config.stack_dir} {config.compose_project} "
             f"{config.postgres_user} {config.postgres_db} {config.minio_bucket} {config.minio_bucket_prefix} "
-            f"{config.mlflow_version} {config.backups_dir} {config.backup_keep}\n") in service
+            f"{config.backups_dir} {config.backup_keep}\n") in service
     assert "Type=oneshot\n" in service and "After=docker.service\n" in service
     assert f"OnCalendar={config.backup_schedule}\n" in timer and "Persistent=true\n" in timer
     assert "WantedBy=timers.target\n" in timer
@@ -75,3 +75,11 @@ def test_units_hold_no_secret():
     for data in (result.uploads[SERVICE], result.uploads[TIMER]):
         assert b"given-password" not in data
     assert sha1(result.uploads[SERVICE]) != sha1(result.uploads[TIMER])
+
+
+def test_an_mlflow_upgrade_leaves_the_backup_units_alone():
+    """backup.sh reads the version from the image's lock: an upgrade rewrites no unit."""
+    units = {version: plan(schedules.schedule_backups, make_config(mlflow_version=version), fresh_facts()).uploads
+             for version in ("3.16.1", "3.17.2")}
+    assert units["3.16.1"][SERVICE] == units["3.17.2"][SERVICE]
+    assert units["3.16.1"][TIMER] == units["3.17.2"][TIMER]
