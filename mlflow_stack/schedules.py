@@ -48,4 +48,6 @@ def _timer(unit: str, schedule: str | None, context: dict) -> None:
 @deploy("Schedule backups")
 def schedule_backups(config: StackConfig | None = None):
     config = config or config_from_host()
-    _timer(BACKUP_UNIT, config.backup_schedule, backup_unit_context(config))
+    # backup.sh covers the bundled backends only (backup.require_bundled_backends).
+    external = config.external_database or config.external_s3
+    _timer(BACKUP_UNIT, None if external else config.backup_schedule, backup_unit_context(config))
