@@ -11,7 +11,7 @@ from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
 from mlflow_stack import auth, docker_engine, schedules, secrets, service_account, services, stack, stack_files, upgrades
-from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, SECRET_FILE_KEYS
+from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, SECRET_FILE_KEYS, secret_keys
 from mlflow_stack.stack_files import HOST_CA_DIR, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
@@ -364,9 +364,11 @@ def test_fresh_host_generates_both_passwords_on_the_host():
     generate = [c for c in op.commands if "/dev/urandom" in c]
     assert len(generate) == 1 and generate[0].startswith("umask 077;")
     # the file is rewritten without the generated keys, then the new values are appended
-    assert f"grep -v -E '^({'|'.join(SECRET_FILE_KEYS)})=' " in generate[0]
+    # (the keys the default topology's services read: SECRET_FILE_KEYS also holds external-only ones)
+    keys = secret_keys(config.services)
+    assert f"grep -v -E '^({'|'.join(keys)})=' " in generate[0]
     assert generate[0].endswith(f"> {config.secrets_file}.new && mv {config.secrets_file}.new {config.secrets_file}")
-    for key in SECRET_FILE_KEYS:
+    for key in keys:
         assert f'echo "{key}=$(' in generate[0]
     assert op.commands[-1] == f"chown root:root {config.secrets_file} && chmod 600 {config.secrets_file}"
     assert not any(stdin_of(c) for c in op.raw)
