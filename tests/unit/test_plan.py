@@ -11,7 +11,7 @@ from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
 from mlflow_stack import auth, docker_engine, schedules, secrets, service_account, services, stack, stack_files, upgrades
-from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, SECRET_FILE_KEYS, secret_keys
+from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, secret_keys
 from mlflow_stack.stack_files import HOST_CA_DIR, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config

@@ -1,0 +1,129 @@
+"""External backends: one target (A) runs the institute's PostgreSQL and S3 store, another (B)
+deploys the stack with both external settings pointing at A by its address. A remote client
+logs and loads a model through B, the objects land in A's bucket, a rerun changes nothing, and
+a wrong database password or an unreachable S3 is refused before anything restarts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.e2e.support import Deployer, assert_stack_healthy, compose_status, read_secrets, run_client
+from tests.harness.fixtures import _FACTORY_RANGE, _start_in_range
+
+DB_PASSWORD = "db-" + uuid.uuid4().hex
+S3_SECRET = "s3-" + uuid.uuid4().hex
+BUCKET, PREFIX = "lab-artifacts", "team/mlflow"
+
+
+def institute_s3(address: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=f"http://{address}:9000", region_name="us-east-1",
+                        aws_access_key_id="labkey", aws_secret_access_key=S3_SECRET)
+
+
+def mlflow_started_at(target) -> str:
+    return target.ssh("docker inspect -f '{{.State.StartedAt}}' "
+                      "$(docker compose --project-name mlflow ps -q mlflow)").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def tracking_target():
+    """B: a second target for the whole module (container_target, A, runs the backends)."""
+    target = _start_in_range(*_FACTORY_RANGE)
+    try:
+        yield target
+    finally:
+        target.stop()
+
+
+@pytest.fixture(scope="module")
+def backends(container_target, settings):
+    target = container_target
+    Deployer(target, settings).run(deploy="tests/e2e/institute_backends.py", overrides={
+        "institute_db_password": DB_PASSWORD, "institute_s3_secret": S3_SECRET}).check()
+    s3 = institute_s3(target.address)
+    for _ in range(30):  # the S3 store answers a few seconds after its container starts
+        try:
+            s3.create_bucket(Bucket=BUCKET)
+            break
+        except Exception:
+            time.sleep(1)
+    else:
+        s3.create_bucket(Bucket=BUCKET)
+    return target
+
+
+@pytest.fixture(scope="module")
+def server(tracking_target, backends, settings, tmp_path_factory, record):
+    target = tracking_target
+    external = {
+        "postgres_external_host": backends.address, "postgres_db": "mlflow_lab", "postgres_user": "institute",
+        "postgres_password": DB_PASSWORD,
+        "s3_endpoint_url": f"http://{backends.address}:9000", "s3_access_key": "labkey",
+        "s3_secret_access_key": S3_SECRET, "minio_bucket": BUCKET, "minio_bucket_prefix": PREFIX,
+    }
+    deployer = Deployer(target, {**settings, **external})
+    first = deployer.run().check()
+    record("external_first_deploy_s", round(first.seconds, 1))
+    return {"target": target, "deployer": deployer, "first": first, "uri": f"http://{target.address}:5000",
+            "workdir": tmp_path_factory.mktemp("clients")}
+
+
+def test_only_mlflow_runs_here_and_the_secrets_stay_hidden(server):
+    target, first = server["target"], server["first"]
+    assert_stack_healthy(target)
+    assert set(compose_status(target)) == {"migrate-db", "mlflow"}
+    assert "Check the external backends from the host" in first.changed
+    assert target.ssh("ls /srv/mlflow/data").stdout.split() == ["mlruns"]  # no postgres/, no minio/
+    secrets = read_secrets(target)
+    assert secrets["POSTGRES_PASSWORD"] == DB_PASSWORD and secrets["S3_SECRET_ACCESS_KEY"] == S3_SECRET
+    assert "MINIO_ROOT_PASSWORD" not in secrets
+    assert target.ssh("stat -c '%U %a' /srv/mlflow/.env").stdout.strip() == "root 600"
+    assert DB_PASSWORD not in first.stdout + first.stderr and S3_SECRET not in first.stdout + first.stderr
+    assert DB_PASSWORD not in target.ssh("cat /srv/mlflow/compose.yaml /srv/mlflow/mlflow.env /srv/mlflow/auth.ini").stdout
+
+
+def test_client_logs_and_loads_a_model_whose_objects_land_in_the_external_bucket(server, backends):
+    uri, workdir = server["uri"], server["workdir"]
+    run_id = run_client("client_log_model.py", uri, workdir / "log")
+    assert float(run_client("client_load_model.py", uri, workdir / "load", run_id)) == pytest.approx(31.0)
+    keys = [obj["Key"] for obj in institute_s3(backends.address).list_objects_v2(
+        Bucket=BUCKET, Prefix=PREFIX + "/").get("Contents", [])]
+    assert any(key.endswith("/MLmodel") for key in keys), keys
+    # The runs are in the institute's database, not on this server.
+    count = backends.ssh("docker exec institute-postgres psql -X -At -U institute -d mlflow_lab "
+                         f"-c \"select count(*) from runs where run_uuid = '{run_id}'\"").stdout.strip()
+    assert count == "1"
+
+
+def test_rerun_changes_nothing(server, record):
+    again = server["deployer"].run().check()
+    record("external_rerun_s", round(again.seconds, 1))
+    assert again.changed == [], again.changed
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"postgres_password": "wrong-password-123"}, "authentication: password authentication failed"),
+    ({"s3_endpoint_url": "http://{backends}:9009"}, "connect: {backends}:9009 does not accept connections"),
+    ({"minio_bucket": "no-such-bucket"}, "missing bucket: 'no-such-bucket' does not exist"),
+], ids=["wrong-db-password", "unreachable-s3", "missing-bucket"])
+def test_bad_backend_is_refused_before_the_stack_restarts(server, backends, overrides, message):
+    target = server["target"]
+    overrides = {key: value.format(backends=backends.address) for key, value in overrides.items()}
+    started = mlflow_started_at(target)
+    result = server["deployer"].run(overrides)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message.format(backends=backends.address) in output, output[-3000:]
+    assert "Stopped before (re)starting the stack" in output
+    assert "wrong-password-123" not in output
+    assert "Start the stack" not in result.changed
+    assert mlflow_started_at(target) == started
+    assert_stack_healthy(target)
+    # The right settings again: checked, nothing to restart.
+    server["deployer"].run().check()
+    assert mlflow_started_at(target) == started
