@@ -103,6 +103,9 @@ def expected_file_modes(config) -> dict[str, int]:
         modes[f"{config.stack_dir}/build/ca-certificates/{name}"] = 644
     for path in config.docker_image_archives:
         modes[f"{config.stack_dir}/images/{path.rsplit('/', 1)[-1]}"] = 600
+    if config.external_database or config.external_s3:
+        modes.update({f"{config.stack_dir}/{script}": 755 for script in stack_files.BACKEND_CHECK_SCRIPTS})
+    modes.update({f"{config.stack_dir}/{ca.name}": 644 for ca in stack_files.backend_ca_files(config).values()})
     return modes
 
 
@@ -143,6 +146,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         DatabasePasswordState="matches",
         DatabaseCluster=converged_cluster(config),
         AuthUsersState="in-sync",
+        BackendsChecked=True,  # asked only with an external backend
     )
     if SOURCES_FILE in uploads:
         entry = AptSourcesFile.from_deb822_lines(uploads[SOURCES_FILE].decode().splitlines())
@@ -155,7 +159,8 @@ def running_services(config) -> dict:
     """The ComposeServices fact of a healthy stack, each service started from its configured image."""
     images = {"postgres": config.postgres_image, "minio": config.minio_image, "mlflow": mlflow_image_ref(config),
               "create-bucket": config.minio_image, "migrate-db": mlflow_image_ref(config)}
-    return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()}
+    return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()
+            if name in config.service_names}
 
 
 def converged_cluster(config) -> dict:
