@@ -1,7 +1,8 @@
 """The services this host runs, in one place.
 
-The compose file, the directories step, the secrets step, the port-clash check and the wait
-for health read this table. What depends on the config (images, ids, addresses, port
+Which ones depends on the config: `stack_services` leaves out the bundled database and MinIO
+when they are external (config.services is the host's). The compose file, the directories
+step, the secrets step, the port-clash check and the wait for health read that table. What depends on the config (images, ids, addresses, port
 numbers) is named here by the template value that holds it and looked up by `compose_entries`.
 """
 

@@ -148,7 +148,7 @@ SETTINGS = (
     Setting("minio_console_port", 9001, checks.int_range(1, 65535),
             "MinIO console, on 127.0.0.1 only (SSH tunnel)."),
     Setting("minio_bucket", "mlflow", checks.bucket,
-            "Artifact bucket (created if missing)."),
+            "Artifact bucket (created if missing; with `s3_endpoint_url` it must exist)."),
     Setting("minio_bucket_prefix", "artifacts",
             checks.pattern(checks.KEY_PREFIX, "a key prefix like 'artifacts' (no leading or trailing '/', no empty parts)"),
             "Key prefix in the bucket."),
