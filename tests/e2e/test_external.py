@@ -10,12 +10,14 @@ import uuid
 
 import pytest
 
+from mlflow_stack.services import stack_services
 from tests.e2e.support import Deployer, assert_stack_healthy, compose_status, read_secrets, run_client
 from tests.harness.fixtures import _FACTORY_RANGE, _start_in_range
 
 DB_PASSWORD = "db-" + uuid.uuid4().hex
 S3_SECRET = "s3-" + uuid.uuid4().hex
 BUCKET, PREFIX = "lab-artifacts", "team/mlflow"
+EXTERNAL_BOTH = stack_services(external_database=True, external_s3=True)
 
 
 def institute_s3(address: str):
@@ -75,7 +77,7 @@ def server(tracking_target, backends, settings, tmp_path_factory, record):
 
 def test_only_mlflow_runs_here_and_the_secrets_stay_hidden(server):
     target, first = server["target"], server["first"]
-    assert_stack_healthy(target)
+    assert_stack_healthy(target, EXTERNAL_BOTH)
     assert set(compose_status(target)) == {"migrate-db", "mlflow"}
     assert "Check the external backends from the host" in first.changed
     assert target.ssh("ls /srv/mlflow/data").stdout.split() == ["mlruns"]  # no postgres/, no minio/
@@ -123,7 +125,7 @@ def test_bad_backend_is_refused_before_the_stack_restarts(server, backends, over
     assert "wrong-password-123" not in output
     assert "Start the stack" not in result.changed
     assert mlflow_started_at(target) == started
-    assert_stack_healthy(target)
+    assert_stack_healthy(target, EXTERNAL_BOTH)
     # The right settings again: checked, nothing to restart.
     server["deployer"].run().check()
     assert mlflow_started_at(target) == started
