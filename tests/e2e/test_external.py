@@ -143,7 +143,8 @@ def test_rerun_changes_nothing(server, record):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"postgres_password": "wrong-password-123"}, "authentication: password authentication failed"),
+    ({"postgres_password": "wrong-password-123"}, "authentication: connection to server at \"{backends}\", port 5432 "
+                                                  "failed: FATAL:  password authentication failed for user \"institute\""),
     ({"s3_endpoint_url": "http://{backends}:9009"}, "connect: {backends}:9009 does not accept connections"),
     ({"minio_bucket": "no-such-bucket"}, "missing bucket: 'no-such-bucket' does not exist"),
     ({"postgres_ca_file": "{other_ca}"}, "TLS: "),
@@ -156,7 +157,7 @@ def test_bad_backend_is_refused_before_the_stack_restarts(server, backends, tls,
     result = server["deployer"].run(overrides)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert message.format(backends=backends.address) in output, output[-3000:]
+    assert message.format(backends=backends.address) in output, result.stderr[-3000:]
     assert "Stopped before (re)starting the stack" in output
     assert "wrong-password-123" not in output
     assert not [name for name in result.changed if name.startswith(f"{START} | Start the stack")], result.changed
