@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import make_dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyinfra.api import DeployError
 
@@ -275,6 +276,13 @@ def _external_errors(values: dict[str, Any]) -> list[str]:
     """An external backend needs its credentials given (nothing can be generated for a server
     the deploy does not run); its TLS and CA settings mean nothing without it."""
     errors = []
+    # Inside a container, loopback is the container itself, not the host or the backend.
+    for key, name in (("postgres_external_host", values.get("postgres_external_host")),
+                      ("s3_endpoint_url", urlsplit(values["s3_endpoint_url"]).hostname
+                       if values.get("s3_endpoint_url") else None)):
+        if name is not None and (name.lower() == "localhost" or (_is_ip(name) and ipaddress.ip_address(name).is_loopback)):
+            errors.append(f"{key} names {name!r}: inside the stack's containers that is the container itself; use "
+                          "the backend's DNS name or an address the server reaches it on")
     if values.get("postgres_external_host") is not None:
         if "postgres_password" in values and values["postgres_password"] is None:
             errors.append("postgres_password: required with postgres_external_host (the password of postgres_user "

@@ -153,6 +153,8 @@ def config_error(environ=None, **overrides) -> str:
     ({**S3, "s3_addressing_style": "auto"}, "s3_addressing_style = 'auto': must be one of 'path', 'virtual'"),
     ({**S3, "s3_region": "EU"}, "s3_region = 'EU': must be a region name"),
     ({"s3_access_key": "K3Y"}, "s3_access_key: only used with s3_endpoint_url"),
+    ({**DB, "postgres_external_host": "127.0.0.1"}, "postgres_external_host names '127.0.0.1': inside the stack's"),
+    ({**S3, "s3_endpoint_url": "http://localhost:9000"}, "s3_endpoint_url names 'localhost': inside the stack's"),
 ])
 def test_bad_external_settings_are_refused_with_what_is_wrong(overrides, expected):
     assert expected in config_error(**overrides)
