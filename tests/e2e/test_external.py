@@ -149,12 +149,13 @@ def test_rerun_changes_nothing(server, record):
     ({"minio_bucket": "no-such-bucket"}, "missing bucket: 'no-such-bucket' does not exist"),
     ({"postgres_ca_file": "{other_ca}"}, "TLS: "),
 ], ids=["wrong-db-password", "unreachable-s3", "missing-bucket", "untrusted-db-certificate"])
-def test_bad_backend_is_refused_before_the_stack_restarts(server, backends, tls, overrides, message):
+def test_bad_backend_is_refused_before_the_stack_restarts(server, backends, tls, overrides, message, record, request):
     target = server["target"]
     overrides = {key: value.format(backends=backends.address, other_ca=tls["other_ca"])
                  for key, value in overrides.items()}
     started = mlflow_started_at(target)
     result = server["deployer"].run(overrides)
+    record(f"external_refused_{request.node.callspec.id}_s", round(result.seconds, 1))
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert message.format(backends=backends.address) in output, result.stderr[-3000:]
@@ -164,5 +165,6 @@ def test_bad_backend_is_refused_before_the_stack_restarts(server, backends, tls,
     assert mlflow_started_at(target) == started
     assert_stack_healthy(target, EXTERNAL_BOTH)
     # The right settings again: checked, nothing to restart.
-    server["deployer"].run().check()
+    again = server["deployer"].run().check()
+    record(f"external_after_{request.node.callspec.id}_s", round(again.seconds, 1))
     assert mlflow_started_at(target) == started
