@@ -8,17 +8,19 @@ Every problem is reported at once, each naming the key, the bad value and what i
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import os
 import re
 from dataclasses import make_dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pyinfra.api import DeployError
 
 from mlflow_stack.releases import SCHEMA_REVISIONS, lock_file
-from mlflow_stack.services import POSTGRES_CA, S3_CA, SERVICE_NAMES, Service, port_settings, stack_services
+from mlflow_stack.services import POSTGRES_CA_MOUNT, S3_CA_MOUNT, SERVICE_NAMES, Service, port_settings, stack_services
 from mlflow_stack.settings import HIDDEN_SETTINGS, SECRET_ENV_VARS, SETTINGS
 
 CONFIG_KEYS = tuple(setting.name for setting in SETTINGS)
@@ -87,7 +89,15 @@ class _DerivedValues:
     def services(self) -> tuple[Service, ...]:
         """The services this host runs (services.py), by which backends are external."""
         return stack_services(self.external_database, self.external_s3,
-                              postgres_ca=self.postgres_ca_file is not None, s3_ca=self.s3_ca_file is not None)
+                              postgres_ca=self.postgres_ca_name, s3_ca=self.s3_ca_name)
+
+    @property
+    def postgres_ca_name(self) -> str | None:
+        return _content_name("postgres-ca", self.postgres_ca_file)
+
+    @property
+    def s3_ca_name(self) -> str | None:
+        return _content_name("s3-ca", self.s3_ca_file)
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -105,7 +115,7 @@ class _DerivedValues:
         """The backend URI's query: TLS to an external database (the bundled one is on the compose network)."""
         if not self.external_database:
             return ""
-        ca = f"&sslrootcert={POSTGRES_CA.mount}" if self.postgres_ca_file else ""
+        ca = f"&sslrootcert={POSTGRES_CA_MOUNT}" if self.postgres_ca_file else ""
         return f"?sslmode={self.postgres_sslmode}{ca}"
 
     @property
@@ -125,7 +135,7 @@ class _DerivedValues:
             return ()
         lines = [f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE={self.s3_addressing_style}"]
         if self.s3_ca_file:
-            lines.append(f"AWS_CA_BUNDLE={S3_CA.mount}")
+            lines.append(f"AWS_CA_BUNDLE={S3_CA_MOUNT}")
         return tuple(lines)
 
     @property
@@ -169,6 +179,15 @@ class _DerivedValues:
 # edit here. Frozen: no step can change what was validated.
 StackConfig = make_dataclass("StackConfig", ["inventory_name", *CONFIG_KEYS], bases=(_DerivedValues,), frozen=True,
                              namespace={"__module__": __name__})
+
+
+def _content_name(stem: str, path: str | None) -> str | None:
+    """The name a local file is uploaded under, by its content: a new CA is a new file and a new
+    mount (so only a restart after the backend check uses it), never an edit of the file the
+    running containers read."""
+    if path is None:
+        return None
+    return f"{stem}-{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]}.crt"
 
 
 def _url_host(name: str) -> str:

@@ -54,21 +54,21 @@ class Service:
         return status.get("state") == "running" and status.get("health") == "healthy"
 
 
-# Where a service finds a CA file the deploy uploads for an external backend (stack_files.py).
-POSTGRES_CA = ConfigFile("postgres-ca.crt", "/etc/mlflow-stack/postgres-ca.crt")
-S3_CA = ConfigFile("s3-ca.crt", "/etc/mlflow-stack/s3-ca.crt")
+# Where a service reads the CA file the deploy uploads for an external backend (stack_files.py).
+POSTGRES_CA_MOUNT = "/etc/mlflow-stack/postgres-ca.crt"
+S3_CA_MOUNT = "/etc/mlflow-stack/s3-ca.crt"
 
 
 def stack_services(external_database: bool = False, external_s3: bool = False,
-                   postgres_ca: bool = False, s3_ca: bool = False) -> tuple[Service, ...]:
+                   postgres_ca: str | None = None, s3_ca: str | None = None) -> tuple[Service, ...]:
     """The services this host runs, in compose order (a one-shot's dependencies before it,
     MLflow last). An external database drops the postgres container and its data directory;
     an external S3 drops MinIO, its data directory and the bucket init (the bucket must
-    exist). `postgres_ca` / `s3_ca`: a CA file for the external backend is mounted into the
-    services that connect to it."""
+    exist). `postgres_ca` / `s3_ca`: the file name (in the stack directory) of a CA for the
+    external backend, mounted into the services that connect to it."""
     s3_secret = "S3_SECRET_ACCESS_KEY" if external_s3 else "MINIO_ROOT_PASSWORD"
-    db_ca = (POSTGRES_CA,) if external_database and postgres_ca else ()
-    object_ca = (S3_CA,) if external_s3 and s3_ca else ()
+    db_ca = (ConfigFile(postgres_ca, POSTGRES_CA_MOUNT),) if external_database and postgres_ca else ()
+    object_ca = (ConfigFile(s3_ca, S3_CA_MOUNT),) if external_s3 and s3_ca else ()
     services = []
     if not external_database:
         services.append(Service("postgres", image="postgres_image", secrets=("POSTGRES_PASSWORD",),

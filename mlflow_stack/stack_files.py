@@ -14,7 +14,7 @@ from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.services import POSTGRES_CA, S3_CA, ConfigFile, compose_entries
+from mlflow_stack.services import compose_entries
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
@@ -54,10 +54,10 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
     return context
 
 
-def backend_ca_files(config: StackConfig) -> dict[str, ConfigFile]:
-    """Local CA file -> where the services that reach the external backend read it."""
-    given = ((config.postgres_ca_file, POSTGRES_CA), (config.s3_ca_file, S3_CA))
-    return {local: config_file for local, config_file in given if local is not None}
+def backend_ca_files(config: StackConfig) -> dict[str, str]:
+    """Local CA file of an external backend -> its name in the stack directory (by content)."""
+    given = ((config.postgres_ca_file, config.postgres_ca_name), (config.s3_ca_file, config.s3_ca_name))
+    return {local: name for local, name in given if local is not None}
 
 
 def ca_certificates(config: StackConfig) -> dict[str, bytes]:
@@ -129,9 +129,9 @@ def upload_stack_files(config: StackConfig | None = None):
                              dest=f"{config.stack_dir}/mlflow.env", user="root", group="root", mode="600"))
     changed.append(files.put(name="Upload auth.ini", src=StringIO(render("auth.ini.j2", config)),
                              dest=config.auth_config_file, user="root", group="root", mode="644"))
-    for local, config_file in backend_ca_files(config).items():
-        changed.append(files.put(name=f"Upload {config_file.name} (CA of the external backend)", src=local,
-                                 dest=f"{config.stack_dir}/{config_file.name}", user="root", group="root", mode="644"))
+    for local, name in backend_ca_files(config).items():
+        changed.append(files.put(name=f"Upload {name} (CA of the external backend)", src=local,
+                                 dest=f"{config.stack_dir}/{name}", user="root", group="root", mode="644"))
     for script in HELPER_SCRIPTS + (BACKEND_CHECK_SCRIPTS if config.external_database or config.external_s3 else ()):
         files.put(name=f"Upload {script}", src=str(TEMPLATES / script),
                   dest=f"{config.stack_dir}/{script}", user="root", group="root", mode="755")

@@ -3,6 +3,8 @@ settings refused, and the plan (facts in, commands out)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -56,11 +58,14 @@ def test_service_model_per_topology(database, s3, names, ports, secrets, dirs):
 
 
 def test_ca_files_are_mounted_where_the_backend_is_reached():
-    services = {s.name: s for s in stack_services(True, True, postgres_ca=True, s3_ca=True)}
-    assert [f.name for f in services["migrate-db"].config_files] == ["postgres-ca.crt"]
-    assert [f.name for f in services["mlflow"].config_files] == ["auth.ini", "postgres-ca.crt", "s3-ca.crt"]
+    services = {s.name: s for s in stack_services(True, True, postgres_ca="pg.crt", s3_ca="s3.crt")}
+    assert [(f.name, f.mount) for f in services["migrate-db"].config_files] == [
+        ("pg.crt", "/etc/mlflow-stack/postgres-ca.crt")]
+    assert [(f.name, f.mount) for f in services["mlflow"].config_files] == [
+        ("auth.ini", "/etc/mlflow-stack/auth.ini"), ("pg.crt", "/etc/mlflow-stack/postgres-ca.crt"),
+        ("s3.crt", "/etc/mlflow-stack/s3-ca.crt")]
     # a CA file without its external backend mounts nothing
-    bundled = {s.name: s for s in stack_services(postgres_ca=True, s3_ca=True)}
+    bundled = {s.name: s for s in stack_services(postgres_ca="pg.crt", s3_ca="s3.crt")}
     assert [f.name for f in bundled["mlflow"].config_files] == ["auth.ini"]
 
 
@@ -108,8 +113,13 @@ def test_external_database_with_a_ca_verifies_it(tmp_path):
     services = compose(config)["services"]
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].endswith(
         "/lab?sslmode=verify-full&sslrootcert=/etc/mlflow-stack/postgres-ca.crt")
-    mount = f"{config.stack_dir}/postgres-ca.crt:/etc/mlflow-stack/postgres-ca.crt:ro"
+    mount = f"{config.stack_dir}/{config.postgres_ca_name}:/etc/mlflow-stack/postgres-ca.crt:ro"
     assert mount in services["migrate-db"]["volumes"] and mount in services["mlflow"]["volumes"]
+    # named by content: another CA is another file (and mount), never an edit of the one in use
+    first = config.postgres_ca_name
+    assert re.fullmatch(r"postgres-ca-[0-9a-f]{12}\.crt", first)
+    ca.write_text("-----BEGIN CERTIFICATE-----\nother\n")
+    assert make_config(**DB, postgres_sslmode="verify-full", postgres_ca_file=str(ca)).postgres_ca_name != first
 
 
 def test_external_s3_in_compose_and_mlflow_env(tmp_path):
@@ -121,7 +131,7 @@ def test_external_s3_in_compose_and_mlflow_env(tmp_path):
     assert mlflow["environment"]["AWS_SECRET_ACCESS_KEY"] == "${S3_SECRET_ACCESS_KEY:?missing in .env; rerun the deploy}"
     assert "--artifacts-destination=s3://lab-artifacts/mlflow" in mlflow["command"]
     assert list(mlflow["depends_on"]) == ["postgres", "migrate-db"]
-    assert f"{config.stack_dir}/s3-ca.crt:/etc/mlflow-stack/s3-ca.crt:ro" in mlflow["volumes"]
+    assert f"{config.stack_dir}/{config.s3_ca_name}:/etc/mlflow-stack/s3-ca.crt:ro" in mlflow["volumes"]
     env = render("mlflow.env.j2", config).splitlines()
     for line in ("MLFLOW_S3_ENDPOINT_URL=https://s3.example.org", "AWS_ACCESS_KEY_ID=LABKEY",
                  "AWS_DEFAULT_REGION=eu-central-1", "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE=virtual",

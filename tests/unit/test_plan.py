@@ -105,7 +105,7 @@ def expected_file_modes(config) -> dict[str, int]:
         modes[f"{config.stack_dir}/images/{path.rsplit('/', 1)[-1]}"] = 600
     if config.external_database or config.external_s3:
         modes.update({f"{config.stack_dir}/{script}": 755 for script in stack_files.BACKEND_CHECK_SCRIPTS})
-    modes.update({f"{config.stack_dir}/{ca.name}": 644 for ca in stack_files.backend_ca_files(config).values()})
+    modes.update({f"{config.stack_dir}/{name}": 644 for name in stack_files.backend_ca_files(config).values()})
     return modes
 
 
