@@ -41,9 +41,21 @@ def local_backup_dir(config: StackConfig, name: str) -> Path:
     return Path(config.backup_local_dir).resolve() / config.inventory_name / name
 
 
+def require_bundled_backends(config: StackConfig, action: str) -> None:
+    """Backups dump the database through its container and read the bucket through MinIO's
+    bucket-init service: with an external backend neither exists here."""
+    external = [name for name, on in (("postgres_external_host", config.external_database),
+                                      ("s3_endpoint_url", config.external_s3)) if on]
+    if external:
+        raise DeployError(f"on {host.name}: {action} covers the bundled PostgreSQL and MinIO only, and "
+                          f"{' and '.join(external)} {'is' if len(external) == 1 else 'are'} set: back the external "
+                          "database / bucket up with their own tools (pg_dump, bucket versioning or replication). "
+                          "Nothing was changed.")
+
+
 def require_running_stack(config: StackConfig) -> None:
     services = host.get_fact(ComposeServices, project=config.compose_project)
-    if not stack_is_healthy(services):
+    if not stack_is_healthy(services, config.services):
         raise DeployError(f"on {host.name}: the MLflow stack is not running and healthy, so there is nothing "
                           "consistent to back up; run `pyinfra inventory.py deploy.py` first. Nothing was changed.")
 
@@ -60,6 +72,7 @@ def _make_private(path: str, create: bool) -> None:
 @deploy("Back up the stack")
 def back_up(config: StackConfig | None = None):
     config = config or config_from_host()
+    require_bundled_backends(config, "backup.py")
     require_running_stack(config)
     name = backup_name()
     remote = f"{config.backups_dir}/{name}"

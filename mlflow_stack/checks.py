@@ -124,6 +124,31 @@ def optional_password(value) -> str | None:
     return pattern(_PASSWORD, "None (generate on the host) or 12-128 characters of A-Z a-z 0-9 . _ ~ -")(value)
 
 
+_S3_ACCESS_KEY = re.compile(r"^[A-Za-z0-9_.-]{3,128}$")
+# AWS secret keys are base64-like; no '$' (compose would interpolate it), quotes or spaces.
+_S3_SECRET_KEY = re.compile(r"^[A-Za-z0-9/+=._~-]{8,128}$")
+
+
+def optional_s3_access_key(value) -> str | None:
+    return None if value is None else pattern(_S3_ACCESS_KEY, "None or 3-128 characters of letters, digits, '_', '.' and '-'")(value)
+
+
+def optional_s3_secret_key(value) -> str | None:
+    return None if value is None else pattern(_S3_SECRET_KEY, "None or 8-128 characters of A-Z a-z 0-9 / + = . _ ~ -")(value)
+
+
+def optional_local_file(value) -> str | None:
+    if value is None or (isinstance(value, str) and Path(value).is_file()):
+        return None
+    return f"None or the path of an existing local file (not found: {value})" if isinstance(value, str) else \
+        "None or the path of an existing local file"
+
+
+def region(value) -> str | None:
+    return None if isinstance(value, str) and re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", value) else \
+        "a region name like 'us-east-1' (lowercase letters, digits and '-')"
+
+
 def list_of(item: Check, allowed: str) -> Check:
     def check(value):
         if not isinstance(value, (list, tuple)) or any(item(v) for v in value):

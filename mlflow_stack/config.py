@@ -8,16 +8,19 @@ Every problem is reported at once, each naming the key, the bad value and what i
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import os
 import re
 from dataclasses import make_dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyinfra.api import DeployError
 
 from mlflow_stack.releases import SCHEMA_REVISIONS, lock_file
-from mlflow_stack.services import PORT_SETTINGS, SERVICE_NAMES
+from mlflow_stack.services import POSTGRES_CA_MOUNT, S3_CA_MOUNT, SERVICE_NAMES, Service, port_settings, stack_services
 from mlflow_stack.settings import HIDDEN_SETTINGS, SECRET_ENV_VARS, SETTINGS
 
 CONFIG_KEYS = tuple(setting.name for setting in SETTINGS)
@@ -75,7 +78,76 @@ class _DerivedValues:
         return f"http://{_url_host(self.mlflow_public_host)}:{self.mlflow_port}"
 
     @property
+    def external_database(self) -> bool:
+        return self.postgres_external_host is not None
+
+    @property
+    def external_s3(self) -> bool:
+        return self.s3_endpoint_url is not None
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The services this host runs (services.py), by which backends are external."""
+        return stack_services(self.external_database, self.external_s3,
+                              postgres_ca=self.postgres_ca_name, s3_ca=self.s3_ca_name)
+
+    @property
+    def postgres_ca_name(self) -> str | None:
+        return _content_name("postgres-ca", self.postgres_ca_file)
+
+    @property
+    def s3_ca_name(self) -> str | None:
+        return _content_name("s3-ca", self.s3_ca_file)
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(service.name for service in self.services)
+
+    @property
+    def database_address(self) -> str:
+        """host:port of the database as MLflow reaches it: the compose service, or the external server."""
+        if self.external_database:
+            return f"{_url_host(self.postgres_external_host)}:{self.postgres_external_port}"
+        return "postgres:5432"
+
+    @property
+    def database_uri_without_password(self) -> str:
+        """The tracking database for tools run inside the MLflow container (gc): libpq takes the
+        password from PGPASSWORD there, so no command line carries it."""
+        return f"postgresql+psycopg2://{self.postgres_user}@{self.database_address}/{self.postgres_db}{self.database_uri_options}"
+
+    @property
+    def database_uri_options(self) -> str:
+        """The backend URI's query: TLS to an external database (the bundled one is on the compose network)."""
+        if not self.external_database:
+            return ""
+        ca = f"&sslrootcert={POSTGRES_CA_MOUNT}" if self.postgres_ca_file else ""
+        return f"?sslmode={self.postgres_sslmode}{ca}"
+
+    @property
+    def s3_access_key_id(self) -> str:
+        return self.s3_access_key if self.external_s3 else self.minio_root_user
+
+    @property
+    def s3_secret_reference(self) -> str:
+        """The compose interpolation of the S3 secret key (kept in the secrets file)."""
+        key = "S3_SECRET_ACCESS_KEY" if self.external_s3 else "MINIO_ROOT_PASSWORD"
+        return f"${{{key}:?missing in .env; rerun the deploy}}"
+
+    @property
+    def mlflow_s3_env(self) -> tuple[str, ...]:
+        """Extra mlflow.env lines for an external S3 (none for the bundled MinIO)."""
+        if not self.external_s3:
+            return ()
+        lines = [f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE={self.s3_addressing_style}"]
+        if self.s3_ca_file:
+            lines.append(f"AWS_CA_BUNDLE={S3_CA_MOUNT}")
+        return tuple(lines)
+
+    @property
     def s3_public_endpoint(self) -> str:
+        if self.external_s3:
+            return self.s3_endpoint_url
         return f"http://{_url_host(self.mlflow_public_host)}:{self.minio_api_port}"
 
     @property
@@ -113,6 +185,15 @@ class _DerivedValues:
 # edit here. Frozen: no step can change what was validated.
 StackConfig = make_dataclass("StackConfig", ["inventory_name", *CONFIG_KEYS], bases=(_DerivedValues,), frozen=True,
                              namespace={"__module__": __name__})
+
+
+def _content_name(stem: str, path: str | None) -> str | None:
+    """The name a local file is uploaded under, by its content: a new CA is a new file and a new
+    mount (so only a restart after the backend check uses it), never an edit of the file the
+    running containers read."""
+    if path is None:
+        return None
+    return f"{stem}-{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]}.crt"
 
 
 def _url_host(name: str) -> str:
@@ -172,9 +253,11 @@ def _typo_errors(data: dict[str, Any]) -> list[str]:
 
 
 def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
-    errors = []
+    errors = _external_errors(values)
+    published = port_settings(stack_services(values.get("postgres_external_host") is not None,
+                                             values.get("s3_endpoint_url") is not None))
     # In the order of the settings: the later of two equal ports is the one reported.
-    ports = [(key, port) for key, port in values.items() if key in PORT_SETTINGS]
+    ports = [(key, port) for key, port in values.items() if key in published]
     seen: dict[int, str] = {}
     for key, port in ports:
         if port in seen:
@@ -211,6 +294,41 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
         if values.get(key) is not None:
             errors.append(f"rotate_secrets names {key!r}, which is given (in the config or ${SECRET_ENV_VARS[key]}): "
                           f"rotate it by giving a new value, or set {key} = None to have one generated")
+    return errors
+
+
+def _external_errors(values: dict[str, Any]) -> list[str]:
+    """An external backend needs its credentials given (nothing can be generated for a server
+    the deploy does not run); its TLS and CA settings mean nothing without it."""
+    errors = []
+    # Inside a container, loopback is the container itself, not the host or the backend.
+    for key, name in (("postgres_external_host", values.get("postgres_external_host")),
+                      ("s3_endpoint_url", urlsplit(values["s3_endpoint_url"]).hostname
+                       if values.get("s3_endpoint_url") else None)):
+        if name is not None and (name.lower() == "localhost" or (_is_ip(name) and ipaddress.ip_address(name).is_loopback)):
+            errors.append(f"{key} names {name!r}: inside the stack's containers that is the container itself; use "
+                          "the backend's DNS name or an address the server reaches it on")
+    if values.get("postgres_external_host") is not None:
+        if "postgres_password" in values and values["postgres_password"] is None:
+            errors.append("postgres_password: required with postgres_external_host (the password of postgres_user "
+                          "at the external database); set it, or $MLFLOW_STACK_POSTGRES_PASSWORD")
+        if values.get("postgres_sslmode") in ("verify-ca", "verify-full") and values.get("postgres_ca_file") is None:
+            errors.append(f"postgres_sslmode = {values['postgres_sslmode']!r} needs postgres_ca_file (the CA that "
+                          "signed the database's certificate)")
+    else:
+        for key in ("postgres_ca_file",):
+            if values.get(key) is not None:
+                errors.append(f"{key}: only used with postgres_external_host, which is not set")
+    if values.get("s3_endpoint_url") is not None:
+        if "s3_access_key" in values and values["s3_access_key"] is None:
+            errors.append("s3_access_key: required with s3_endpoint_url (the access key ID at the external S3)")
+        if "s3_secret_access_key" in values and values["s3_secret_access_key"] is None:
+            errors.append("s3_secret_access_key: required with s3_endpoint_url; set it, or "
+                          "$MLFLOW_STACK_S3_SECRET_ACCESS_KEY")
+    else:
+        for key in ("s3_access_key", "s3_secret_access_key", "s3_ca_file"):
+            if values.get(key) is not None:
+                errors.append(f"{key}: only used with s3_endpoint_url, which is not set")
     return errors
 
 

@@ -121,6 +121,18 @@ class DatabasePasswordState(FactBase):
         return output[-1].strip() if output else "unknown"
 
 
+class BackendsChecked(FactBase):
+    """Whether check-backends.sh last succeeded with the current secrets file, compose file and
+    MLflow environment (it stamps their checksums): True or False."""
+
+    def command(self, stack_dir: str) -> str:
+        return (f"cd {stack_dir} 2>/dev/null && sha256sum --quiet --check .backends-checked >/dev/null 2>&1 "
+                "&& echo yes || echo no")
+
+    def process(self, output):
+        return bool(output) and output[-1].strip() == "yes"
+
+
 class DatabaseCluster(FactBase):
     """What the data directory and the running database hold, read through the database
     container's local socket: ``{"pg_version": "17" | None, "revision": "dc11669786a5" | None,

@@ -17,7 +17,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from mlflow_stack.auth import sync_command
-from mlflow_stack.backup import BACKUP_FILES
+from mlflow_stack.backup import BACKUP_FILES, require_bundled_backends
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts import HeldRecords
 from mlflow_stack.releases import version_key
@@ -29,6 +29,7 @@ HOST_SOURCE = "host:"
 
 def check_restore_allowed(config: StackConfig, held: int | None) -> None:
     """DeployError, while planning (so nothing changes), unless the restore may go ahead."""
+    require_bundled_backends(config, "restore.py")
     if config.restore_from is None:
         raise ConfigError("restore_from is not set: pass the backup to restore, e.g. "
                           "--data restore_from=backups/<inventory name>/mlflow-backup-<time>")

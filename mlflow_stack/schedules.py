@@ -28,8 +28,8 @@ def backup_unit_context(config: StackConfig) -> dict:
 
 def gc_command(config: StackConfig) -> StringCommand:
     """The host-side garbage collection (templates/gc.sh); no secret among its arguments."""
-    args = [f"{config.stack_dir}/gc.sh", config.stack_dir, config.compose_project, config.postgres_user,
-            config.postgres_db, config.gc_keep_deleted_runs, config.mlflow_auth_admin_user, config.backups_dir]
+    args = [f"{config.stack_dir}/gc.sh", config.stack_dir, config.compose_project, config.database_uri_without_password,
+            config.gc_keep_deleted_runs, config.mlflow_auth_admin_user, config.backups_dir]
     return StringCommand("bash", *(QuoteString(arg) for arg in args))
 
 
@@ -65,7 +65,9 @@ def _timer(unit: str, schedule: str | None, context: dict) -> None:
 @deploy("Schedule backups")
 def schedule_backups(config: StackConfig | None = None):
     config = config or config_from_host()
-    _timer(BACKUP_UNIT, config.backup_schedule, backup_unit_context(config))
+    # backup.sh covers the bundled backends only (backup.require_bundled_backends).
+    external = config.external_database or config.external_s3
+    _timer(BACKUP_UNIT, None if external else config.backup_schedule, backup_unit_context(config))
 
 
 @deploy("Schedule garbage collection")

@@ -15,20 +15,20 @@ from pyinfra.api import StringCommand, deploy, operation
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import EnvFileDigests
-from mlflow_stack.services import SECRET_FILE_KEYS
+from mlflow_stack.services import SECRET_FILE_KEYS, secret_keys
 
 _EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 # 32 random bytes as 64 hex characters: URL-safe, so it can sit in the database URI.
 _RANDOM_HEX = "$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -dc 0-9a-f)"
 
-# Setting -> the key it is kept under in the env file: every key a service reads (services.py),
-# from the setting of the same name in lower case.
+# Setting -> the key it is kept under in the env file: every key a service of any topology reads
+# (services.py), from the setting of the same name in lower case.
 SECRET_KEYS = {key.lower(): key for key in SECRET_FILE_KEYS}
 
 
 def secret_values(config: StackConfig) -> dict[str, str | None]:
-    """Env key -> given value, or None to generate it on the host."""
-    return {key: getattr(config, setting) for setting, key in SECRET_KEYS.items()}
+    """Env key -> given value, or None to generate it on the host: the keys this host's services read."""
+    return {key: getattr(config, key.lower()) for key in secret_keys(config.services)}
 
 
 @operation()

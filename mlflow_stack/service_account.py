@@ -8,7 +8,7 @@ from pyinfra.operations import files, server
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import IdOwners
-from mlflow_stack.services import DATA_DIRS
+from mlflow_stack.services import data_dirs
 
 
 def check_ids_free(config: StackConfig) -> None:
@@ -49,7 +49,7 @@ def create_service_account(config: StackConfig | None = None):
     for path, mode in ((config.stack_dir, "755"), (config.build_dir, "755"), (config.data_dir, "755")):
         files.directory(name=f"Ensure {path} exists", path=path, user="root", group="root", mode=mode)
     # Written by the containers, so owned by the user they run as.
-    for subdir, mode in DATA_DIRS.items():
+    for subdir, mode in data_dirs(config.services).items():
         files.directory(
             name=f"Ensure {config.data_dir}/{subdir} is owned by {config.stack_user}",
             path=f"{config.data_dir}/{subdir}",

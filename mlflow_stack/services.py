@@ -1,7 +1,8 @@
 """The services this host runs, in one place.
 
-The compose file, the directories step, the secrets step, the port-clash check and the wait
-for health read this table. What depends on the config (images, ids, addresses, port
+Which ones depends on the config: `stack_services` leaves out the bundled database and MinIO
+when they are external (config.services is the host's). The compose file, the directories
+step, the secrets step, the port-clash check and the wait for health read that table. What depends on the config (images, ids, addresses, port
 numbers) is named here by the template value that holds it and looked up by `compose_entries`.
 """
 
@@ -53,43 +54,83 @@ class Service:
         return status.get("state") == "running" and status.get("health") == "healthy"
 
 
-# In compose order: a one-shot's dependencies come before it, MLflow last.
-SERVICES = (
-    Service("postgres", image="postgres_image", secrets=("POSTGRES_PASSWORD",),
-            data_dirs=(DataDir("postgres", "700", "/var/lib/postgresql/data"),)),
-    Service("minio", image="minio_image", secrets=("MINIO_ROOT_PASSWORD",),
-            data_dirs=(DataDir("minio", "750", "/data"),),
-            # The console only on loopback (an SSH tunnel reaches it).
-            ports=(Port("minio_api_port", "minio_api_bind_address"), Port("minio_console_port"))),
-    Service("create-bucket", image=BUILT_IMAGE, oneshot=True, secrets=("MINIO_ROOT_PASSWORD",)),
-    Service("migrate-db", image=BUILT_IMAGE, oneshot=True, secrets=("POSTGRES_PASSWORD",)),
-    # The admin password creates the admin on the first start only (auth.py keeps it current).
-    Service("mlflow", image=BUILT_IMAGE, secrets=("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD",
-                                                  "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
-            data_dirs=(DataDir("mlruns", "750", "/mlflow"),),
-            # MLflow's auth config (MLFLOW_AUTH_CONFIG_PATH in mlflow.env names the mount).
-            config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"),),
-            ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000),)),
-)
+# Where a service reads the CA file the deploy uploads for an external backend (stack_files.py).
+POSTGRES_CA_MOUNT = "/etc/mlflow-stack/postgres-ca.crt"
+S3_CA_MOUNT = "/etc/mlflow-stack/s3-ca.crt"
 
-SERVICE_NAMES = tuple(service.name for service in SERVICES)
+
+def stack_services(external_database: bool = False, external_s3: bool = False,
+                   postgres_ca: str | None = None, s3_ca: str | None = None) -> tuple[Service, ...]:
+    """The services this host runs, in compose order (a one-shot's dependencies before it,
+    MLflow last). An external database drops the postgres container and its data directory;
+    an external S3 drops MinIO, its data directory and the bucket init (the bucket must
+    exist). `postgres_ca` / `s3_ca`: the file name (in the stack directory) of a CA for the
+    external backend, mounted into the services that connect to it."""
+    s3_secret = "S3_SECRET_ACCESS_KEY" if external_s3 else "MINIO_ROOT_PASSWORD"
+    db_ca = (ConfigFile(postgres_ca, POSTGRES_CA_MOUNT),) if external_database and postgres_ca else ()
+    object_ca = (ConfigFile(s3_ca, S3_CA_MOUNT),) if external_s3 and s3_ca else ()
+    services = []
+    if not external_database:
+        services.append(Service("postgres", image="postgres_image", secrets=("POSTGRES_PASSWORD",),
+                                data_dirs=(DataDir("postgres", "700", "/var/lib/postgresql/data"),)))
+    if not external_s3:
+        services += [
+            Service("minio", image="minio_image", secrets=("MINIO_ROOT_PASSWORD",),
+                    data_dirs=(DataDir("minio", "750", "/data"),),
+                    # The console only on loopback (an SSH tunnel reaches it).
+                    ports=(Port("minio_api_port", "minio_api_bind_address"), Port("minio_console_port"))),
+            Service("create-bucket", image=BUILT_IMAGE, oneshot=True, secrets=("MINIO_ROOT_PASSWORD",)),
+        ]
+    services += [
+        Service("migrate-db", image=BUILT_IMAGE, oneshot=True, secrets=("POSTGRES_PASSWORD",), config_files=db_ca),
+        # The admin password creates the admin on the first start only (auth.py keeps it current).
+        Service("mlflow", image=BUILT_IMAGE, secrets=("POSTGRES_PASSWORD", s3_secret,
+                                                      "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+                data_dirs=(DataDir("mlruns", "750", "/mlflow"),),
+                # MLflow's auth config (MLFLOW_AUTH_CONFIG_PATH in mlflow.env names the mount).
+                config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"), *db_ca, *object_ca),
+                ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000),)),
+    ]
+    return tuple(services)
+
+
+# The default topology: everything bundled on this host.
+SERVICES = stack_services()
+# Every topology's services and secrets: names a public host must not take, secrets a setting may give.
+_EVERY_TOPOLOGY = (SERVICES, stack_services(external_database=True, external_s3=True))
+
+SERVICE_NAMES = tuple(dict.fromkeys(service.name for services in _EVERY_TOPOLOGY for service in services))
 ONESHOT_SERVICES = tuple(service.name for service in SERVICES if service.oneshot)
 LONG_RUNNING_SERVICES = tuple(service.name for service in SERVICES if not service.oneshot)
 DATA_DIRS = {data_dir.name: data_dir.mode for service in SERVICES for data_dir in service.data_dirs}
-SECRET_FILE_KEYS = tuple(dict.fromkeys(key for service in SERVICES for key in service.secrets))
+SECRET_FILE_KEYS = tuple(dict.fromkeys(key for services in _EVERY_TOPOLOGY for service in services
+                                       for key in service.secrets))
 PORT_SETTINGS = tuple(port.setting for service in SERVICES for port in service.ports)
 
 
-def stack_is_healthy(statuses: Mapping[str, Mapping]) -> bool:
-    """Every service healthy by its rule; `statuses`: the ComposeServices fact."""
-    return all(service.is_healthy(statuses.get(service.name, {})) for service in SERVICES)
+def data_dirs(services: tuple[Service, ...]) -> dict[str, str]:
+    return {data_dir.name: data_dir.mode for service in services for data_dir in service.data_dirs}
 
 
-def compose_entries(values: Mapping) -> dict[str, dict]:
+def secret_keys(services: tuple[Service, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(key for service in services for key in service.secrets))
+
+
+def port_settings(services: tuple[Service, ...]) -> tuple[str, ...]:
+    return tuple(port.setting for service in services for port in service.ports)
+
+
+def stack_is_healthy(statuses: Mapping[str, Mapping], services: tuple[Service, ...] = SERVICES) -> bool:
+    """Every service of `services` (the host's: config.services) healthy by its rule;
+    `statuses`: the ComposeServices fact."""
+    return all(service.is_healthy(statuses.get(service.name, {})) for service in services)
+
+
+def compose_entries(values: Mapping, services: tuple[Service, ...] = SERVICES) -> dict[str, dict]:
     """Service name -> what compose.yaml says of it that the table decides, from the
     template values: image, user, volumes and published ports, in compose's short syntax."""
     entries = {}
-    for service in SERVICES:
+    for service in services:
         ports = []
         for port in service.ports:
             address = values[port.address_setting] if port.address_setting else LOOPBACK

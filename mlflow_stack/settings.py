@@ -148,7 +148,7 @@ SETTINGS = (
     Setting("minio_console_port", 9001, checks.int_range(1, 65535),
             "MinIO console, on 127.0.0.1 only (SSH tunnel)."),
     Setting("minio_bucket", "mlflow", checks.bucket,
-            "Artifact bucket (created if missing)."),
+            "Artifact bucket (created if missing; with `s3_endpoint_url` it must exist)."),
     Setting("minio_bucket_prefix", "artifacts",
             checks.pattern(checks.KEY_PREFIX, "a key prefix like 'artifacts' (no leading or trailing '/', no empty parts)"),
             "Key prefix in the bucket."),
@@ -211,5 +211,38 @@ SETTINGS = (
     Setting("gc_schedule", "*-*-* 04:30:00", checks.calendar,
             "When the host runs that garbage collection (systemd OnCalendar syntax); used only when "
             "`gc_keep_deleted_runs` is set."),
+
+    # --- External backends (instead of the bundled PostgreSQL and MinIO) -------------------
+    # Each is chosen by its own switch: an external database with the bundled MinIO, or the reverse.
+    Setting("postgres_external_host", None, checks.optional_host_name,
+            "A PostgreSQL server to use instead of the bundled container (then no `postgres` container and no "
+            "`data/postgres`): `postgres_db`, `postgres_user` and `postgres_password` (required then) name its "
+            "database, role and password. The database must exist and the role own it. `None`: the bundled one."),
+    Setting("postgres_external_port", 5432, checks.int_range(1, 65535),
+            "Port of the external PostgreSQL."),
+    Setting("postgres_sslmode", "prefer",
+            checks.one_of("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+            "libpq `sslmode` to the external PostgreSQL; `verify-ca` and `verify-full` need `postgres_ca_file`."),
+    Setting("postgres_ca_file", None, checks.optional_local_file,
+            "Local PEM file of the CA that signed the external PostgreSQL's certificate (uploaded, mounted "
+            "read-only as `sslrootcert`)."),
+    Setting("s3_endpoint_url", None, checks.optional(checks.url),
+            "An S3 service (MinIO cluster, Ceph RGW, AWS) to keep the artifacts in instead of the bundled MinIO "
+            "(then no `minio` container and no bucket init): the bucket `minio_bucket` must exist, "
+            "`minio_bucket_prefix` applies. Clients download artifacts from this URL (presigned), so it must be "
+            "reachable from them as well as from the host. `None`: the bundled MinIO."),
+    Setting("s3_region", "us-east-1", checks.region,
+            "S3 region requests are signed for (the bundled MinIO accepts any)."),
+    Setting("s3_addressing_style", "path", checks.one_of("path", "virtual"),
+            "How the external S3 is addressed: `path` (`<endpoint>/<bucket>/...`, MinIO, most on-premises "
+            "stores) or `virtual` (`<bucket>.<endpoint host>/...`)."),
+    Setting("s3_access_key", None, checks.optional_s3_access_key,
+            "Access key ID at the external S3 (required with `s3_endpoint_url`)."),
+    Setting("s3_secret_access_key", None, checks.optional_s3_secret_key,
+            "Its secret key (required with `s3_endpoint_url`): set it like any setting, or "
+            "`MLFLOW_STACK_S3_SECRET_ACCESS_KEY`; kept in the root-only secrets file on the host."),
+    Setting("s3_ca_file", None, checks.optional_local_file,
+            "Local PEM file of the CA that signed the external S3's certificate (uploaded; the server's S3 "
+            "client trusts it through `AWS_CA_BUNDLE`)."),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.operations import docker, files, server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import ComposeServices, DatabasePasswordState
-from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, stack_is_healthy
+from mlflow_stack.facts import BackendsChecked, ComposeServices, DatabasePasswordState
+from mlflow_stack.services import stack_is_healthy
 from mlflow_stack.stack_files import mlflow_image_ref, remove_stale_files
 
 
@@ -38,7 +38,10 @@ def start_stack(config: StackConfig | None = None, changed=()):
     service is not healthy; then wait for health. Returns a callable telling whether the
     stack was (re)started, for steps that follow a start."""
     config = config or config_from_host()
-    healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project))
+    healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project), config.services)
+    external = config.external_database or config.external_s3
+    # The external backends were reached with exactly the current secrets and files (check-backends.sh).
+    checked = host.get_fact(BackendsChecked, stack_dir=config.stack_dir) if external else True
 
     build = docker.build(
         name="Build the MLflow image (only when its inputs changed)",
@@ -48,7 +51,12 @@ def start_stack(config: StackConfig | None = None, changed=()):
     inputs_changed = any_changed(build, *(op for op in changed if op is not None))  # None: a step with nothing to do
 
     def needs_up() -> bool:
-        return not healthy or inputs_changed()
+        return not healthy or not checked or inputs_changed()
+
+    if external:
+        # Before anything restarts: a wrong password or an unreachable backend stops the deploy
+        # here, with the running stack untouched.
+        server.shell(name="Check the external backends from the host", commands=[check_command(config)], _if=needs_up)
 
     docker.compose(
         name="Start the stack" if healthy else "Start the stack (a service is not healthy)",
@@ -63,10 +71,22 @@ def start_stack(config: StackConfig | None = None, changed=()):
     )
     server.shell(
         name="Wait until every service is healthy",
-        commands=[wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES)],
+        commands=[wait_command(config, *(s.name for s in config.services if not s.oneshot),
+                               oneshots=tuple(s.name for s in config.services if s.oneshot))],
         _if=needs_up,
     )
     return needs_up
+
+
+def check_command(config: StackConfig) -> StringCommand:
+    """Reach each external backend from a one-off MLflow container, with the stack's own
+    environment (secrets from .env through compose, never in argv)."""
+    args = [f"{config.stack_dir}/check-backends.sh", config.stack_dir, config.compose_project]
+    if config.external_database:
+        args.append("--database")
+    if config.external_s3:
+        args += ["--s3", config.minio_bucket]
+    return StringCommand("sh", *(QuoteString(arg) for arg in args))
 
 
 def wait_command(config: StackConfig, *services: str, oneshots: tuple[str, ...] = ()) -> str:
@@ -83,6 +103,9 @@ def apply_database_password(config: StackConfig | None = None, secrets=None):
     or the database is not running so it cannot be asked. Returns the operation: when it ran,
     MLflow must be restarted with the password."""
     config = config or config_from_host()
+    if config.external_database:
+        host.noop("the external database's password is its administrator's (postgres_password must match it)")
+        return None
     state = host.get_fact(DatabasePasswordState, stack_dir=config.stack_dir, project=config.compose_project,
                           user=config.postgres_user, database=config.postgres_db)
     secrets_changed = secrets.did_change if secrets is not None else (lambda: False)

@@ -21,6 +21,8 @@ HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
 # Shell helpers the deploy runs on the host (not inputs of the stack itself).
 HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh", "restore.sh",
                   "gc.sh")
+# Only a host with an external backend has something to check before a start.
+BACKEND_CHECK_SCRIPTS = ("check-backends.sh", "check_backends.py")
 
 # trim_blocks: a loop's own lines leave nothing in the rendered file.
 _jinja = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
@@ -41,11 +43,22 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         artifacts_destination=config.artifacts_destination,
         mlflow_app_options=list(config.mlflow_app_options),
         allowed_hosts=",".join(config.allowed_hosts),
+        database_address=config.database_address,
+        database_uri_options=config.database_uri_options,
+        s3_access_key_id=config.s3_access_key_id,
+        s3_secret_reference=config.s3_secret_reference,
+        mlflow_s3_env=list(config.mlflow_s3_env),
     )
     if with_image:
         context["mlflow_image_ref"] = mlflow_image_ref(config)
-        context["services"] = compose_entries(context)
+        context["services"] = compose_entries(context, config.services)
     return context
+
+
+def backend_ca_files(config: StackConfig) -> dict[str, str]:
+    """Local CA file of an external backend -> its name in the stack directory (by content)."""
+    given = ((config.postgres_ca_file, config.postgres_ca_name), (config.s3_ca_file, config.s3_ca_name))
+    return {local: name for local, name in given if local is not None}
 
 
 def ca_certificates(config: StackConfig) -> dict[str, bytes]:
@@ -117,7 +130,10 @@ def upload_stack_files(config: StackConfig | None = None):
                              dest=f"{config.stack_dir}/mlflow.env", user="root", group="root", mode="600"))
     changed.append(files.put(name="Upload auth.ini", src=StringIO(render("auth.ini.j2", config)),
                              dest=config.auth_config_file, user="root", group="root", mode="644"))
-    for script in HELPER_SCRIPTS:
+    for local, name in backend_ca_files(config).items():
+        changed.append(files.put(name=f"Upload {name} (CA of the external backend)", src=local,
+                                 dest=f"{config.stack_dir}/{name}", user="root", group="root", mode="644"))
+    for script in HELPER_SCRIPTS + (BACKEND_CHECK_SCRIPTS if config.external_database or config.external_s3 else ()):
         files.put(name=f"Upload {script}", src=str(TEMPLATES / script),
                   dest=f"{config.stack_dir}/{script}", user="root", group="root", mode="755")
 

@@ -82,6 +82,10 @@ def protect_data(config: StackConfig | None = None):
     image changes (or when a stopped database cannot be asked, in which case the backup
     script asks it). Returns the backup operation (None when none is planned)."""
     config = config or config_from_host()
+    if config.external_database:
+        # No container here can dump it: its own backups are the external database's (README).
+        host.noop("the external database is backed up by its own administrator; migrate-db still refuses a newer schema")
+        return None
     cluster = host.get_fact(DatabaseCluster, stack_dir=config.stack_dir, project=config.compose_project,
                             user=config.postgres_user, database=config.postgres_db)
     check_postgres_major(config, cluster["pg_version"])

@@ -173,7 +173,8 @@ def run_smoke_test(config: StackConfig, **op_args):
         name=f"Smoke-test MLflow at {config.tracking_uri}",
         function=_run_smoke_test,
         tracking_uri=config.tracking_uri,
-        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow minio",
+        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow"
+                  + (" minio" if "minio" in config.service_names else ""),
         admin=admin,
         **op_args,
     )

@@ -9,9 +9,9 @@
 # (libpq reads PGPASSWORD from the same environment).
 # Takes the backups' lock: never while a backup or a restore runs.
 # Run by the mlflow-gc timer.
-# Usage: gc.sh STACK_DIR PROJECT ROLE DATABASE KEEP ADMIN_USER BACKUPS
+# Usage: gc.sh STACK_DIR PROJECT DATABASE_URI KEEP ADMIN_USER BACKUPS  (the URI holds no password)
 set -euo pipefail
-dir=$1 project=$2 role=$3 database=$4 keep=$5 admin=$6 backups=$7
+dir=$1 project=$2 uri=$3 keep=$4 admin=$5 backups=$6
 umask 077
 mkdir -p "$backups"
 chmod 700 "$backups"
@@ -26,7 +26,7 @@ docker compose --project-name "$project" exec -T mlflow sh -c '
     export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 MLFLOW_TRACKING_USERNAME="$1"
     export MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD"
     exec mlflow gc --older-than "$2" --backend-store-uri "$3"' \
-    gc "$admin" "$keep" "postgresql+psycopg2://$role@postgres:5432/$database" < /dev/null | tee "$out"
+    gc "$admin" "$keep" "$uri" < /dev/null | tee "$out"
 
 count() { grep -c "^$1 with ID .* has been permanently deleted" "$out" || true; }
 echo "gc: removed $(count Run) runs, $(count Experiment) experiments and $(count 'Logged model') logged models" \

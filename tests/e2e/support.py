@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_stack.facts import ComposeServices
-from mlflow_stack.services import stack_is_healthy
+from mlflow_stack.services import SERVICES, stack_is_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 # Authentication is on by default: the suite gives the admin password (a user may, like any
@@ -108,10 +108,11 @@ def compose_status(target, project: str = "mlflow") -> dict[str, dict]:
     return fact.process(target.ssh(fact.command(project)).stdout.splitlines())
 
 
-def assert_stack_healthy(target) -> None:
-    """Healthy as the deploy decides it (mlflow_stack/services.py)."""
+def assert_stack_healthy(target, services=SERVICES) -> None:
+    """Healthy as the deploy decides it (mlflow_stack/services.py); `services`: the target's
+    topology (config.services), all bundled by default."""
     status = compose_status(target)
-    assert stack_is_healthy(status), status
+    assert stack_is_healthy(status, services), status
 
 
 def read_secrets(target) -> dict[str, str]:

@@ -61,7 +61,8 @@ def test_a_retention_uploads_the_units_and_starts_the_timer(extra):
     result = plan(schedules.schedule_gc, config, fresh_facts())
     service, timer = result.uploads[SERVICE].decode(), result.uploads[TIMER].decode()
     assert (f"ExecStart=/bin/bash {config.stack_dir}/gc.sh {config.stack_dir} {config.compose_project} "
-            f"{config.postgres_user} {config.postgres_db} 30d {config.mlflow_auth_admin_user} "
+            f"postgresql+psycopg2://{config.postgres_user}@postgres:5432/{config.postgres_db} 30d "
+            f"{config.mlflow_auth_admin_user} "
             f"{config.backups_dir}\n") in service
     assert "Type=oneshot\n" in service and "Requires=docker.service\n" in service and "After=docker.service\n" in service
     assert "deleted longer ago than 30d" in service
@@ -152,7 +153,8 @@ def run_gc(docker, tmp_path, keep="30d", timeout=None):
     stack_dir = tmp_path / "srv-mlflow"
     stack_dir.mkdir(exist_ok=True)
     shutil.copy(REPO / "templates" / "gc.sh", stack_dir / "gc.sh")
-    args = ["bash", str(stack_dir / "gc.sh"), str(stack_dir), "mlops", "tracker", "tracking", keep, "admin",
+    args = ["bash", str(stack_dir / "gc.sh"), str(stack_dir), "mlops",
+            "postgresql+psycopg2://tracker@postgres:5432/tracking", keep, "admin",
             str(tmp_path / "backups")]
     # `timeout` ends the script's whole process group (flock included).
     args = ["timeout", str(timeout), *args] if timeout else args
@@ -208,3 +210,11 @@ def test_gc_waits_while_a_backup_or_restore_holds_the_lock(docker, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert docker.argv[0].startswith("docker compose --project-name mlops exec")
     assert backups.stat().st_mode & 0o777 == 0o700
+
+
+def test_gc_reaches_an_external_database_with_its_tls_options_and_no_password():
+    config = make_config(**GC_ON, postgres_external_host="db.institute.example", postgres_password="x" * 20,
+                         postgres_sslmode="require")
+    service = plan(schedules.schedule_gc, config, fresh_facts()).uploads[SERVICE].decode()
+    uri = f"postgresql+psycopg2://{config.postgres_user}@db.institute.example:5432/{config.postgres_db}?sslmode=require"
+    assert f" '{uri}' 30d " in service and "x" * 20 not in service

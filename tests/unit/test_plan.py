@@ -11,7 +11,7 @@ from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
 from mlflow_stack import auth, docker_engine, schedules, secrets, service_account, services, stack, stack_files, upgrades
-from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, SECRET_FILE_KEYS
+from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, secret_keys
 from mlflow_stack.stack_files import HOST_CA_DIR, mlflow_image_ref, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
@@ -107,6 +107,9 @@ def expected_file_modes(config) -> dict[str, int]:
         modes[f"{config.stack_dir}/build/ca-certificates/{name}"] = 644
     for path in config.docker_image_archives:
         modes[f"{config.stack_dir}/images/{path.rsplit('/', 1)[-1]}"] = 600
+    if config.external_database or config.external_s3:
+        modes.update({f"{config.stack_dir}/{script}": 755 for script in stack_files.BACKEND_CHECK_SCRIPTS})
+    modes.update({f"{config.stack_dir}/{name}": 644 for name in stack_files.backend_ca_files(config).values()})
     return modes
 
 
@@ -148,6 +151,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         DatabasePasswordState="matches",
         DatabaseCluster=converged_cluster(config),
         AuthUsersState="in-sync",
+        BackendsChecked=True,  # asked only with an external backend
     )
     if SOURCES_FILE in uploads:
         entry = AptSourcesFile.from_deb822_lines(uploads[SOURCES_FILE].decode().splitlines())
@@ -160,7 +164,8 @@ def running_services(config) -> dict:
     """The ComposeServices fact of a healthy stack, each service started from its configured image."""
     images = {"postgres": config.postgres_image, "minio": config.minio_image, "mlflow": mlflow_image_ref(config),
               "create-bucket": config.minio_image, "migrate-db": mlflow_image_ref(config)}
-    return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()}
+    return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()
+            if name in config.service_names}
 
 
 def converged_cluster(config) -> dict:
@@ -369,9 +374,11 @@ def test_fresh_host_generates_both_passwords_on_the_host():
     generate = [c for c in op.commands if "/dev/urandom" in c]
     assert len(generate) == 1 and generate[0].startswith("umask 077;")
     # the file is rewritten without the generated keys, then the new values are appended
-    assert f"grep -v -E '^({'|'.join(SECRET_FILE_KEYS)})=' " in generate[0]
+    # (the keys the default topology's services read: SECRET_FILE_KEYS also holds external-only ones)
+    keys = secret_keys(config.services)
+    assert f"grep -v -E '^({'|'.join(keys)})=' " in generate[0]
     assert generate[0].endswith(f"> {config.secrets_file}.new && mv {config.secrets_file}.new {config.secrets_file}")
-    for key in SECRET_FILE_KEYS:
+    for key in keys:
         assert f'echo "{key}=$(' in generate[0]
     assert op.commands[-1] == f"chown root:root {config.secrets_file} && chmod 600 {config.secrets_file}"
     assert not any(stdin_of(c) for c in op.raw)

@@ -94,7 +94,8 @@ def test_secret_keys_cover_every_secret_setting():
     from mlflow_stack.config import SECRET_ENV_VARS
 
     assert set(secrets.SECRET_KEYS) == set(SECRET_ENV_VARS)
-    assert set(secrets.secret_values(make_config())) == set(secrets.SECRET_KEYS.values())
+    # The default (bundled) topology reads every secret but the external S3's key.
+    assert set(secrets.secret_values(make_config())) == set(secrets.SECRET_KEYS.values()) - {"S3_SECRET_ACCESS_KEY"}
 
 
 @pytest.mark.parametrize("rotate", [[], ["postgres_password"], ["minio_root_password"],
