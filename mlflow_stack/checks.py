@@ -219,3 +219,11 @@ def backup_source(value) -> str | None:
     if isinstance(value, str) and (Path(value) / "manifest.json").is_file():
         return None
     return f"{allowed} (not found: {value})" if isinstance(value, str) else allowed
+
+
+def host_path(value) -> str | None:
+    """An absolute path on the host, in characters a shell and a compose volume take as they are."""
+    if isinstance(value, str) and value.startswith("/") and value != "/" and not value.endswith("/") \
+            and re.match(r"^[A-Za-z0-9/._@+-]+$", value) and ".." not in value.split("/") and ":" not in value:
+        return None
+    return "an absolute path on the host, e.g. '/srv/old-mlflow/mlruns' (letters, digits and / . _ @ + -; no '..')"

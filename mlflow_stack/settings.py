@@ -200,5 +200,14 @@ SETTINGS = (
     Setting("rotate_secrets", [], checks.names_from(tuple(SECRET_ENV_VARS)),
             "One-off request to replace generated passwords: `--data rotate_secrets=postgres_password,"
             "minio_root_password` (leave it empty in files).", read=_names),
+
+    # --- Import of a classic MLflow data set (import_classic.py) ----------------------------
+    Setting("classic_backend_store", None, checks.optional(checks.host_path),
+            "For `import_classic.py`: the old server's backend store on this host, a file-store directory "
+            "(`mlruns`) or a SQLite file; only read."),
+    Setting("classic_artifact_root", None, checks.optional(checks.host_path),
+            "For `import_classic.py`: the old server's artifact root directory on this host (its "
+            "`--default-artifact-root` or `--artifacts-destination`); `None`: the directory of "
+            "`classic_backend_store` (a file store: itself); only read."),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
