@@ -5,9 +5,9 @@ Run by the deploy (mlflow_stack/classic_import.py) as a one-off container of the
 on the compose network, with the old data mounted READ-ONLY:
     /classic/store      the file-store directory, or the SQLite file
     /classic/artifacts  the old artifact root directory
-The old data is never opened for writing: a file store is converted into a SQLite copy in a
-temporary directory by MLflow's own `migrate-filestore` code (it only reads the files); a
-SQLite file is copied there first (MLflow migrates an older schema when it opens one).
+The old data is never opened for writing: a file store is read by MLflow's own file-store
+reader; a SQLite file is copied into a temporary directory first (MLflow migrates an older
+schema when it opens one).
 
 Idempotent: every imported run, logged model and model version carries the tag
 mlflow_stack.imported_from = its id in the old store, and what already carries it is skipped.
@@ -37,19 +37,29 @@ BATCH = 1000  # log_batch's limit of metrics + params + tags per call
 
 
 def open_source(workdir: str):
-    """A client of a private SQLite copy of the old store (the old files are only read)."""
+    """A client of the old store that cannot change it."""
     from mlflow import MlflowClient
 
-    copy = Path(workdir) / "classic.db"
     if STORE.is_dir():
-        from mlflow.store.fs2db import migrate
-
-        migrate(STORE, f"sqlite:///{copy}", progress=False)
+        # MLflow's own file-store reader (3.17 opens one only when told to). It creates .trash
+        # and models/ when they are missing: it gets a private directory of links to the old
+        # entries, where those two can be made. (`mlflow migrate-filestore` is not used: it
+        # stops on the duplicate metric lines that a 3.x log_model writes into a file store.)
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        root = Path(workdir) / "store"
+        root.mkdir()
+        for entry in STORE.iterdir():
+            (root / entry.name).symlink_to(entry)
+        for name in (".trash", "models"):
+            (root / name).mkdir(exist_ok=True)
+        uri = root.as_uri()
     else:
-        # The backup API reads a consistent snapshot; mode=ro never creates a journal beside it.
+        # A copy: MLflow migrates an older SQLite schema when it opens one. The backup API
+        # reads a consistent snapshot; mode=ro never creates a journal beside the old file.
+        copy = Path(workdir) / "classic.db"
         with sqlite3.connect(f"file:{STORE}?mode=ro", uri=True) as old, sqlite3.connect(copy) as new:
             old.backup(new)
-    uri = f"sqlite:///{copy}"
+        uri = f"sqlite:///{copy}"
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -92,7 +102,9 @@ class Import:
     def run(self, apply: bool) -> dict:
         from mlflow.entities import ViewType
 
-        for experiment in pages(self.source.search_experiments, view_type=ViewType.ALL):
+        # Oldest first, so the stack numbers them in the old order.
+        experiments = pages(self.source.search_experiments, view_type=ViewType.ALL)
+        for experiment in sorted(experiments, key=lambda e: (e.creation_time or 0, e.experiment_id)):
             self.experiment(experiment, apply)
         for model in pages(self.source.search_registered_models):
             self.registered_model(model, apply)
@@ -113,7 +125,7 @@ class Import:
                     self.stack.delete_run(run.info.run_id)  # left half-done by an interrupted import
         self.run_ids.update(imported)
         runs = [run for run in pages(self.source.search_runs, experiment_ids=[old.experiment_id],
-                                     run_view_type=ViewType.ALL, max_results=1000)
+                                     run_view_type=ViewType.ALL, max_results=1000, order_by=["attributes.start_time ASC"])
                 if run.info.run_id not in imported]
         models = [model for model in pages(self.source.search_logged_models, experiment_ids=[old.experiment_id])]
         done_models = {}
@@ -151,8 +163,9 @@ class Import:
         new = self.stack.create_run(experiment_id, start_time=info.start_time, run_name=info.run_name,
                                     tags={"mlflow_stack.importing": info.run_id})
         run_id = new.info.run_id
-        metrics = [Metric(m.key, m.value, m.timestamp, m.step)
-                   for key in data.metrics for m in self.source.get_metric_history(info.run_id, key)]
+        # dict.fromkeys: a file store can hold the same value twice (3.x log_model logs them again).
+        metrics = list(dict.fromkeys(Metric(m.key, m.value, m.timestamp, m.step)
+                                     for key in data.metrics for m in self.source.get_metric_history(info.run_id, key)))
         params = [Param(key, value) for key, value in data.params.items()]
         run_tags = [RunTag(key, value) for key, value in tags.items()]
         for start in range(0, len(metrics), BATCH):
