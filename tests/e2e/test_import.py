@@ -52,13 +52,18 @@ def deployer(container_target, settings, tmp_path_factory):
     return deployer
 
 
+def distinct(metrics: dict) -> dict:
+    return {key: list(dict.fromkeys(map(tuple, values))) for key, values in metrics.items()}
+
+
 def check_imported(made: dict, found: dict, model: str) -> None:
     imported = found["runs"]
     assert set(made["runs"]) <= set(imported)
     for source, experiment in made["runs"].items():
         run = imported[source]
         assert run["experiment"] == experiment
-        assert run["metrics"] == made["metrics"][source]  # steps, timestamps, values
+        # steps, timestamps, values; the file store holds some twice (3.x log_model logs them again)
+        assert distinct(run["metrics"]) == distinct(made["metrics"][source])
         assert run["times"] == made["times"][source]
         assert run["lifecycle"] == ("deleted" if source in made["deleted"] else "active")
         assert run["artifact_uri"].startswith("mlflow-artifacts:/"), run["artifact_uri"]
