@@ -226,10 +226,14 @@ class Import:
             self.stack.create_registered_model(old.name, tags=old.tags, description=old.description)
         numbers = {key.rsplit("/", 1)[1]: version for key, version in done.items()}
         for version in missing:
+            source = self.version_source(version)
+            # The server wants the logged model's id with a models:/ source (a SQLite store's
+            # versions may not carry it themselves).
+            model_id = source[len("models:/"):] if source.startswith("models:/m-") else None
             new = self.stack.create_model_version(
-                old.name, self.version_source(version), run_id=self.run_ids.get(version.run_id),
+                old.name, source, run_id=self.run_ids.get(version.run_id),
                 tags={**version.tags, IMPORTED: f"{old.name}/{version.version}"}, description=version.description,
-                model_id=self.model_ids.get(getattr(version, "model_id", None)))
+                model_id=model_id)
             if version.current_stage and version.current_stage != "None":
                 self.stack.transition_model_version_stage(old.name, new.version, version.current_stage)
             numbers[str(version.version)] = new.version
