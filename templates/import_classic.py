@@ -125,7 +125,8 @@ class Import:
                     self.stack.delete_run(run.info.run_id)  # left half-done by an interrupted import
         self.run_ids.update(imported)
         runs = [run for run in pages(self.source.search_runs, experiment_ids=[old.experiment_id],
-                                     run_view_type=ViewType.ALL, max_results=1000, order_by=["attributes.start_time ASC"])
+                                     run_view_type=ViewType.ALL, max_results=1000,
+                                     order_by=["attributes.start_time ASC"])
                 if run.info.run_id not in imported]
         models = [model for model in pages(self.source.search_logged_models, experiment_ids=[old.experiment_id])]
         done_models = {}
