@@ -142,11 +142,13 @@ class Import:
         if not apply or (target is not None and not runs and not models):
             return
 
+        # A deleted experiment is filled while active, then deleted again; an active one in the
+        # stack that a deleted old one merges into stays active.
+        deleted = target.lifecycle_stage == "deleted" if target else old.lifecycle_stage == "deleted"
         if target is None:
             tags = {**old.tags, IMPORTED: old.experiment_id}
             experiment_id = self.stack.create_experiment(old.name, tags=tags)
             target = self.stack.get_experiment(experiment_id)
-        deleted = old.lifecycle_stage == "deleted" or target.lifecycle_stage == "deleted"
         if target.lifecycle_stage == "deleted":
             self.stack.restore_experiment(target.experiment_id)
         for run in runs:

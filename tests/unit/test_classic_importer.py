@@ -132,3 +132,25 @@ def test_a_sqlite_store_is_read_from_a_copy(importer, old_store, tmp_path, monke
     assert source.get_experiment_by_name("from-sqlite") is not None
     assert source.tracking_uri == f"sqlite:///{tmp_path / 'work' / 'classic.db'}"
     assert hashlib.sha256(old_db.read_bytes()).hexdigest() == before
+
+
+def test_a_deleted_experiment_stays_deleted_and_an_active_one_it_merges_into_stays_active(importer, tmp_path):
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    uri = (tmp_path / "old").as_uri()
+    old = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for name in ("gone", "kept"):
+        experiment = old.create_experiment(name)
+        old.set_terminated(old.create_run(experiment).info.run_id)
+        old.delete_experiment(experiment)
+    stack = stack_client(tmp_path)
+    stack.create_experiment("kept")
+
+    assert importer.Import(importer.open_source(workdir(tmp_path)), stack).run(apply=True)["runs"] == 2
+    gone, kept = stack.get_experiment_by_name("gone"), stack.get_experiment_by_name("kept")
+    assert (gone.lifecycle_stage, kept.lifecycle_stage) == ("deleted", "active")
+    runs = stack.search_runs([gone.experiment_id, kept.experiment_id], run_view_type=ViewType.ALL)
+    # The old store reports the runs of a deleted experiment as deleted: so are their copies.
+    assert sorted((run.info.experiment_id, run.info.lifecycle_stage) for run in runs) \
+        == sorted([(gone.experiment_id, "deleted"), (kept.experiment_id, "deleted")])
