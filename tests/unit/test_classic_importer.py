@@ -32,6 +32,8 @@ def importer(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "ARTIFACTS", tmp_path / "old")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    # A SQLite store's default artifact root is ./mlruns: inside tmp_path, not the checkout.
+    monkeypatch.chdir(tmp_path)
     return module
 
 
