@@ -261,3 +261,11 @@ def gc_age(value) -> str | None:
     factors = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
     seconds = sum(float(number) * factors[unit] for unit, number in match.groupdict().items() if number)
     return None if seconds <= 36500 * 86400 else allowed
+
+
+def host_path(value) -> str | None:
+    """An absolute path on the host, in characters a shell and a compose volume take as they are."""
+    if isinstance(value, str) and value.startswith("/") and value != "/" and not value.endswith("/") \
+            and re.match(r"^[A-Za-z0-9/._@+-]+$", value) and ".." not in value.split("/") and ":" not in value:
+        return None
+    return "an absolute path on the host, e.g. '/srv/old-mlflow/mlruns' (letters, digits and / . _ @ + -; no '..')"

@@ -145,6 +145,11 @@ class _DerivedValues:
         return tuple(lines)
 
     @property
+    def internal_tracking_uri(self) -> str:
+        """Where a one-off container on the compose network (the classic import) reaches MLflow."""
+        return "http://mlflow:5000"
+
+    @property
     def s3_public_endpoint(self) -> str:
         if self.external_s3:
             return self.s3_endpoint_url
@@ -172,7 +177,8 @@ class _DerivedValues:
     def allowed_hosts(self) -> tuple[str, ...]:
         """Host headers MLflow accepts: every public name, bare and with the port."""
         names = [self.mlflow_public_host, self.inventory_name, *self.mlflow_public_names]
-        names += ["localhost", "127.0.0.1"]
+        # "mlflow": the service's name on the compose network (internal_tracking_uri).
+        names += ["localhost", "127.0.0.1", "mlflow"]
         out: list[str] = []
         for name in names:
             for value in (_url_host(name), f"{_url_host(name)}:{self.mlflow_port}"):

@@ -244,5 +244,14 @@ SETTINGS = (
     Setting("s3_ca_file", None, checks.optional_local_file,
             "Local PEM file of the CA that signed the external S3's certificate (uploaded; the server's S3 "
             "client trusts it through `AWS_CA_BUNDLE`)."),
+
+    # --- Import of a classic MLflow data set (import_classic.py) ----------------------------
+    Setting("classic_backend_store", None, checks.optional(checks.host_path),
+            "For `import_classic.py`: the old server's backend store on this host, a file-store directory "
+            "(`mlruns`) or a SQLite file; only read."),
+    Setting("classic_artifact_root", None, checks.optional(checks.host_path),
+            "For `import_classic.py`: the old server's artifact root directory on this host (its "
+            "`--default-artifact-root` or `--artifacts-destination`); `None`: the directory of "
+            "`classic_backend_store` (a file store: itself); only read."),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

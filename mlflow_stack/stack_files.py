@@ -72,6 +72,7 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
     context = {
         "Dockerfile": dockerfile.encode(),
         "create_bucket.py": (TEMPLATES / "create_bucket.py").read_bytes(),
+        "import_classic.py": (TEMPLATES / "import_classic.py").read_bytes(),
         "migrate_db.py": (TEMPLATES / "migrate_db.py").read_bytes(),
         "auth_users.py": (TEMPLATES / "auth_users.py").read_bytes(),
         "artifacts_archive.py": (TEMPLATES / "artifacts_archive.py").read_bytes(),

@@ -87,7 +87,7 @@ def _read_json_result(result: DeployResult) -> None:
     if start < 0:
         return
     data = json.loads(result.stdout[start:])
-    for op in data.get("results", {}).get("operations", []):
+    for op in (data.get("results") or {}).get("operations", []):  # no results with --dry
         if op["error"]:
             result.errors.append(op["name"])
         elif op["success"]:

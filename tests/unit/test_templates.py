@@ -275,14 +275,15 @@ def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
     config = make_config(extra_ca_certificates=[ca_cert])
     context = build_context(config)
     assert set(context) == {"Dockerfile", "create_bucket.py", "migrate_db.py", "auth_users.py", "artifacts_archive.py",
-                            "requirements.lock", "ca-certificates/corp-root.crt"}
+                            "import_classic.py", "requirements.lock", "ca-certificates/corp-root.crt"}
     with open(ca_cert, "rb") as handle:
         assert context["ca-certificates/corp-root.crt"] == handle.read()
     assert context["create_bucket.py"] == (TEMPLATES / "create_bucket.py").read_bytes()
     assert context["migrate_db.py"] == (TEMPLATES / "migrate_db.py").read_bytes()
     assert context["requirements.lock"] == lock_file(config.mlflow_version).read_bytes()
     assert context["artifacts_archive.py"] == (TEMPLATES / "artifacts_archive.py").read_bytes()
-    assert ("COPY create_bucket.py migrate_db.py auth_users.py artifacts_archive.py /opt/mlflow-stack/"
+    assert context["import_classic.py"] == (TEMPLATES / "import_classic.py").read_bytes()
+    assert ("COPY create_bucket.py migrate_db.py auth_users.py artifacts_archive.py import_classic.py /opt/mlflow-stack/"
             in context["Dockerfile"].decode().splitlines())
 
 

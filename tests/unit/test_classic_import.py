@@ -1,0 +1,158 @@
+"""Issue 11, facts in, commands out: the classic import's settings, its plan fact, the
+operation that runs the importer only when there is something to import, and the importer's
+mapping of the old server's artifact paths onto the host directory."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from pyinfra.api import DeployError
+
+from mlflow_stack import classic_import
+from mlflow_stack.classic_import import ClassicImportPlan, describe, parse_plan
+from mlflow_stack.config import ConfigError
+
+from .helpers import REPO, make_config
+from .plan import plan
+
+STORE = "/srv/old-mlflow/mlruns"
+READY = {"state": "ready", "experiments": 2, "runs": 5, "logged_models": 0, "registered_models": 1,
+         "model_versions": 2, "aliases": 1}
+NOTHING = {**READY, **dict.fromkeys(classic_import.COUNTS, 0)}
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["mlruns", "/srv/old/../etc", "/srv/old/", "/srv/old mlflow", "/srv/a:b", "/", 5])
+def test_a_store_that_is_not_a_plain_absolute_path_is_refused(value):
+    with pytest.raises(ConfigError, match="classic_backend_store = .*must be None or an absolute path on the host"):
+        make_config(classic_backend_store=value)
+
+
+def test_paths_are_kept_as_given():
+    config = make_config(classic_backend_store="/srv/old/mlflow.db", classic_artifact_root="/srv/old/mlartifacts")
+    assert (config.classic_backend_store, config.classic_artifact_root) == ("/srv/old/mlflow.db", "/srv/old/mlartifacts")
+
+
+def test_the_artifact_root_defaults_to_the_store_s_directory():
+    assert classic_import.artifact_root(make_config(classic_backend_store="/srv/old/mlflow.db")) == "/srv/old"
+    given = make_config(classic_backend_store=STORE, classic_artifact_root="/data/artifacts")
+    assert classic_import.artifact_root(given) == "/data/artifacts"
+
+
+def test_one_off_containers_on_the_compose_network_may_call_mlflow_by_its_service_name():
+    config = make_config()
+    assert config.internal_tracking_uri == "http://mlflow:5000"
+    assert {"mlflow", "mlflow:5000"} <= set(config.allowed_hosts)
+
+
+# --- the importer's command ------------------------------------------------------------------
+
+
+def test_the_old_data_is_mounted_read_only_and_the_password_comes_on_a_pipe():
+    config = make_config(classic_backend_store=STORE)
+    command = classic_import.importer_command(config, "apply").get_raw_value()
+    assert command.startswith("sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=//p' /srv/mlflow/.env | docker compose ")
+    assert f"-v {STORE}:/classic/store:ro -v /srv/old-mlflow:/classic/artifacts:ro" in command
+    assert "-e MLFLOW_TRACKING_URI=http://mlflow:5000 -e MLFLOW_TRACKING_USERNAME=admin" in command
+    assert "PASSWORD=" not in command.split("|", 1)[1]
+    assert command.endswith("create-bucket python /opt/mlflow-stack/import_classic.py apply")
+
+
+def test_without_authentication_no_credentials_are_sent():
+    command = classic_import.importer_command(make_config(classic_backend_store=STORE, mlflow_auth=False), "plan")
+    assert ".env" not in command.get_raw_value() and "USERNAME" not in command.get_raw_value()
+
+
+# --- the plan fact ---------------------------------------------------------------------------
+
+
+def test_the_plan_fact_reads_the_importer_s_counts():
+    output = ["experiments=2", "runs=5", "logged_models=0", "registered_models=1", "model_versions=2", "aliases=1",
+              "seconds=0.4", "state=ready"]
+    assert ClassicImportPlan().process(output) == READY
+
+
+@pytest.mark.parametrize("state", ["missing-store", "missing-artifacts", "not-running", "failed"])
+def test_without_counts_the_plan_says_why(state):
+    assert parse_plan([f"state={state}"]) == {"state": state, **dict.fromkeys(classic_import.COUNTS)}
+
+
+def test_a_plan_without_a_state_line_failed():
+    assert parse_plan(["Traceback ..."])["state"] == "failed"
+
+
+def test_the_fact_checks_the_paths_then_the_stack_then_asks_the_importer():
+    command = ClassicImportPlan().command(store=STORE, artifacts="/srv/old-mlflow", project="mlflow",
+                                          plan_command="IMPORTER plan").get_raw_value()
+    assert command.index(f"test -e {STORE}") < command.index("test -d /srv/old-mlflow") \
+        < command.index("ps -q mlflow") < command.index("IMPORTER plan 2>/dev/null && echo state=ready")
+
+
+def test_description_lists_the_nonzero_counts():
+    assert describe(READY) == "2 experiments, 5 runs, 1 registered models, 2 model versions, 1 aliases"
+    assert describe(NOTHING) == "nothing"
+    assert describe(parse_plan(["state=not-running"])) == "counted once the stack runs"
+
+
+# --- the step --------------------------------------------------------------------------------
+
+
+def test_import_runs_the_importer_when_there_is_something_to_import():
+    config = make_config(classic_backend_store=STORE)
+    result = plan(classic_import.import_classic, config, {}, plan=READY)
+    op = result.op(f"Import a classic MLflow data set | Import {STORE} into the stack: {describe(READY)}")
+    assert op.commands == [classic_import.importer_command(config, "apply").get_raw_value()]
+
+
+def test_import_changes_nothing_when_everything_is_there():
+    config = make_config(classic_backend_store=STORE)
+    result = plan(classic_import.import_classic, config, {}, plan=NOTHING)
+    assert result.changing == {}
+    assert result.ops[0].name.endswith(": nothing")
+
+
+def test_import_runs_when_the_counts_were_unknown_while_planning():
+    """A fresh host: the stack the entry point deploys first was not running yet."""
+    config = make_config(classic_backend_store=STORE)
+    result = plan(classic_import.import_classic, config, {}, plan=parse_plan(["state=not-running"]))
+    assert len(result.changing) == 1
+
+
+@pytest.mark.parametrize("state, message", [("missing-store", f"classic_backend_store = '{STORE}' does not exist"),
+                                            ("missing-artifacts", "'/srv/old-mlflow' .* is not a directory")])
+def test_missing_old_data_is_refused_while_planning(state, message):
+    config = make_config(classic_backend_store=STORE)
+    with pytest.raises(DeployError, match=f"{message}.*Nothing was changed"):
+        plan(classic_import.import_classic, config, {}, plan=parse_plan([f"state={state}"]))
+
+
+def test_import_without_a_store_is_a_config_error():
+    with pytest.raises(ConfigError, match="classic_backend_store is not set"):
+        classic_import.import_plan(make_config())
+
+
+# --- the importer's path mapping (templates/import_classic.py) --------------------------------
+
+
+@pytest.fixture
+def importer(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("import_classic", REPO / "templates" / "import_classic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ARTIFACTS", tmp_path)
+    return module
+
+
+def test_old_artifact_uris_are_found_under_the_host_directory_whatever_the_old_server_called_it(importer, tmp_path):
+    run_dir = tmp_path / "1" / "abc" / "artifacts"
+    run_dir.mkdir(parents=True)
+    (tmp_path / "mlruns" / "2" / "def" / "artifacts").mkdir(parents=True)
+    assert importer.local_dir("file:///app/mlruns/1/abc/artifacts") == run_dir
+    assert importer.local_dir("/mlflow/mlartifacts/1/abc/artifacts") == run_dir
+    assert importer.local_dir("mlflow-artifacts:/1/abc/artifacts") == run_dir
+    assert importer.local_dir("file:///app/mlruns/2/def/artifacts") == tmp_path / "mlruns" / "2" / "def" / "artifacts"
+    assert importer.local_dir("file:///app/mlruns/3/none/artifacts") is None
+    assert importer.local_dir(None) is None
