@@ -43,7 +43,7 @@ def local_backup_dir(config: StackConfig, name: str) -> Path:
 
 def require_running_stack(config: StackConfig) -> None:
     services = host.get_fact(ComposeServices, project=config.compose_project)
-    if not stack_is_healthy(services):
+    if not stack_is_healthy(services, config.tls):
         raise DeployError(f"on {host.name}: the MLflow stack is not running and healthy, so there is nothing "
                           "consistent to back up; run `pyinfra inventory.py deploy.py` first. Nothing was changed.")
 

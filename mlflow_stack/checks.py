@@ -7,6 +7,7 @@ message shows after "must be".
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -219,3 +220,12 @@ def backup_source(value) -> str | None:
     if isinstance(value, str) and (Path(value) / "manifest.json").is_file():
         return None
     return f"{allowed} (not found: {value})" if isinstance(value, str) else allowed
+
+
+def local_file(value) -> str | None:
+    allowed = "a path to a readable local file"
+    if not isinstance(value, str) or not value.strip():
+        return allowed
+    if not Path(value).is_file() or not os.access(value, os.R_OK):
+        return f"{allowed} (not found or not readable: {value})"
+    return None

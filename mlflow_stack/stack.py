@@ -11,7 +11,7 @@ from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices, DatabasePasswordState
-from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, stack_is_healthy
+from mlflow_stack.services import ONESHOT_SERVICES, long_running_services, stack_is_healthy
 from mlflow_stack.stack_files import mlflow_image_ref, remove_stale_files
 
 
@@ -38,7 +38,7 @@ def start_stack(config: StackConfig | None = None, changed=()):
     service is not healthy; then wait for health. Returns a callable telling whether the
     stack was (re)started, for steps that follow a start."""
     config = config or config_from_host()
-    healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project))
+    healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project), config.tls)
 
     build = docker.build(
         name="Build the MLflow image (only when its inputs changed)",
@@ -63,7 +63,7 @@ def start_stack(config: StackConfig | None = None, changed=()):
     )
     server.shell(
         name="Wait until every service is healthy",
-        commands=[wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES)],
+        commands=[wait_command(config, *long_running_services(config.tls), oneshots=ONESHOT_SERVICES)],
         _if=needs_up,
     )
     return needs_up

@@ -108,10 +108,11 @@ def compose_status(target, project: str = "mlflow") -> dict[str, dict]:
     return fact.process(target.ssh(fact.command(project)).stdout.splitlines())
 
 
-def assert_stack_healthy(target) -> None:
-    """Healthy as the deploy decides it (mlflow_stack/services.py)."""
+def assert_stack_healthy(target, tls: str = "off") -> None:
+    """Healthy as the deploy decides it (mlflow_stack/services.py); `tls`: the deploy's setting
+    (the suite's shared settings have "off")."""
     status = compose_status(target)
-    assert stack_is_healthy(status), status
+    assert stack_is_healthy(status, tls), status
 
 
 def read_secrets(target) -> dict[str, str]:
