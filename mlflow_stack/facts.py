@@ -202,6 +202,8 @@ class TlsCertificates(FactBase):
     fields: which files exist, whether each certificate stays valid `seconds` more (the server's
     also: signed by the CA), the server's subjectAltName. Reads no key's content."""
 
+    default = CertificateState  # nothing there yet
+
     def requires_command(self, *args, **kwargs) -> str:
         return "openssl"
 

@@ -44,11 +44,13 @@ def status(url: str, credentials: tuple[str, str] | None = None, payload: dict |
         return error.code
 
 
-def fetch(url: str, credentials: tuple[str, str] | None, ca_file: str, headers: dict | None = None) -> bytes:
+def fetch(url: str, credentials: tuple[str, str] | None, ca_file: str, headers: dict | None = None,
+          data: bytes | None = None) -> bytes:
+    """GET (PUT with `data`) over https trusting `ca_file`; the body of the response."""
     headers = dict(headers or {})
     if credentials:
         headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
-    request = urllib.request.Request(url, headers=headers)
+    request = urllib.request.Request(url, headers=headers, data=data, method="PUT" if data is not None else "GET")
     with urllib.request.urlopen(request, timeout=30, context=ssl.create_default_context(cafile=ca_file)) as response:
         return response.read()
 
@@ -165,10 +167,12 @@ def test_users_log_and_load_a_model_and_a_read_user_cannot_write(server):
         reader = ("reader", users["reader"])
         run_info = json.loads(fetch(f"{api}/runs/get?run_id={run_id}", reader, server["ca"]))["run"]["info"]
         artifacts = run_info["artifact_uri"].split(":", 1)[1].lstrip("/")
-        presigned = json.loads(fetch(f"{uri}/api/2.0/mlflow-artifacts/presigned/{artifacts}/model/MLmodel", reader,
+        fetch(f"{uri}/api/2.0/mlflow-artifacts/artifacts/{artifacts}/note.txt", ("writer", users["writer"]),
+              server["ca"], data=b"through the proxy")
+        presigned = json.loads(fetch(f"{uri}/api/2.0/mlflow-artifacts/presigned/{artifacts}/note.txt", reader,
                                      server["ca"]))
         assert presigned["url"].startswith(f"https://{server['name']}:9000/mlflow/artifacts/"), presigned
-        assert b"flavors" in fetch(presigned["url"], None, server["ca"], presigned.get("headers", {}))
+        assert fetch(presigned["url"], None, server["ca"], presigned.get("headers", {})) == b"through the proxy"
     server["run_id"] = run_id
 
 
