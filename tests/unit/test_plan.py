@@ -515,7 +515,7 @@ def compose_up(config) -> str:
 
 def wait(config) -> str:
     return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
-            f"--oneshot create-bucket --oneshot migrate-db {' '.join(LONG_RUNNING_SERVICES)}")
+            f"--oneshot create-bucket --oneshot migrate-db {' '.join(services.long_running_services(config.tls))}")
 
 
 def test_fresh_stack_builds_starts_and_waits():
@@ -619,6 +619,6 @@ def test_deploy_py_on_a_fresh_host_runs_every_step_in_order():
             steps.append(step)
     assert steps == ["Install Docker Engine and Compose v2", "Create the service account and stack directories",
                      "Ensure the stack's secrets exist on the host", "Upload the stack files",
-                     "Build the MLflow image and start the stack", "Keep MLflow's users", "Schedule backups",
+                     "Ensure the TLS certificates", "Build the MLflow image and start the stack", "Keep MLflow's users", "Schedule backups",
                      "Verify the stack from the control machine"]
     assert result.commands[-1] == "call _run_smoke_test"
