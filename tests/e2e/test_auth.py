@@ -11,10 +11,13 @@ The tests share one target and run in order.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import socket
 import ssl
+import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -203,6 +206,44 @@ def test_admin_password_rotation_reaches_mlflow_s_user_store(server):
         assert abs(float(prediction) - 31.0) < 1e-6
         again = server["deployer"].run().check()
     assert again.changed == [], again.changed
+
+
+@contextlib.contextmanager
+def ssh_tunnel(target, local_port: int, remote: str):
+    """Forward 127.0.0.1:local_port on this machine to `remote` (host:port) as seen from the target."""
+    tunnel = subprocess.Popen([*target.ssh_command()[:-1], "-N", "-L", f"127.0.0.1:{local_port}:{remote}",
+                               target.ssh_command()[-1]], stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", local_port), timeout=1):
+                break
+            time.sleep(0.2)
+        yield f"http://localhost:{local_port}"
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+
+
+def test_tls_proxy_against_plain_mlflow_through_an_ssh_tunnel(server, record):
+    """log_metric latency and a 200 MB artifact up and down, as a client sees them: through the
+    TLS proxy (upload through MLflow, download presigned to the proxy's S3 port), then to
+    MLflow's own port, unpublished, through an SSH tunnel (plain HTTP inside it; downloads
+    through MLflow too). Then 200 MB by presigned multipart upload through the proxy (the
+    client's threshold lowered from 500 MiB: the path a big upload takes)."""
+    target, uri, workdir = server["target"], server["uri"], server["workdir"]
+    admin = client_env("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"], server["ca"])
+    with_tls = json.loads(run_client("client_tls_bench.py", uri, workdir / "bench-tls", "200", env=admin))
+    record("tls_proxy_log_metric_ms_and_200MB_MBps", with_tls)
+    mlflow_ip = target.ssh("docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "
+                           "mlflow-mlflow-1").stdout.strip()
+    # MLflow accepts the Host header localhost:5000 (--allowed-hosts), so the tunnel listens on 5000 here.
+    with ssh_tunnel(target, 5000, f"{mlflow_ip}:5000") as direct_uri:
+        direct = json.loads(run_client("client_tls_bench.py", direct_uri, workdir / "bench-direct", "200",
+                                       env={**admin, "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}))
+    record("ssh_tunnel_to_mlflow_log_metric_ms_and_200MB_MBps", direct)
+    multipart = json.loads(run_client("client_tls_bench.py", uri, workdir / "bench-multipart", "200",
+                                      env={**admin, "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(100 * 1024 * 1024)}))
+    record("tls_proxy_presigned_multipart_200MB_MBps", multipart)
 
 
 def test_no_password_in_any_process_s_arguments(server):
