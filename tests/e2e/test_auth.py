@@ -20,6 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -244,6 +245,51 @@ def test_tls_proxy_against_plain_mlflow_through_an_ssh_tunnel(server, record):
     multipart = json.loads(run_client("client_tls_bench.py", uri, workdir / "bench-multipart", "200",
                                       env={**admin, "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(100 * 1024 * 1024)}))
     record("tls_proxy_presigned_multipart_200MB_MBps", multipart)
+
+
+def test_another_public_name_gets_a_new_certificate_from_the_same_ca(server):
+    target, name, ca = server["target"], server["name"], server["ca"]
+    second = f"alt-{name}"
+    ca_before = target.ssh("cat /srv/mlflow/ca/ca.crt").stdout
+    with control_machine_hosts_entry(second, target.address):
+        renamed = server["deployer"].run(overrides={"mlflow_public_names": [second]}).check()
+        assert "Ensure the TLS certificates | Make a new server certificate (missing, close to its end, or for other " \
+               "names)" in renamed.changed, renamed.changed
+        assert "Load new TLS certificates | Restart proxy to load the new certificate" in renamed.changed
+        assert status(f"https://{second}:5000/health", ca_file=ca) == 200
+        assert status(f"https://{name}:5000/health", ca_file=ca) == 200
+        again = server["deployer"].run(overrides={"mlflow_public_names": [second]}).check()
+    assert again.changed == [], again.changed
+    assert target.ssh("cat /srv/mlflow/ca/ca.crt").stdout == ca_before
+
+
+def test_tls_files_mode_serves_the_given_certificate(server, tmp_path):
+    """The lab's own PKI: a CA and a certificate for the name made here (by the deploy's own
+    script, run on this machine), given as tls = "files"."""
+    target, name, uri = server["target"], server["name"], server["uri"]
+    ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
+    ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
+    subprocess.run(["sh", "templates/tls-certs.sh", "ca", str(ca_dir), str(tls_dir), "0", "0", "30", "30", f"DNS:{name}"],
+                   check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
+    files = {"tls": "files", "tls_cert_file": str(tls_dir / "server.crt"), "tls_key_file": str(tls_dir / "server.key"),
+             "tls_ca_file": str(ca_dir / "ca.crt")}
+    given = server["deployer"].run(overrides=files, extra_args=("-vv", "--diff")).check()
+    assert "Load new TLS certificates | Restart proxy to load the new certificate" in given.changed
+    assert "Load new TLS certificates | Restart mlflow to load the new CA" in given.changed
+    key = (tls_dir / "server.key").read_text()
+    assert "PRIVATE KEY" not in given.stdout + given.stderr
+    assert not [line for line in key.splitlines() if "PRIVATE" not in line and line in given.stdout + given.stderr]
+    assert target.ssh("stat -c '%U %a' /srv/mlflow/tls/server.key").stdout.strip() == "mlflow 600"
+    assert status(f"{uri}/health", ca_file=str(ca_dir / "ca.crt")) == 200
+    with pytest.raises(urllib.error.URLError):
+        status(f"{uri}/health", ca_file=server["ca"])  # the self-signed CA no longer fits
+    # MLflow trusts the new CA for its own S3 calls (a proxied upload), clients for the presigned download.
+    admin = client_env("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"], str(ca_dir / "ca.crt"))
+    run_id = run_client("client_log_model.py", uri, server["workdir"] / "files-log", env=admin)
+    prediction = run_client("client_load_model.py", uri, server["workdir"] / "files-load", run_id, env=admin)
+    assert abs(float(prediction) - 31.0) < 1e-6
+    again = server["deployer"].run(overrides=files).check()
+    assert again.changed == [], again.changed
 
 
 def test_no_password_in_any_process_s_arguments(server):
