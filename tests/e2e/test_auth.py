@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from .support import Deployer, assert_stack_healthy, control_machine_hosts_entry, read_secrets, run_client
+from .support import (Deployer, assert_stack_healthy, compose_status, control_machine_hosts_entry, read_secrets,
+                      run_client)
 
 pytestmark = pytest.mark.e2e
 
@@ -289,6 +290,20 @@ def test_tls_files_mode_serves_the_given_certificate(server, tmp_path):
     prediction = run_client("client_load_model.py", uri, server["workdir"] / "files-load", run_id, env=admin)
     assert abs(float(prediction) - 31.0) < 1e-6
     again = server["deployer"].run(overrides=files).check()
+    assert again.changed == [], again.changed
+
+
+def test_tls_off_removes_the_proxy_and_warns_of_plain_http(server):
+    target, name = server["target"], server["name"]
+    plain = server["deployer"].run(overrides={"tls": "off"}).check()
+    output = plain.stdout + plain.stderr
+    assert "WARNING: plain HTTP" in output
+    assert f"smoke test passed against http://{name}:5000 as admin" in output
+    assert "proxy" not in compose_status(target)
+    assert_stack_healthy(target, tls="off")
+    admin = ("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    assert status(f"http://{name}:5000/api/2.0/mlflow/experiments/search?max_results=1", admin) == 200
+    again = server["deployer"].run(overrides={"tls": "off"}).check()
     assert again.changed == [], again.changed
 
 
