@@ -11,6 +11,7 @@ from mlflow_stack.secrets import ensure_secrets
 from mlflow_stack.service_account import create_service_account
 from mlflow_stack.stack import apply_database_password, load_image_archives, start_stack
 from mlflow_stack.stack_files import upload_stack_files
+from mlflow_stack.tls import ensure_certificates, reload_certificates
 from mlflow_stack.upgrades import protect_data
 from mlflow_stack.verify import verify_stack
 
@@ -22,11 +23,13 @@ create_service_account(config)
 secrets = ensure_secrets(config)
 user_passwords = ensure_user_passwords(config)
 stack_files = upload_stack_files(config)
+certificates = ensure_certificates(config)
 archives = load_image_archives(config)
 db_password = apply_database_password(config, secrets=secrets)
 backup = protect_data(config)
 started = start_stack(config, changed=[secrets, db_password, backup, *stack_files, *archives])
+reloaded = reload_certificates(config, certificates)
 sync_users(config, changed=[secrets, user_passwords])
 schedule_backups(config)
 schedule_gc(config)
-verify_stack(config, started=started)
+verify_stack(config, started=started, restarted=reloaded)

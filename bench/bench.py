@@ -31,7 +31,7 @@ def main() -> None:
         assert rerun.changed == [], rerun.changed
         target.ssh("cd /srv/mlflow && docker compose stop")
         started = time.monotonic()
-        target.ssh("cd /srv/mlflow && docker compose up -d && sh wait-healthy.sh mlflow 600 --oneshot create-bucket --oneshot migrate-db postgres minio mlflow")
+        target.ssh("cd /srv/mlflow && docker compose up -d && sh wait-healthy.sh mlflow 600 --oneshot create-bucket --oneshot migrate-db postgres minio mlflow proxy")
         up_to_healthy = time.monotonic() - started
     finally:
         target.stop()

@@ -7,6 +7,7 @@ message shows after "must be".
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -269,3 +270,12 @@ def host_path(value) -> str | None:
             and re.match(r"^[A-Za-z0-9/._@+-]+$", value) and ".." not in value.split("/") and ":" not in value:
         return None
     return "an absolute path on the host, e.g. '/srv/old-mlflow/mlruns' (letters, digits and / . _ @ + -; no '..')"
+
+
+def local_file(value) -> str | None:
+    allowed = "a path to a readable local file"
+    if not isinstance(value, str) or not value.strip():
+        return allowed
+    if not Path(value).is_file() or not os.access(value, os.R_OK):
+        return f"{allowed} (not found or not readable: {value})"
+    return None

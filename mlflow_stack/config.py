@@ -22,6 +22,7 @@ from pyinfra.api import DeployError
 from mlflow_stack.releases import SCHEMA_REVISIONS, lock_file
 from mlflow_stack.services import POSTGRES_CA_MOUNT, S3_CA_MOUNT, SERVICE_NAMES, Service, port_settings, stack_services
 from mlflow_stack.settings import HIDDEN_SETTINGS, SECRET_ENV_VARS, SETTINGS
+from mlflow_stack.certificates import tls_errors
 
 CONFIG_KEYS = tuple(setting.name for setting in SETTINGS)
 
@@ -74,8 +75,13 @@ class _DerivedValues:
         return ("--app-name=basic-auth",) if self.mlflow_auth else ()
 
     @property
+    def scheme(self) -> str:
+        """With TLS the proxy answers on the published ports, under the same names."""
+        return "http" if self.tls == "off" else "https"
+
+    @property
     def tracking_uri(self) -> str:
-        return f"http://{_url_host(self.mlflow_public_host)}:{self.mlflow_port}"
+        return f"{self.scheme}://{_url_host(self.mlflow_public_host)}:{self.mlflow_port}"
 
     @property
     def external_database(self) -> bool:
@@ -89,7 +95,7 @@ class _DerivedValues:
     def services(self) -> tuple[Service, ...]:
         """The services this host runs (services.py), by which backends are external."""
         return stack_services(self.external_database, self.external_s3,
-                              postgres_ca=self.postgres_ca_name, s3_ca=self.s3_ca_name)
+                              postgres_ca=self.postgres_ca_name, s3_ca=self.s3_ca_name, tls=self.tls != "off")
 
     @property
     def postgres_ca_name(self) -> str | None:
@@ -136,9 +142,10 @@ class _DerivedValues:
 
     @property
     def mlflow_s3_env(self) -> tuple[str, ...]:
-        """Extra mlflow.env lines for an external S3 (none for the bundled MinIO)."""
+        """Extra mlflow.env lines for MLflow's own S3 client: an external S3's addressing and CA;
+        for the bundled MinIO with TLS, the proxy's CA (mlflow_tls_env)."""
         if not self.external_s3:
-            return ()
+            return self.mlflow_tls_env
         lines = [f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE={self.s3_addressing_style}"]
         if self.s3_ca_file:
             lines.append(f"AWS_CA_BUNDLE={S3_CA_MOUNT}")
@@ -153,7 +160,35 @@ class _DerivedValues:
     def s3_public_endpoint(self) -> str:
         if self.external_s3:
             return self.s3_endpoint_url
-        return f"http://{_url_host(self.mlflow_public_host)}:{self.minio_api_port}"
+        return f"{self.scheme}://{_url_host(self.mlflow_public_host)}:{self.minio_api_port}"
+
+    @property
+    def tls_dir(self) -> str:
+        """The proxy's certificate and key, and the CA certificate MLflow trusts."""
+        return f"{self.stack_dir}/tls"
+
+    @property
+    def ca_dir(self) -> str:
+        """The self-signed CA's key (root, 0700): mounted into no container."""
+        return f"{self.stack_dir}/ca"
+
+    @property
+    def tls_names(self) -> tuple[str, ...]:
+        """Names the server certificate covers: the public host first."""
+        return tuple(dict.fromkeys((self.mlflow_public_host, *self.mlflow_public_names)))
+
+    @property
+    def ca_local_path(self) -> str | None:
+        """The CA certificate on the control machine that clients (and the smoke test) trust."""
+        if self.tls == "self-signed":
+            return os.path.join(self.tls_ca_local_dir, self.inventory_name, "ca.crt")
+        return self.tls_ca_file if self.tls == "files" else None
+
+    @property
+    def mlflow_tls_env(self) -> tuple[str, ...]:
+        """mlflow.env lines: with TLS, MLflow's own S3 calls go to the public name through the
+        proxy and trust its CA."""
+        return () if self.tls == "off" else ("AWS_CA_BUNDLE=/etc/mlflow-stack/ca.crt",)
 
     @property
     def s3_internal_endpoint(self) -> str:
@@ -161,13 +196,21 @@ class _DerivedValues:
         return f"http://minio:{self.minio_api_port}"
 
     @property
-    def minio_network_aliases(self) -> tuple[str, ...]:
-        """Inside the compose network the public name resolves to MinIO itself, so the MLflow
-        server signs URLs for the public endpoint but sends its own S3 traffic straight to the
-        container, whatever the name resolves to on the host (or if it resolves nowhere
-        there). An IP address cannot be an alias: the server then reaches MinIO through the
-        host's published port."""
+    def public_name_aliases(self) -> tuple[str, ...]:
+        """Inside the compose network the public name resolves to MinIO itself (with TLS: to
+        the proxy in front of it), so the MLflow server signs URLs for the public endpoint but
+        sends its own S3 traffic to the container, whatever the name resolves to on the host
+        (or if it resolves nowhere there). An IP address cannot be an alias: the server then
+        reaches MinIO through the host's published port."""
         return () if _is_ip(self.mlflow_public_host) else (self.mlflow_public_host,)
+
+    @property
+    def minio_network_aliases(self) -> tuple[str, ...]:
+        return self.public_name_aliases if self.tls == "off" else ()
+
+    @property
+    def proxy_network_aliases(self) -> tuple[str, ...]:
+        return () if self.tls == "off" else self.public_name_aliases
 
     @property
     def artifacts_destination(self) -> str:
@@ -296,6 +339,7 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
             errors.append(f"mlflow_auth_users gives {user.name!r} {user.permission}, less than "
                           f"mlflow_auth_default_permission = {default!r}: MLflow never grants less than the default; "
                           f"lower the default (e.g. 'NO_PERMISSIONS') or raise the user's permission")
+    errors += tls_errors(values, public_host)
     for key in values.get("rotate_secrets", ()):
         if values.get(key) is not None:
             errors.append(f"rotate_secrets names {key!r}, which is given (in the config or ${SECRET_ENV_VARS[key]}): "
@@ -326,6 +370,11 @@ def _external_errors(values: dict[str, Any]) -> list[str]:
             if values.get(key) is not None:
                 errors.append(f"{key}: only used with postgres_external_host, which is not set")
     if values.get("s3_endpoint_url") is not None:
+        # The proxy terminates TLS for the bundled MinIO's presigned traffic; an external S3's
+        # presigned URLs go to that store itself, which the proxy does not front.
+        if values.get("tls", "off") != "off":
+            errors.append(f"tls = {values['tls']!r} with s3_endpoint_url: the TLS proxy fronts the bundled MinIO "
+                          "only; set tls = 'off' (the external S3 serves its own https) or use the bundled MinIO")
         if "s3_access_key" in values and values["s3_access_key"] is None:
             errors.append("s3_access_key: required with s3_endpoint_url (the access key ID at the external S3)")
         if "s3_secret_access_key" in values and values["s3_secret_access_key"] is None:

@@ -6,6 +6,8 @@ import json
 
 from pyinfra.api import FactBase
 
+from mlflow_stack.certificates import CertificateState, parse_openssl_sans
+
 
 def key_values(output) -> dict[str, str]:
     """The `key=value` lines a fact command echoes."""
@@ -205,3 +207,34 @@ class HeldRecords(FactBase):
         found = key_values(output)
         value = found.get("held", "")
         return int(value) if value.isdigit() else None
+
+
+class TlsCertificates(FactBase):
+    """The self-signed CA and server certificate on the host, as certificates.CertificateState
+    fields: which files exist, whether each certificate stays valid `seconds` more (the server's
+    also: signed by the CA), the server's subjectAltName. Reads no key's content."""
+
+    default = CertificateState  # nothing there yet
+
+    def requires_command(self, *args, **kwargs) -> str:
+        return "openssl"
+
+    def command(self, ca_dir: str, tls_dir: str, seconds: int) -> str:
+        valid = f"openssl x509 -noout -checkend {seconds} -in"
+        return (
+            f"test -s {ca_dir}/ca.key && echo ca_key=yes; "
+            f"test -s {tls_dir}/server.key && echo server_key=yes; "
+            f"{valid} {ca_dir}/ca.crt >/dev/null 2>&1 && echo ca_valid=yes; "
+            f"{valid} {tls_dir}/server.crt >/dev/null 2>&1 && openssl verify -CAfile {ca_dir}/ca.crt "
+            f"{tls_dir}/server.crt >/dev/null 2>&1 && echo server_valid=yes; "
+            f"echo server_sans=$(openssl x509 -noout -ext subjectAltName -in {tls_dir}/server.crt 2>/dev/null "
+            "| tail -n +2 | tr -d ' '); true"
+        )
+
+    def process(self, output):
+        values = key_values(output)
+        return CertificateState(
+            ca_key=values.get("ca_key") == "yes", ca_valid=values.get("ca_valid") == "yes",
+            server_key=values.get("server_key") == "yes", server_valid=values.get("server_valid") == "yes",
+            server_sans=parse_openssl_sans(values.get("server_sans", "").replace("IPAddress:", "IP Address:")),
+        )

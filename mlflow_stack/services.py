@@ -1,14 +1,15 @@
 """The services this host runs, in one place.
 
 Which ones depends on the config: `stack_services` leaves out the bundled database and MinIO
-when they are external (config.services is the host's). The compose file, the directories
-step, the secrets step, the port-clash check and the wait for health read that table. What depends on the config (images, ids, addresses, port
+when they are external, and adds the TLS proxy when TLS is on (config.services is the host's).
+The compose file, the directories step, the secrets step, the port-clash check and the wait
+for health read that table. What depends on the config (images, ids, addresses, port
 numbers) is named here by the template value that holds it and looked up by `compose_entries`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 LOOPBACK = "127.0.0.1"
@@ -25,8 +26,9 @@ class DataDir:
 
 @dataclass(frozen=True)
 class ConfigFile:
-    name: str   # in the stack directory, rendered by the deploy (root, 0644: it holds no secret)
+    name: str   # in the stack directory, written by the deploy (rendered files: root, 0644, no secret)
     mount: str  # where the service reads it, read-only
+    tls_only: bool = False  # mounted only when TLS is on (the certificate files of tls.py)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Port:
     setting: str                        # holds the host port; named when two ports clash
     address_setting: str | None = None  # holds the host address; None: loopback only
     container_port: int | None = None   # None: the host port, which the service listens on inside
+    # With TLS on the proxy publishes this port (TLS) and the service publishes nothing:
+    # plain HTTP to it never leaves the compose network.
+    plain_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Service:
     config_files: tuple[ConfigFile, ...] = ()
     secrets: tuple[str, ...] = ()  # keys of the secrets file compose interpolates into it
     ports: tuple[Port, ...] = ()
+    tls_only: bool = False  # present only when TLS is on (the proxy)
 
     def is_healthy(self, status: Mapping) -> bool:
         """`status`: the service's entry of the ComposeServices fact ({} when it has no container)."""
@@ -60,12 +66,13 @@ S3_CA_MOUNT = "/etc/mlflow-stack/s3-ca.crt"
 
 
 def stack_services(external_database: bool = False, external_s3: bool = False,
-                   postgres_ca: str | None = None, s3_ca: str | None = None) -> tuple[Service, ...]:
+                   postgres_ca: str | None = None, s3_ca: str | None = None, tls: bool = False) -> tuple[Service, ...]:
     """The services this host runs, in compose order (a one-shot's dependencies before it,
     MLflow last). An external database drops the postgres container and its data directory;
     an external S3 drops MinIO, its data directory and the bucket init (the bucket must
     exist). `postgres_ca` / `s3_ca`: the file name (in the stack directory) of a CA for the
-    external backend, mounted into the services that connect to it."""
+    external backend, mounted into the services that connect to it. `tls`: the proxy runs in
+    front of MLflow and MinIO (config refuses TLS with an external S3)."""
     s3_secret = "S3_SECRET_ACCESS_KEY" if external_s3 else "MINIO_ROOT_PASSWORD"
     db_ca = (ConfigFile(postgres_ca, POSTGRES_CA_MOUNT),) if external_database and postgres_ca else ()
     object_ca = (ConfigFile(s3_ca, S3_CA_MOUNT),) if external_s3 and s3_ca else ()
@@ -78,7 +85,8 @@ def stack_services(external_database: bool = False, external_s3: bool = False,
             Service("minio", image="minio_image", secrets=("MINIO_ROOT_PASSWORD",),
                     data_dirs=(DataDir("minio", "750", "/data"),),
                     # The console only on loopback (an SSH tunnel reaches it).
-                    ports=(Port("minio_api_port", "minio_api_bind_address"), Port("minio_console_port"))),
+                    ports=(Port("minio_api_port", "minio_api_bind_address", plain_only=True),
+                           Port("minio_console_port"))),
             Service("create-bucket", image=BUILT_IMAGE, oneshot=True, secrets=("MINIO_ROOT_PASSWORD",)),
         ]
     services += [
@@ -88,14 +96,26 @@ def stack_services(external_database: bool = False, external_s3: bool = False,
                                                       "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
                 data_dirs=(DataDir("mlruns", "750", "/mlflow"),),
                 # MLflow's auth config (MLFLOW_AUTH_CONFIG_PATH in mlflow.env names the mount).
-                config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"), *db_ca, *object_ca),
-                ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000),)),
+                # ca.crt: its own S3 calls go to the public name, through the proxy (AWS_CA_BUNDLE).
+                config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"), *db_ca, *object_ca,
+                              ConfigFile("tls/ca.crt", "/etc/mlflow-stack/ca.crt", tls_only=True)),
+                ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000, plain_only=True),)),
+        # Terminates TLS for the tracking API and the presigned S3 traffic, under the public name,
+        # on the ports MLflow and MinIO publish without TLS. nginx.conf: templates/nginx.conf.j2.
+        Service("proxy", image="proxy_image", tls_only=True,
+                config_files=(ConfigFile("nginx.conf", "/etc/nginx/nginx.conf"),
+                              ConfigFile("tls/server.crt", "/etc/nginx/tls/server.crt"),
+                              ConfigFile("tls/server.key", "/etc/nginx/tls/server.key")),
+                ports=(Port("mlflow_port", "mlflow_bind_address"), Port("minio_api_port", "minio_api_bind_address"))),
     ]
-    return tuple(services)
+    # With TLS the proxy publishes MLflow's and MinIO's ports; without it, no certificate is mounted.
+    return tuple(replace(service, ports=tuple(port for port in service.ports if not (tls and port.plain_only)),
+                         config_files=tuple(f for f in service.config_files if tls or not f.tls_only))
+                 for service in services if tls or not service.tls_only)
 
 
-# The default topology: everything bundled on this host.
-SERVICES = stack_services()
+# Every service the model knows, everything bundled, the proxy too (config.services: a host's).
+SERVICES = stack_services(tls=True)
 # Every topology's services and secrets: names a public host must not take, secrets a setting may give.
 _EVERY_TOPOLOGY = (SERVICES, stack_services(external_database=True, external_s3=True))
 
@@ -105,7 +125,7 @@ LONG_RUNNING_SERVICES = tuple(service.name for service in SERVICES if not servic
 DATA_DIRS = {data_dir.name: data_dir.mode for service in SERVICES for data_dir in service.data_dirs}
 SECRET_FILE_KEYS = tuple(dict.fromkeys(key for services in _EVERY_TOPOLOGY for service in services
                                        for key in service.secrets))
-PORT_SETTINGS = tuple(port.setting for service in SERVICES for port in service.ports)
+PORT_SETTINGS = tuple(dict.fromkeys(port.setting for service in SERVICES for port in service.ports))
 
 
 def data_dirs(services: tuple[Service, ...]) -> dict[str, str]:
@@ -117,16 +137,25 @@ def secret_keys(services: tuple[Service, ...]) -> tuple[str, ...]:
 
 
 def port_settings(services: tuple[Service, ...]) -> tuple[str, ...]:
-    return tuple(port.setting for service in services for port in service.ports)
+    return tuple(dict.fromkeys(port.setting for service in services for port in service.ports))
 
 
-def stack_is_healthy(statuses: Mapping[str, Mapping], services: tuple[Service, ...] = SERVICES) -> bool:
+def active_services(tls: str) -> tuple[Service, ...]:
+    """The services of an all-bundled host with the `tls` setting's value."""
+    return stack_services(tls=tls != "off")
+
+
+def long_running_services(tls: str) -> tuple[str, ...]:
+    return tuple(service.name for service in active_services(tls) if not service.oneshot)
+
+
+def stack_is_healthy(statuses: Mapping[str, Mapping], services: tuple[Service, ...]) -> bool:
     """Every service of `services` (the host's: config.services) healthy by its rule;
     `statuses`: the ComposeServices fact."""
     return all(service.is_healthy(statuses.get(service.name, {})) for service in services)
 
 
-def compose_entries(values: Mapping, services: tuple[Service, ...] = SERVICES) -> dict[str, dict]:
+def compose_entries(values: Mapping, services: tuple[Service, ...]) -> dict[str, dict]:
     """Service name -> what compose.yaml says of it that the table decides, from the
     template values: image, user, volumes and published ports, in compose's short syntax."""
     entries = {}

@@ -253,5 +253,29 @@ SETTINGS = (
             "For `import_classic.py`: the old server's artifact root directory on this host (its "
             "`--default-artifact-root` or `--artifacts-destination`); `None`: the directory of "
             "`classic_backend_store` (a file store: itself); only read."),
+
+    # --- TLS (mlflow_stack/tls.py) ----------------------------------------------------------
+    # On by default: authentication is on by default, and its passwords must not cross a shared
+    # network in clear text; a self-signed CA needs nothing from the lab but one file per client.
+    Setting("tls", "self-signed", checks.one_of("self-signed", "files", "off"),
+            "`\"self-signed\"`: a proxy terminates TLS for the tracking API and the presigned S3 traffic with a "
+            "certificate from a CA the deploy makes on the host (its key never leaves it); clients trust the CA "
+            "certificate fetched to `tls_ca_local_dir`. `\"files\"`: your certificate and key (`tls_cert_file`, "
+            "`tls_key_file`, `tls_ca_file`). `\"off\"`: plain HTTP, no proxy."),
+    Setting("proxy_image", "nginx:1.28", checks.pattern(checks.IMAGE, "an image reference like 'nginx:1.28'"),
+            "TLS proxy image: any image with the official nginx image's contract (`/etc/nginx/nginx.conf`, "
+            "`nginx -g 'daemon off;'`, runs as any user, bash)."),
+    Setting("tls_cert_file", None, checks.optional(checks.local_file),
+            "With `tls = \"files\"`: PEM certificate (chain) on the control machine; it must cover "
+            "`mlflow_public_host`."),
+    Setting("tls_key_file", None, checks.optional(checks.local_file),
+            "With `tls = \"files\"`: its PEM private key on the control machine (uploaded 0600)."),
+    Setting("tls_ca_file", None, checks.optional(checks.local_file),
+            "With `tls = \"files\"`: the CA certificate that signed it (for a public CA: its root), trusted by "
+            "the server's own S3 calls and the smoke test."),
+    Setting("tls_ca_local_dir", "tls", checks.local_dir_name,
+            "With `tls = \"self-signed\"`: where the deploy fetches the CA certificate to on the control machine, as "
+            "`<dir>/<inventory name>/ca.crt` (relative to where pyinfra runs), for clients' "
+            "`REQUESTS_CA_BUNDLE`."),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

@@ -20,7 +20,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
 # Shell helpers the deploy runs on the host (not inputs of the stack itself).
 HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh", "restore.sh",
-                  "gc.sh")
+                  "gc.sh", "tls-certs.sh")
 # Only a host with an external backend has something to check before a start.
 BACKEND_CHECK_SCRIPTS = ("check-backends.sh", "check_backends.py")
 
@@ -40,6 +40,8 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         s3_public_endpoint=config.s3_public_endpoint,
         s3_internal_endpoint=config.s3_internal_endpoint,
         minio_network_aliases=list(config.minio_network_aliases),
+        proxy_network_aliases=list(config.proxy_network_aliases),
+        mlflow_tls_env=list(config.mlflow_tls_env),
         artifacts_destination=config.artifacts_destination,
         mlflow_app_options=list(config.mlflow_app_options),
         allowed_hosts=",".join(config.allowed_hosts),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
+import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -33,12 +36,13 @@ def basic_auth(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def _request(method: str, url: str, body: bytes | None = None, content_type: str = "application/json",
-             headers: dict[str, str] | None = None) -> bytes:
+def _plain_request(method: str, url: str, body: bytes | None = None, content_type: str = "application/json",
+             headers: dict[str, str] | None = None, ca_file: str | None = None) -> bytes:
     request = urllib.request.Request(url, data=body, method=method,
                                      headers={"Content-Type": content_type, **(headers or {})})
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.read()
     except urllib.error.HTTPError as error:
         raise SmokeTestError(f"{method} {url} -> HTTP {error.code}: {error.read()[:300]!r}") from None
@@ -46,12 +50,14 @@ def _request(method: str, url: str, body: bytes | None = None, content_type: str
         raise SmokeTestError(f"{method} {url} -> {error.reason}") from None
 
 
-def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, str] | None = None) -> str:
+def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, str] | None = None,
+               ca_file: str | None = None) -> str:
     """Experiment, run, metric, artifact up and down through the proxy, then clean up, as the
-    user of `credentials` (None: anonymously). Returns a one-line report; raises
-    SmokeTestError naming the failing call."""
+    user of `credentials` (None: anonymously), trusting `ca_file` (None: the system's CAs)
+    for https. Returns a one-line report; raises SmokeTestError naming the failing call."""
     api = f"{tracking_uri}/api/2.0/mlflow"
     auth = basic_auth(*credentials) if credentials else {}
+    _request = functools.partial(_plain_request, ca_file=ca_file)
 
     def call(path: str, payload: dict) -> dict:
         return json.loads(_request("POST", f"{api}/{path}", json.dumps(payload).encode(), headers=auth) or b"{}")
@@ -92,6 +98,10 @@ def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, st
 def summary(config: StackConfig) -> str:
     """Where the server is and how a client gets in; where credentials are, never their values."""
     lines = [f"MLflow is at {config.tracking_uri}"]
+    if config.tls == "self-signed":
+        lines.append(f"TLS with this deploy's own CA: clients trust {os.path.abspath(config.ca_local_path)} (copy it to "
+                     "them): export REQUESTS_CA_BUNDLE=<that file> (MLFLOW_TRACKING_SERVER_CERT_PATH alone covers "
+                     "the tracking API but not the presigned artifact downloads)")
     if not config.mlflow_auth:
         lines += [f"clients need only: export MLFLOW_TRACKING_URI={config.tracking_uri}",
                   "authentication is OFF (mlflow_auth = False): anyone who reaches the port can read, change "
@@ -126,7 +136,8 @@ def read_host_secret(state, host, path: str, key: str) -> str:
     return value
 
 
-def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple[str, str, str] | None = None) -> bool:
+def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple[str, str, str] | None = None,
+                    ca_file: str | None = None) -> bool:
     """pyinfra callback: True on success; on failure one error line and False, which fails
     the operation without a traceback (pyinfra uses the return value only of callbacks that
     take `state, host` first). `admin`: (user, secrets file, key of its password) when the
@@ -136,7 +147,7 @@ def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple
         if admin:
             user, path, key = admin
             credentials = (user, read_host_secret(state, host, path, key))
-        logger.info(f"{host.print_prefix}{smoke_test(tracking_uri, credentials=credentials)}")
+        logger.info(f"{host.print_prefix}{smoke_test(tracking_uri, credentials=credentials, ca_file=ca_file)}")
         return True
     except SmokeTestError as error:
         host.log_styled(f"smoke test failed: {error}. Check that the name in the URL resolves and the port is "
@@ -176,15 +187,17 @@ def run_smoke_test(config: StackConfig, **op_args):
         logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow"
                   + (" minio" if "minio" in config.service_names else ""),
         admin=admin,
+        ca_file=config.ca_local_path,
         **op_args,
     )
 
 
 @deploy("Verify the stack from the control machine")
-def verify_stack(config: StackConfig | None = None, started=None):
+def verify_stack(config: StackConfig | None = None, started=None, restarted=()):
     """Smoke-test over HTTP whenever the stack was (re)started (`started`: a callable saying
-    so), or always when run on its own; then print where to point clients."""
+    so; `restarted`: operations that restarted services), or always when run on its own;
+    then print where to point clients."""
     config = config or config_from_host()
-    gate = {"_if": started} if started is not None else {}
+    gate = {"_if": lambda: started() or any(op.did_change() for op in restarted)} if started is not None else {}
     run_smoke_test(config, **gate)
     report(name="Summary", text=summary(config))

@@ -34,8 +34,10 @@ def up() -> int:
     print(f"$ pyinfra -y {INVENTORY.relative_to(REPO)} deploy.py", flush=True)
     code = subprocess.call([PYINFRA, "-y", str(INVENTORY), "deploy.py"], cwd=REPO)
     if code == 0:
-        print(f"\nMLflow is running at http://{target.address}:5000\n"
-              f"  export MLFLOW_TRACKING_URI=http://{target.address}:5000\n"
+        # TLS is on by default: the deploy fetched its CA certificate to tls/<inventory name>/.
+        print(f"\nMLflow is running at https://{target.address}:5000\n"
+              f"  export MLFLOW_TRACKING_URI=https://{target.address}:5000\n"
+              f"  export REQUESTS_CA_BUNDLE={REPO / 'tls' / target.address / 'ca.crt'}\n"
               f"  export MLFLOW_TRACKING_USERNAME=admin\n"
               f"  export MLFLOW_TRACKING_PASSWORD=$({' '.join(target.ssh_command())} "
               f"sed -n s/^MLFLOW_AUTH_ADMIN_PASSWORD=//p /srv/mlflow/.env)\n"

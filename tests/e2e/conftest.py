@@ -21,7 +21,9 @@ def standin_archive() -> Path:
 
 @pytest.fixture(scope="session")
 def settings(standin_archive) -> dict:
-    return {**standin_settings(standin_archive), "mlflow_auth_admin_password": E2E_ADMIN_PASSWORD}
+    # TLS is on by default; the modules that test other things talk plain HTTP (test_auth.py
+    # turns TLS on for the same price as its own deploy).
+    return {**standin_settings(standin_archive), "mlflow_auth_admin_password": E2E_ADMIN_PASSWORD, "tls": "off"}
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_stack.facts import ComposeServices
-from mlflow_stack.services import SERVICES, stack_is_healthy
+from mlflow_stack.services import active_services, stack_is_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 # Authentication is on by default: the suite gives the admin password (a user may, like any
@@ -108,11 +108,12 @@ def compose_status(target, project: str = "mlflow") -> dict[str, dict]:
     return fact.process(target.ssh(fact.command(project)).stdout.splitlines())
 
 
-def assert_stack_healthy(target, services=SERVICES) -> None:
+def assert_stack_healthy(target, services=None, tls: str = "off") -> None:
     """Healthy as the deploy decides it (mlflow_stack/services.py); `services`: the target's
-    topology (config.services), all bundled by default."""
+    topology (config.services), else all bundled with the `tls` setting (the suite's shared
+    settings have "off")."""
     status = compose_status(target)
-    assert stack_is_healthy(status, services), status
+    assert stack_is_healthy(status, services or active_services(tls)), status
 
 
 def read_secrets(target) -> dict[str, str]:

@@ -1,7 +1,9 @@
-"""End-to-end: MLflow's basic authentication, on by default, on a fresh container target that
-clients know by a DNS name only. Generated admin password, two listed users (READ and EDIT)
-with generated passwords, rotation of the admin password, reruns at zero changes, and no
-password in argv or in pyinfra's output.
+"""End-to-end: MLflow's basic authentication and TLS (both on by default, TLS self-signed) on a
+fresh container target that clients know by a DNS name only. Generated admin password, two
+listed users (READ and EDIT) with generated passwords, clients trusting the fetched CA (the
+presigned artifact traffic through the proxy too), no plain HTTP on the published ports,
+rotation of the admin password, reruns at zero changes, no password in argv or in pyinfra's
+output.
 
 The tests share one target and run in order.
 """
@@ -9,13 +11,21 @@ The tests share one target and run in order.
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
+import socket
+import ssl
+import subprocess
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from .support import Deployer, assert_stack_healthy, control_machine_hosts_entry, read_secrets, run_client
+from .support import (Deployer, assert_stack_healthy, compose_status, control_machine_hosts_entry, read_secrets,
+                      run_client)
 
 pytestmark = pytest.mark.e2e
 
@@ -23,18 +33,31 @@ USERS = [{"name": "reader", "permission": "READ"}, {"name": "writer", "permissio
 SYNC_OP = "Keep MLflow's users | Make MLflow's user store match the admin and mlflow_auth_users"
 
 
-def status(url: str, credentials: tuple[str, str] | None = None, payload: dict | None = None) -> int:
-    """HTTP status of a call (GET, or POST with a JSON payload)."""
+def status(url: str, credentials: tuple[str, str] | None = None, payload: dict | None = None,
+           ca_file: str | None = None) -> int:
+    """HTTP status of a call (GET, or POST with a JSON payload), trusting `ca_file` for https."""
     headers = {"Content-Type": "application/json"}
     if credentials:
         headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=ssl.create_default_context(cafile=ca_file)) \
+                as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def fetch(url: str, credentials: tuple[str, str] | None, ca_file: str, headers: dict | None = None,
+          data: bytes | None = None) -> bytes:
+    """GET (PUT with `data`) over https trusting `ca_file`; the body of the response."""
+    headers = dict(headers or {})
+    if credentials:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+    request = urllib.request.Request(url, headers=headers, data=data, method="PUT" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30, context=ssl.create_default_context(cafile=ca_file)) as response:
+        return response.read()
 
 
 def read_users(target) -> dict[str, str]:
@@ -42,29 +65,34 @@ def read_users(target) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def client_env(user: str, password: str) -> dict:
-    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+def client_env(user: str, password: str, ca_file: str) -> dict:
+    # REQUESTS_CA_BUNDLE: MLflow's presigned downloads use plain requests, which
+    # MLFLOW_TRACKING_SERVER_CERT_PATH does not reach.
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password, "REQUESTS_CA_BUNDLE": ca_file}
 
 
 @pytest.fixture(scope="module")
 def server(container_target, settings, tmp_path_factory):
-    """The target known by a name only the control machine resolves; auth settings left at
-    their defaults apart from the users and a default permission of nothing, so whatever the
-    READ user may do comes from its own grant."""
+    """The target known by a name only the control machine resolves; auth and TLS settings
+    left at their defaults (the suite's shared settings turn TLS off) apart from the users, a
+    default permission of nothing, so whatever the READ user may do comes from its own grant,
+    and where the CA certificate is fetched to."""
     target = container_target
     name = f"mlflow-{target.name}.auth.test"
-    plain = {key: value for key, value in settings.items() if key != "mlflow_auth_admin_password"}
-    deployer = Deployer(target, {**plain, "mlflow_auth_users": USERS, "mlflow_auth_default_permission": "NO_PERMISSIONS"},
+    defaults = {key: value for key, value in settings.items() if key not in ("mlflow_auth_admin_password", "tls")}
+    ca_dir = tmp_path_factory.mktemp("ca")
+    deployer = Deployer(target, {**defaults, "mlflow_auth_users": USERS, "mlflow_auth_default_permission": "NO_PERMISSIONS",
+                                 "tls_ca_local_dir": str(ca_dir)},
                         workdir=tmp_path_factory.mktemp("deploy"), name=name)
     with control_machine_hosts_entry(name, target.address):
         first = deployer.run(extra_args=("-vv", "--diff")).check()
-        yield {"target": target, "deployer": deployer, "first": first, "uri": f"http://{name}:5000",
-               "workdir": tmp_path_factory.mktemp("clients")}
+        yield {"target": target, "deployer": deployer, "first": first, "uri": f"https://{name}:5000", "name": name,
+               "ca": str(ca_dir / name / "ca.crt"), "workdir": tmp_path_factory.mktemp("clients")}
 
 
 def test_first_run_generates_passwords_creates_users_and_smoke_tests_as_admin(server):
     target, first = server["target"], server["first"]
-    assert_stack_healthy(target)
+    assert_stack_healthy(target, tls="self-signed")
     assert SYNC_OP in first.changed
     secrets, users = read_secrets(target), read_users(target)
     assert len(secrets["MLFLOW_AUTH_ADMIN_PASSWORD"]) == 64 and len(secrets["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64
@@ -73,12 +101,20 @@ def test_first_run_generates_passwords_creates_users_and_smoke_tests_as_admin(se
     output = first.stdout + first.stderr
     assert "MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD=<password>" in output
     assert "MLFLOW_AUTH_ADMIN_PASSWORD in /srv/mlflow/.env" in output and "/srv/mlflow/users.env" in output
-    assert "WARNING: plain HTTP" in output
-    for value in [*users.values(), secrets["MLFLOW_AUTH_ADMIN_PASSWORD"], secrets["MLFLOW_FLASK_SERVER_SECRET_KEY"]]:
+    assert "WARNING: plain HTTP" not in output
+    assert "REQUESTS_CA_BUNDLE" in output and server["ca"] in output
+    keys = [target.ssh(f"cat {path}").stdout.strip() for path in ("/srv/mlflow/ca/ca.key", "/srv/mlflow/tls/server.key")]
+    assert all("PRIVATE KEY" in key for key in keys) and "PRIVATE KEY" not in output
+    for value in [*users.values(), secrets["MLFLOW_AUTH_ADMIN_PASSWORD"], secrets["MLFLOW_FLASK_SERVER_SECRET_KEY"],
+                  *(line for key in keys for line in key.splitlines() if "PRIVATE KEY" not in line)]:
         assert value not in output
     for path, mode in (("/srv/mlflow/users.env", "root 600"), ("/srv/mlflow/.env", "root 600"),
-                       ("/srv/mlflow/auth.ini", "root 644")):
+                       ("/srv/mlflow/auth.ini", "root 644"), ("/srv/mlflow/ca", "root 700"),
+                       ("/srv/mlflow/ca/ca.key", "root 600"), ("/srv/mlflow/tls/server.key", "mlflow 600")):
         assert target.ssh(f"stat -c '%U %a' {path}").stdout.strip() == mode, path
+    # The fetched CA is the host's; the CA key is mounted into no container.
+    assert open(server["ca"]).read().strip() == target.ssh("cat /srv/mlflow/ca/ca.crt").stdout.strip()
+    assert "/srv/mlflow/ca" not in target.ssh("cat /srv/mlflow/compose.yaml").stdout
     assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] not in target.ssh("cat /srv/mlflow/auth.ini").stdout
 
 
@@ -86,26 +122,62 @@ def test_requests_without_or_with_wrong_credentials_are_refused(server):
     target, uri = server["target"], server["uri"]
     secrets = read_secrets(target)
     search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert status(search) == 401
-    assert status(search, ("admin", "wrong-password-123")) == 401
-    assert status(search, ("writer", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"])) == 401
-    assert status(search, ("admin", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"])) == 200
-    assert status(f"{uri}/health") == 200  # the container's health check needs no password
+    ca = server["ca"]
+    assert status(search, ca_file=ca) == 401
+    assert status(search, ("admin", "wrong-password-123"), ca_file=ca) == 401
+    assert status(search, ("writer", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"]), ca_file=ca) == 401
+    assert status(search, ("admin", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"]), ca_file=ca) == 200
+    assert status(f"{uri}/health", ca_file=ca) == 200  # the container's health check needs no password
+
+
+def test_published_ports_speak_only_tls_with_a_certificate_from_the_fetched_ca(server):
+    target, name = server["target"], server["name"]
+    secrets = read_secrets(target)
+    credentials = ("admin", secrets["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    for port in (5000, 9000):
+        # Plain HTTP reaches nginx's TLS port: 400, nothing of MLflow's API or MinIO's.
+        connection = http.client.HTTPConnection(name, port, timeout=30)
+        connection.request("GET", "/api/2.0/mlflow/experiments/search?max_results=1",
+                           headers={"Authorization": "Basic " + base64.b64encode(":".join(credentials).encode()).decode()})
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 400 and b"plain HTTP request was sent to HTTPS port" in body, (port, body[:200])
+        # Without the CA a client refuses the certificate; with it, the name is verified too.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ssl.create_default_context().wrap_socket(socket.create_connection((name, port), timeout=30),
+                                                     server_hostname=name)
+    # MLflow and MinIO publish nothing; only the proxy does.
+    published = target.ssh("docker ps --format '{{.Names}} {{.Ports}}'").stdout
+    lines = {line.split()[0]: line for line in published.splitlines()}
+    assert "0.0.0.0:5000->5000" in lines["mlflow-proxy-1"] and "0.0.0.0:9000->9000" in lines["mlflow-proxy-1"]
+    assert "->" not in lines["mlflow-mlflow-1"] and "0.0.0.0" not in lines["mlflow-minio-1"], published
 
 
 def test_users_log_and_load_a_model_and_a_read_user_cannot_write(server):
     target, uri, workdir = server["target"], server["uri"], server["workdir"]
     users = read_users(target)
     with control_machine_hosts_entry(uri.split("/")[2].split(":")[0], target.address):
-        run_id = run_client("client_log_model.py", uri, workdir / "log", env=client_env("writer", users["writer"]))
+        run_id = run_client("client_log_model.py", uri, workdir / "log",
+                            env=client_env("writer", users["writer"], server["ca"]))
         # Reading the writer's run needs the reader's READ grant (the default grants nothing).
         prediction = run_client("client_load_model.py", uri, workdir / "load", run_id,
-                                env=client_env("reader", users["reader"]))
+                                env=client_env("reader", users["reader"], server["ca"]))
         assert abs(float(prediction) - 31.0) < 1e-6
         api = f"{uri}/api/2.0/mlflow"
         run = {"run_id": run_id, "key": "written-by-reader", "value": "1"}
-        assert status(f"{api}/runs/log-parameter", ("reader", users["reader"]), run) == 403
-        assert status(f"{api}/runs/log-parameter", ("writer", users["writer"]), {**run, "key": "by-writer"}) == 200
+        assert status(f"{api}/runs/log-parameter", ("reader", users["reader"]), run, ca_file=server["ca"]) == 403
+        assert status(f"{api}/runs/log-parameter", ("writer", users["writer"]), {**run, "key": "by-writer"},
+                      ca_file=server["ca"]) == 200
+        # Downloads go by presigned URL: to the S3 port of the proxy, by the public name, over TLS.
+        reader = ("reader", users["reader"])
+        run_info = json.loads(fetch(f"{api}/runs/get?run_id={run_id}", reader, server["ca"]))["run"]["info"]
+        artifacts = run_info["artifact_uri"].split(":", 1)[1].lstrip("/")
+        fetch(f"{uri}/api/2.0/mlflow-artifacts/artifacts/{artifacts}/note.txt", ("writer", users["writer"]),
+              server["ca"], data=b"through the proxy")
+        presigned = json.loads(fetch(f"{uri}/api/2.0/mlflow-artifacts/presigned/{artifacts}/note.txt", reader,
+                                     server["ca"]))
+        assert presigned["url"].startswith(f"https://{server['name']}:9000/mlflow/artifacts/"), presigned
+        assert fetch(presigned["url"], None, server["ca"], presigned.get("headers", {})) == b"through the proxy"
     server["run_id"] = run_id
 
 
@@ -128,13 +200,110 @@ def test_admin_password_rotation_reaches_mlflow_s_user_store(server):
         output = rotated.stdout + rotated.stderr
         assert old not in output and new not in output
         assert "smoke test passed against " + uri + " as admin" in output
-        assert status(search, ("admin", old)) == 401
-        assert status(search, ("admin", new)) == 200
+        assert status(search, ("admin", old), ca_file=server["ca"]) == 401
+        assert status(search, ("admin", new), ca_file=server["ca"]) == 200
         # The model logged before still loads, as the admin now.
         prediction = run_client("client_load_model.py", uri, server["workdir"] / "after", server["run_id"],
-                                env=client_env("admin", new))
+                                env=client_env("admin", new, server["ca"]))
         assert abs(float(prediction) - 31.0) < 1e-6
         again = server["deployer"].run().check()
+    assert again.changed == [], again.changed
+
+
+@contextlib.contextmanager
+def ssh_tunnel(target, local_port: int, remote: str):
+    """Forward 127.0.0.1:local_port on this machine to `remote` (host:port) as seen from the target."""
+    tunnel = subprocess.Popen([*target.ssh_command()[:-1], "-N", "-L", f"127.0.0.1:{local_port}:{remote}",
+                               target.ssh_command()[-1]], stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", local_port), timeout=1):
+                break
+            time.sleep(0.2)
+        yield f"http://localhost:{local_port}"
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+
+
+def test_tls_proxy_against_plain_mlflow_through_an_ssh_tunnel(server, record):
+    """log_metric latency and a 200 MB artifact up and down, as a client sees them: through the
+    TLS proxy (upload through MLflow, download presigned to the proxy's S3 port), then to
+    MLflow's own port, unpublished, through an SSH tunnel (plain HTTP inside it; downloads
+    through MLflow too). Then 200 MB by presigned multipart upload through the proxy (the
+    client's threshold lowered from 500 MiB: the path a big upload takes)."""
+    target, uri, workdir = server["target"], server["uri"], server["workdir"]
+    admin = client_env("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"], server["ca"])
+    with_tls = json.loads(run_client("client_tls_bench.py", uri, workdir / "bench-tls", "200", env=admin))
+    record("tls_proxy_log_metric_ms_and_200MB_MBps", with_tls)
+    mlflow_ip = target.ssh("docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "
+                           "mlflow-mlflow-1").stdout.strip()
+    # MLflow accepts the Host header localhost:5000 (--allowed-hosts), so the tunnel listens on 5000 here.
+    with ssh_tunnel(target, 5000, f"{mlflow_ip}:5000") as direct_uri:
+        direct = json.loads(run_client("client_tls_bench.py", direct_uri, workdir / "bench-direct", "200",
+                                       env={**admin, "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}))
+    record("ssh_tunnel_to_mlflow_log_metric_ms_and_200MB_MBps", direct)
+    multipart = json.loads(run_client("client_tls_bench.py", uri, workdir / "bench-multipart", "200",
+                                      env={**admin, "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(100 * 1024 * 1024)}))
+    record("tls_proxy_presigned_multipart_200MB_MBps", multipart)
+
+
+def test_another_public_name_gets_a_new_certificate_from_the_same_ca(server):
+    target, name, ca = server["target"], server["name"], server["ca"]
+    second = f"alt-{name}"
+    ca_before = target.ssh("cat /srv/mlflow/ca/ca.crt").stdout
+    with control_machine_hosts_entry(second, target.address):
+        renamed = server["deployer"].run(overrides={"mlflow_public_names": [second]}).check()
+        assert "Ensure the TLS certificates | Make a new server certificate (missing, close to its end, or for other " \
+               "names)" in renamed.changed, renamed.changed
+        assert "Load new TLS certificates | Restart proxy to load the new certificate" in renamed.changed
+        assert status(f"https://{second}:5000/health", ca_file=ca) == 200
+        assert status(f"https://{name}:5000/health", ca_file=ca) == 200
+        again = server["deployer"].run(overrides={"mlflow_public_names": [second]}).check()
+    assert again.changed == [], again.changed
+    assert target.ssh("cat /srv/mlflow/ca/ca.crt").stdout == ca_before
+
+
+def test_tls_files_mode_serves_the_given_certificate(server, tmp_path):
+    """The lab's own PKI: a CA and a certificate for the name made here (by the deploy's own
+    script, run on this machine), given as tls = "files"."""
+    target, name, uri = server["target"], server["name"], server["uri"]
+    ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
+    ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
+    subprocess.run(["sh", "templates/tls-certs.sh", "ca", str(ca_dir), str(tls_dir), "0", "0", "30", "30", f"DNS:{name}"],
+                   check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
+    files = {"tls": "files", "tls_cert_file": str(tls_dir / "server.crt"), "tls_key_file": str(tls_dir / "server.key"),
+             "tls_ca_file": str(ca_dir / "ca.crt")}
+    given = server["deployer"].run(overrides=files, extra_args=("-vv", "--diff")).check()
+    assert "Load new TLS certificates | Restart proxy to load the new certificate" in given.changed
+    assert "Load new TLS certificates | Restart mlflow to load the new CA" in given.changed
+    key = (tls_dir / "server.key").read_text()
+    assert "PRIVATE KEY" not in given.stdout + given.stderr
+    assert not [line for line in key.splitlines() if "PRIVATE" not in line and line in given.stdout + given.stderr]
+    assert target.ssh("stat -c '%U %a' /srv/mlflow/tls/server.key").stdout.strip() == "mlflow 600"
+    assert status(f"{uri}/health", ca_file=str(ca_dir / "ca.crt")) == 200
+    with pytest.raises(urllib.error.URLError):
+        status(f"{uri}/health", ca_file=server["ca"])  # the self-signed CA no longer fits
+    # MLflow trusts the new CA for its own S3 calls (a proxied upload), clients for the presigned download.
+    admin = client_env("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"], str(ca_dir / "ca.crt"))
+    run_id = run_client("client_log_model.py", uri, server["workdir"] / "files-log", env=admin)
+    prediction = run_client("client_load_model.py", uri, server["workdir"] / "files-load", run_id, env=admin)
+    assert abs(float(prediction) - 31.0) < 1e-6
+    again = server["deployer"].run(overrides=files).check()
+    assert again.changed == [], again.changed
+
+
+def test_tls_off_removes_the_proxy_and_warns_of_plain_http(server):
+    target, name = server["target"], server["name"]
+    plain = server["deployer"].run(overrides={"tls": "off"}).check()
+    output = plain.stdout + plain.stderr
+    assert "WARNING: plain HTTP" in output
+    assert f"smoke test passed against http://{name}:5000 as admin" in output
+    assert "proxy" not in compose_status(target)
+    assert_stack_healthy(target, tls="off")
+    admin = ("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    assert status(f"http://{name}:5000/api/2.0/mlflow/experiments/search?max_results=1", admin) == 200
+    again = server["deployer"].run(overrides={"tls": "off"}).check()
     assert again.changed == [], again.changed
 
 

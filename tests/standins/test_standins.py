@@ -1,6 +1,6 @@
 """Prove that the stand-in images honour the contract of the images they replace.
 
-Runs the three images on a private host dockerd (see dockerd.py); published ports
+Runs the four images on a private host dockerd (see dockerd.py); published ports
 are on 127.0.0.1 only.  Needs root, debootstrap and docker.io (dockerd).
 """
 
@@ -452,3 +452,47 @@ def test_python_as_dockerfile_base(docker, tmp_path):
         assert _out(result).strip() == "mlflow tiny ok"
     finally:
         docker.docker("rmi", "-f", tag, check=False)
+
+
+# -- nginx (the TLS proxy) ------------------------------------------------------------
+
+
+def test_nginx_contract(docker, tmp_path):
+    """The deploy's nginx.conf at /etc/nginx/nginx.conf, `nginx -g 'daemon off;'` (the image's
+    command), an arbitrary `user:`, the health check's bash /dev/tcp, TLS with the mounted
+    certificate and key, plain HTTP on a TLS port refused."""
+    import http.client
+    import ssl
+    import subprocess
+
+    from mlflow_stack.config import load_config
+    from mlflow_stack.stack_files import render
+
+    repo = Path(__file__).resolve().parents[2]
+    config = load_config({"mlflow_public_host": "mlflow.standin.test"}, "mlflow.standin.test", environ={})
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render("nginx.conf.j2", config))
+    ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
+    ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
+    subprocess.run(["sh", str(repo / "templates" / "tls-certs.sh"), "ca", str(ca_dir), str(tls_dir), str(UID), str(UID),
+                    "30", "30", "DNS:mlflow.standin.test"], check=True, capture_output=True)
+    name = f"standin-nginx-{uuid.uuid4().hex[:8]}"
+    docker.docker("run", "-d", "--name", name, "--user", f"{UID}:{UID}",
+                  "-v", f"{conf}:/etc/nginx/nginx.conf:ro",
+                  "-v", f"{tls_dir}/server.crt:/etc/nginx/tls/server.crt:ro",
+                  "-v", f"{tls_dir}/server.key:/etc/nginx/tls/server.key:ro", STANDIN_IMAGES["nginx"])
+    try:
+        health = f"exec 3<>/dev/tcp/127.0.0.1/{config.mlflow_port} && exec 4<>/dev/tcp/127.0.0.1/{config.minio_api_port}"
+        _wait(lambda: _exec(docker, name, "bash", "-c", health).returncode == 0, 30, "nginx listening")
+        assert _out(_exec(docker, name, "id", "-u")).strip() == str(UID)
+        address = _container_ip(docker, name)
+        plain = http.client.HTTPConnection(address, config.mlflow_port, timeout=10)
+        plain.request("GET", "/")
+        response = plain.getresponse()
+        assert response.status == 400 and b"plain HTTP request was sent to HTTPS port" in response.read()
+        context = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
+        with socket.create_connection((address, config.minio_api_port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="mlflow.standin.test") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        docker.docker("rm", "-f", name, check=False)

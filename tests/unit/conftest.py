@@ -12,6 +12,13 @@ def _no_secret_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _local_files_in_tmp(tmp_path, monkeypatch):
+    """What the deploy writes on the control machine (the fetched CA certificate, under
+    tls_ca_local_dir relative to where pyinfra runs) lands in the test's own directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def default_config():
     return make_config()

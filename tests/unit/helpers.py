@@ -64,4 +64,5 @@ NON_DEFAULT = dict(
     minio_console_port=9101,
     minio_bucket="ml-artifacts.team1",
     minio_bucket_prefix="runs/v1",
+    tls="off",
 )

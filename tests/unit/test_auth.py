@@ -200,13 +200,21 @@ def summary_lines(config) -> list[str]:
 
 
 def test_summary_says_where_credentials_are_and_warns_about_plain_http():
-    lines = summary_lines(make_config(mlflow_auth_users=USERS))
+    lines = summary_lines(make_config(mlflow_auth_users=USERS, tls="off"))
     text = "\n".join(lines)
     assert "MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD=<password>" in text
     assert "MLFLOW_AUTH_ADMIN_PASSWORD in /srv/mlflow/.env" in text
     assert "users alice, bob: passwords in /srv/mlflow/users.env" in text
     assert any(line.startswith("WARNING: plain HTTP") for line in lines)
     assert "Bob-Given.Password_1" not in text
+
+
+def test_summary_with_tls_names_the_ca_for_clients_and_gives_no_warning():
+    lines = summary_lines(make_config(mlflow_auth_users=USERS))
+    text = "\n".join(lines)
+    assert "MLflow is at https://mlflow.example.org:5000" in text
+    assert "REQUESTS_CA_BUNDLE" in text and "tls/mlflow.example.org/ca.crt" in text
+    assert "WARNING: plain HTTP" not in text
 
 
 def test_summary_of_an_open_server_says_so():

@@ -86,12 +86,16 @@ def test_config_is_frozen(default_config):
 
 def test_derived_values_follow_the_inputs():
     config = make_config(stack_dir="/opt/stack", minio_bucket="bkt", minio_bucket_prefix="p/q",
-                         mlflow_public_host="2001:db8::1", mlflow_port=8080, minio_api_port=9100)
+                         mlflow_public_host="2001:db8::1", mlflow_port=8080, minio_api_port=9100, tls="off")
     assert config.data_dir == "/opt/stack/data"
     assert config.secrets_file == "/opt/stack/.env"
     assert config.artifacts_destination == "s3://bkt/p/q"
     assert config.tracking_uri == "http://[2001:db8::1]:8080"
     assert config.s3_public_endpoint == "http://[2001:db8::1]:9100"
+    # With TLS (the default) the proxy answers on the same ports, under the same names.
+    config = make_config(mlflow_public_host="2001:db8::1", mlflow_port=8080, minio_api_port=9100)
+    assert config.tracking_uri == "https://[2001:db8::1]:8080"
+    assert config.s3_public_endpoint == "https://[2001:db8::1]:9100"
     assert "[2001:db8::1]:8080" in config.allowed_hosts and HOST_NAME in config.allowed_hosts
 
 
@@ -357,7 +361,7 @@ def test_inventory_name_equal_to_a_service_name_is_refused_when_it_is_the_public
         load_config(host_data(), name, environ={})
     # with a public host of its own the inventory name is only a Host header
     config = load_config(host_data(mlflow_public_host="mlflow.lab.example.org"), name, environ={})
-    assert config.minio_network_aliases == ("mlflow.lab.example.org",)
+    assert config.public_name_aliases == ("mlflow.lab.example.org",)
 
 
 def test_service_names_are_the_compose_services():
@@ -375,7 +379,10 @@ def test_service_names_are_the_compose_services():
     ("2001:db8::1", ()),
 ], ids=["inventory name", "dns name", "short name", "ipv4", "ipv6"])
 def test_minio_network_alias_is_the_public_host_when_it_is_a_name(public_host, aliases):
-    assert make_config(mlflow_public_host=public_host).minio_network_aliases == aliases
+    assert make_config(mlflow_public_host=public_host, tls="off").minio_network_aliases == aliases
+    # With TLS the name is the proxy's, in front of MinIO.
+    with_tls = make_config(mlflow_public_host=public_host)
+    assert with_tls.proxy_network_aliases == aliases and with_tls.minio_network_aliases == ()
 
 
 def test_inventory_ip_gives_no_alias():
@@ -386,9 +393,12 @@ def test_inventory_ip_gives_no_alias():
 
 @pytest.mark.parametrize("port", [9000, 9100])
 def test_s3_internal_endpoint_is_the_minio_service_on_its_api_port(port):
-    config = make_config(minio_api_port=port, mlflow_public_host="mlflow.lab.example.org")
+    config = make_config(minio_api_port=port, mlflow_public_host="mlflow.lab.example.org", tls="off")
     assert config.s3_internal_endpoint == f"http://minio:{port}"
     assert config.s3_public_endpoint == f"http://mlflow.lab.example.org:{port}"
+    with_tls = make_config(minio_api_port=port, mlflow_public_host="mlflow.lab.example.org")
+    assert with_tls.s3_internal_endpoint == f"http://minio:{port}"
+    assert with_tls.s3_public_endpoint == f"https://mlflow.lab.example.org:{port}"
 
 
 # --- supported MLflow releases, their locks and schema revisions ----------------------------------

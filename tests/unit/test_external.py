@@ -20,7 +20,8 @@ from .test_plan import all_steps, converged_facts, fresh_facts
 DB = dict(postgres_external_host="db.example.org", postgres_external_port=6432, postgres_db="lab",
           postgres_user="lab_mlflow", postgres_password="Db-Given.Secret_0123")
 S3 = dict(s3_endpoint_url="https://s3.example.org", s3_region="eu-central-1", s3_access_key="LABKEY",
-          s3_secret_access_key="abc/DEF+ghi=123", minio_bucket="lab-artifacts", minio_bucket_prefix="mlflow")
+          s3_secret_access_key="abc/DEF+ghi=123", minio_bucket="lab-artifacts", minio_bucket_prefix="mlflow",
+          tls="off")  # the TLS proxy fronts the bundled MinIO only (refused with an external S3)
 START = "Build the MLflow image and start the stack"
 TOPOLOGIES = {"bundled": {}, "external-db": DB, "external-s3": S3, "both": {**DB, **S3}}
 
@@ -74,7 +75,7 @@ def test_config_picks_the_topology_by_its_switches(topology):
     config = make_config(**TOPOLOGIES[topology])
     assert config.external_database == (topology in ("external-db", "both"))
     assert config.external_s3 == (topology in ("external-s3", "both"))
-    assert config.services == stack_services(config.external_database, config.external_s3)
+    assert config.services == stack_services(config.external_database, config.external_s3, tls=config.tls != "off")
 
 
 # --- Rendered files --------------------------------------------------------------------------
@@ -165,6 +166,7 @@ def config_error(environ=None, **overrides) -> str:
     ({"s3_access_key": "K3Y"}, "s3_access_key: only used with s3_endpoint_url"),
     ({**DB, "postgres_external_host": "127.0.0.1"}, "postgres_external_host names '127.0.0.1': inside the stack's"),
     ({**S3, "s3_endpoint_url": "http://localhost:9000"}, "s3_endpoint_url names 'localhost': inside the stack's"),
+    ({**S3, "tls": "self-signed"}, "tls = 'self-signed' with s3_endpoint_url: the TLS proxy fronts the bundled MinIO"),
 ])
 def test_bad_external_settings_are_refused_with_what_is_wrong(overrides, expected):
     assert expected in config_error(**overrides)

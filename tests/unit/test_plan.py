@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import runpy
+from pathlib import Path
 
 import pytest
 from pyinfra.api import DeployError
 from pyinfra.facts.apt import AptSourcesFile
 
-from mlflow_stack import auth, docker_engine, schedules, secrets, service_account, services, stack, stack_files, upgrades
+from mlflow_stack import (auth, certificates, docker_engine, schedules, secrets, service_account, services, stack,
+                          stack_files, tls, upgrades)
 from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, secret_keys
 from mlflow_stack.stack_files import HOST_CA_DIR, mlflow_image_ref, render
 
@@ -71,10 +73,13 @@ def all_steps(config):
     service_account.create_service_account(config)
     secrets_op = secrets.ensure_secrets(config)
     user_passwords = auth.ensure_user_passwords(config)
-    changed = [secrets_op, *stack_files.upload_stack_files(config), *stack.load_image_archives(config)]
+    changed = [secrets_op, *stack_files.upload_stack_files(config)]
+    certificates_changed = tls.ensure_certificates(config)
+    changed += stack.load_image_archives(config)
     stack.apply_database_password(config, secrets=secrets_op)
     upgrades.protect_data(config)
     stack.start_stack(config, changed=changed)
+    tls.reload_certificates(config, certificates_changed)
     auth.sync_users(config, changed=[secrets_op, user_passwords])
     schedules.schedule_backups(config)
     schedules.schedule_gc(config)
@@ -97,11 +102,14 @@ def expected_file_modes(config) -> dict[str, int]:
         f"{config.stack_dir}/restore.sh": 755, f"{config.stack_dir}/gc.sh": 755,
         f"{config.stack_dir}/build/artifacts_archive.py": 644,
         f"{config.stack_dir}/build/import_classic.py": 644,
+        f"{config.stack_dir}/tls-certs.sh": 755,
         "/etc/systemd/system/mlflow-backup.service": 644, "/etc/systemd/system/mlflow-backup.timer": 644,
         f"{config.stack_dir}/.env": 600,
     }
     if config.gc_keep_deleted_runs:
         modes.update({"/etc/systemd/system/mlflow-gc.service": 644, "/etc/systemd/system/mlflow-gc.timer": 644})
+    if config.tls != "off":
+        modes[f"{config.stack_dir}/nginx.conf"] = 644
     for path in config.extra_ca_certificates:
         name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".crt"
         modes[f"{HOST_CA_DIR}/{name}"] = 644
@@ -129,12 +137,27 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         directories[f"{config.stack_dir}/data/{subdir}"] = {"user": user, "group": user, "mode": mode}
     timers = {"mlflow-gc.timer": True} if config.gc_keep_deleted_runs else {}
     packages = PREREQUISITES + (OFFICIAL if config.docker_source == "official" else DISTRO[distro])
+    sha1s = {path: sha1(data) for path, data in uploads.items()}
+    files_present = {path: root_file(mode) for path, mode in modes.items()}
+    tls_state = certificates.CertificateState()
+    if config.tls == "self-signed":
+        packages = [*packages, "openssl"]
+        directories[config.tls_dir] = {"user": "root", "group": "root", "mode": 755}
+        directories[config.ca_dir] = {"user": "root", "group": "root", "mode": 700}
+        tls_state = certificates.CertificateState(True, True, True, True,
+                                                  certificates.subject_alt_names(config.tls_names))
+        # The CA certificate fetched on an earlier run (to the test's directory: conftest.py).
+        ca_file = f"{config.ca_dir}/ca.crt"
+        Path(config.ca_local_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.ca_local_path).write_bytes(b"the CA certificate")
+        sha1s[ca_file], files_present[ca_file] = sha1(b"the CA certificate"), root_file(644)
     facts = fresh_facts(distro)
     facts.update(
         DebPackages={name: ["1.0"] for name in packages},
-        File={path: root_file(mode) for path, mode in modes.items()},
+        File=files_present,
         Directory=directories,
-        Sha1File={path: sha1(data) for path, data in uploads.items()},
+        Sha1File=sha1s,
+        TlsCertificates=tls_state,
         SystemdStatus={"docker.service": True, "mlflow-backup.timer": True, **timers},
         SystemdEnabled={"docker.service": True, "mlflow-backup.timer": True, **timers},
         Groups=[user],
@@ -164,7 +187,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
 def running_services(config) -> dict:
     """The ComposeServices fact of a healthy stack, each service started from its configured image."""
     images = {"postgres": config.postgres_image, "minio": config.minio_image, "mlflow": mlflow_image_ref(config),
-              "create-bucket": config.minio_image, "migrate-db": mlflow_image_ref(config)}
+              "create-bucket": config.minio_image, "migrate-db": mlflow_image_ref(config), "proxy": config.proxy_image}
     return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()
             if name in config.service_names}
 
@@ -504,7 +527,7 @@ def compose_up(config) -> str:
 
 def wait(config) -> str:
     return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
-            f"--oneshot create-bucket --oneshot migrate-db {' '.join(LONG_RUNNING_SERVICES)}")
+            f"--oneshot create-bucket --oneshot migrate-db {' '.join(services.long_running_services(config.tls))}")
 
 
 def test_fresh_stack_builds_starts_and_waits():
@@ -549,11 +572,11 @@ def test_missing_oneshot_brings_the_stack_up(oneshot):
 
 def test_stack_is_healthy_needs_every_oneshot_exited_0():
     assert ONESHOT_SERVICES == ("create-bucket", "migrate-db")
-    assert services.stack_is_healthy(HEALTHY)
+    assert services.stack_is_healthy(HEALTHY, services.active_services("self-signed"))
     for name in ONESHOT_SERVICES:
         for status in ({"state": "running", "health": "", "exit_code": 0},
                        {"state": "exited", "health": "", "exit_code": 2}):
-            assert not services.stack_is_healthy({**HEALTHY, name: status}), (name, status)
+            assert not services.stack_is_healthy({**HEALTHY, name: status}, services.active_services("self-signed")), (name, status)
 
 
 def test_new_image_tag_builds_and_restarts():
@@ -608,6 +631,6 @@ def test_deploy_py_on_a_fresh_host_runs_every_step_in_order():
             steps.append(step)
     assert steps == ["Install Docker Engine and Compose v2", "Create the service account and stack directories",
                      "Ensure the stack's secrets exist on the host", "Upload the stack files",
-                     "Build the MLflow image and start the stack", "Keep MLflow's users", "Schedule backups",
+                     "Ensure the TLS certificates", "Build the MLflow image and start the stack", "Keep MLflow's users", "Schedule backups",
                      "Verify the stack from the control machine"]
     assert result.commands[-1] == "call _run_smoke_test"

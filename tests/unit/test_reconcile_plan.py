@@ -271,7 +271,7 @@ def test_helper_scripts_are_uploaded_executable():
     config = make_config(**NON_DEFAULT)
     result = plan(stack_files.upload_stack_files, config, fresh_facts())
     assert set(HELPER_SCRIPTS) == {"wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh",
-                                   "restore.sh", "gc.sh"}
+                                   "restore.sh", "gc.sh", "tls-certs.sh"}
     for script in HELPER_SCRIPTS:
         path = f"{config.stack_dir}/{script}"
         assert result.uploads[path] == (REPO / "templates" / script).read_bytes()
@@ -296,7 +296,7 @@ def test_compose_up_is_bounded_by_the_health_timeout(timeout):
     (up,) = [c for c in commands if " up -d" in c]
     assert up.startswith(f"timeout {timeout} docker compose --project-directory {config.stack_dir} ")
     assert commands[-1] == (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {timeout} "
-                            "--oneshot create-bucket --oneshot migrate-db postgres minio mlflow")
+                            "--oneshot create-bucket --oneshot migrate-db postgres minio mlflow proxy")
 
 
 def test_wait_command():
@@ -304,7 +304,7 @@ def test_wait_command():
     assert stack.wait_command(config, "postgres") == "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 postgres"
     assert stack.wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES) == (
         "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 --oneshot create-bucket --oneshot migrate-db "
-        "postgres minio mlflow")
+        "postgres minio mlflow proxy")
     assert stack.wait_command(config, "postgres", oneshots=("create-bucket",)) == (
         "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 --oneshot create-bucket postgres")
 
@@ -323,4 +323,5 @@ def test_smoke_test_names_the_log_command():
         "tracking_uri": config.tracking_uri,
         "logs_hint": f"ssh {HOST_NAME} sudo docker compose --project-name mlops logs mlflow minio",
         "admin": ("admin", "/opt/mlflow-stack/.env", "MLFLOW_AUTH_ADMIN_PASSWORD"),
+        "ca_file": None,  # TLS off in NON_DEFAULT
     }

@@ -11,7 +11,7 @@ import yaml
 
 from mlflow_stack.config import CONFIG_KEYS, ConfigError
 from mlflow_stack.secrets import secret_values
-from mlflow_stack.services import BUILT_IMAGE, PORT_SETTINGS, SERVICES, stack_is_healthy
+from mlflow_stack.services import BUILT_IMAGE, PORT_SETTINGS, SERVICES, active_services, stack_is_healthy
 from mlflow_stack.stack_files import build_context, mlflow_image_ref, render
 
 from .helpers import NON_DEFAULT, make_config
@@ -38,29 +38,33 @@ def service_sections(text: str) -> dict[str, str]:
 
 
 def test_compose_runs_the_table_s_services_in_its_order(config):
-    assert list(yaml.safe_load(compose_text(config))["services"]) == [service.name for service in SERVICES]
+    assert list(yaml.safe_load(compose_text(config))["services"]) == \
+        [service.name for service in active_services(config.tls)]
 
 
 def test_image_user_volumes_and_ports_come_from_the_table(config):
     services = yaml.safe_load(compose_text(config))["services"]
-    for service in SERVICES:
+    tls_on = config.tls != "off"
+    for service in active_services(config.tls):
         compose = services[service.name]
         image = mlflow_image_ref(config) if service.image == BUILT_IMAGE else getattr(config, service.image)
         assert compose["image"] == image, service.name
         assert compose["user"] == f"{config.stack_uid}:{config.stack_gid}", service.name
+        config_files = [f for f in service.config_files if tls_on or not f.tls_only]
         assert compose.get("volumes", []) == [f"{config.data_dir}/{d.name}:{d.mount}" for d in service.data_dirs] + \
-            [f"{config.stack_dir}/{f.name}:{f.mount}:ro" for f in service.config_files]
+            [f"{config.stack_dir}/{f.name}:{f.mount}:ro" for f in config_files]
+        ports = [port for port in service.ports if not (tls_on and port.plain_only)]
         published = [port.split(":") for port in compose.get("ports", [])]
         assert [int(host_port) for _, host_port, _ in published] == \
-            [getattr(config, port.setting) for port in service.ports], service.name
-        for (address, host_port, inside), port in zip(published, service.ports):
+            [getattr(config, port.setting) for port in ports], service.name
+        for (address, host_port, inside), port in zip(published, ports):
             assert address == (getattr(config, port.address_setting) if port.address_setting else "127.0.0.1")
             assert int(inside) == (port.container_port or int(host_port))
 
 
 def test_each_service_gets_exactly_its_secrets(config):
     sections = service_sections(compose_text(config))
-    for service in SERVICES:
+    for service in active_services(config.tls):
         assert set(INTERPOLATION.findall(sections[service.name])) == set(service.secrets), service.name
 
 
@@ -96,7 +100,7 @@ def test_every_published_port_is_checked():
 ])
 def test_a_long_running_service_is_healthy_only_running_and_passing_its_check(status, healthy):
     for name in ("postgres", "minio", "mlflow"):
-        assert stack_is_healthy({**HEALTHY, name: status}) is healthy, name
+        assert stack_is_healthy({**HEALTHY, name: status}, active_services("self-signed")) is healthy, name
 
 
 @pytest.mark.parametrize("status, healthy", [
@@ -107,7 +111,7 @@ def test_a_long_running_service_is_healthy_only_running_and_passing_its_check(st
 ])
 def test_a_oneshot_is_healthy_only_exited_0(status, healthy):
     for name in ("create-bucket", "migrate-db"):
-        assert stack_is_healthy({**HEALTHY, name: status}) is healthy, name
+        assert stack_is_healthy({**HEALTHY, name: status}, active_services("self-signed")) is healthy, name
 
 
 def test_each_service_writes_where_its_data_dir_is_mounted(config):
@@ -117,3 +121,33 @@ def test_each_service_writes_where_its_data_dir_is_mounted(config):
     assert mounts["minio"] == [services["minio"]["command"][1]]  # server /data
     # the MLflow server's working directory (WORKDIR of its image)
     assert f"WORKDIR {mounts['mlflow'][0]}" in build_context(config)["Dockerfile"].decode().splitlines()
+
+
+def test_with_tls_the_proxy_publishes_the_api_ports_and_mlflow_and_minio_publish_none():
+    config = make_config(mlflow_public_host="mlflow.lab.example.org", minio_api_bind_address="10.0.0.5")
+    services = yaml.safe_load(compose_text(config))["services"]
+    assert config.tls == "self-signed"  # the default
+    assert services["proxy"]["ports"] == ["0.0.0.0:5000:5000", "10.0.0.5:9000:9000"]
+    assert services["mlflow"]["ports"] == [] and services["minio"]["ports"] == ["127.0.0.1:9001:9001"]
+    # The public name is the proxy's on the compose network: MLflow's S3 calls go through it.
+    assert services["proxy"]["networks"]["default"]["aliases"] == ["mlflow.lab.example.org"]
+    assert services["minio"]["networks"]["default"]["aliases"] == []
+    assert f"{config.stack_dir}/tls/ca.crt:/etc/mlflow-stack/ca.crt:ro" in services["mlflow"]["volumes"]
+    assert services["proxy"]["volumes"] == [f"{config.stack_dir}/nginx.conf:/etc/nginx/nginx.conf:ro",
+                                            f"{config.stack_dir}/tls/server.crt:/etc/nginx/tls/server.crt:ro",
+                                            f"{config.stack_dir}/tls/server.key:/etc/nginx/tls/server.key:ro"]
+    # The CA's key is mounted nowhere.
+    assert config.ca_dir not in compose_text(config)
+    assert stack_is_healthy(HEALTHY, active_services("self-signed"))
+    assert not stack_is_healthy({k: v for k, v in HEALTHY.items() if k != "proxy"}, active_services("self-signed"))
+
+
+def test_without_tls_there_is_no_proxy_and_mlflow_and_minio_publish_their_ports():
+    config = make_config(tls="off", mlflow_public_host="mlflow.lab.example.org")
+    services = yaml.safe_load(compose_text(config))["services"]
+    assert "proxy" not in services
+    assert services["mlflow"]["ports"] == ["0.0.0.0:5000:5000"]
+    assert services["minio"]["ports"] == ["0.0.0.0:9000:9000", "127.0.0.1:9001:9001"]
+    assert services["minio"]["networks"]["default"]["aliases"] == ["mlflow.lab.example.org"]
+    assert not any("ca.crt" in volume for volume in services["mlflow"]["volumes"])
+    assert stack_is_healthy({k: v for k, v in HEALTHY.items() if k != "proxy"}, active_services("off"))

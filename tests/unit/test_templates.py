@@ -12,10 +12,10 @@ import yaml
 from mlflow_stack.secrets import secret_values
 from mlflow_stack import releases
 from mlflow_stack.releases import lock_file
-from mlflow_stack.services import DATA_DIRS, LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+from mlflow_stack.services import DATA_DIRS, ONESHOT_SERVICES, long_running_services
 from mlflow_stack.stack_files import TEMPLATES, build_context, mlflow_image_ref, render
 
-from .helpers import HOST_NAME, NON_DEFAULT, make_config
+from .helpers import REPO, HOST_NAME, NON_DEFAULT, make_config
 
 BUCKET_INIT, MIGRATE = ONESHOT_SERVICES
 HEALTH_CONDITIONS = {"service_healthy", "service_completed_successfully", "service_started"}
@@ -62,7 +62,7 @@ def test_compose_is_a_valid_model(config):
     model = compose(config)
     assert model["name"] == config.compose_project
     services = model["services"]
-    assert set(services) == {*ONESHOT_SERVICES, *LONG_RUNNING_SERVICES}
+    assert set(services) == {*ONESHOT_SERVICES, *long_running_services(config.tls)}
     for name, service in services.items():
         assert isinstance(service["image"], str) and service["image"], name
         assert re.fullmatch(r"\d+:\d+", service["user"]), name
@@ -83,7 +83,8 @@ def test_compose_is_a_valid_model(config):
             assert isinstance(value, (str, int)), f"{name}: {key} = {value!r}"
         for volume in service.get("volumes", []):
             source, target = volume.split(":")[:2]
-            config_file = source == config.auth_config_file and volume.endswith(":ro")
+            config_file = source.startswith(config.stack_dir + "/") and volume.endswith(":ro") \
+                and not source.startswith(config.ca_dir)
             assert (source.startswith(config.data_dir + "/") or config_file) and target.startswith("/"), volume
 
 
@@ -107,7 +108,7 @@ def test_postgres_is_not_published(config):
 
 def test_long_running_services_have_healthchecks(config):
     services = compose(config)["services"]
-    for name in LONG_RUNNING_SERVICES:
+    for name in long_running_services(config.tls):
         assert services[name]["healthcheck"]["test"], name
     assert config.postgres_user in services["postgres"]["healthcheck"]["test"]
 
@@ -134,7 +135,9 @@ def test_migration_runs_once_against_a_healthy_database_and_mlflow_waits_for_it(
     assert "ports" not in migrate and "volumes" not in migrate
 
 
-def test_published_ports_follow_the_config(config):
+@pytest.mark.parametrize("extra", [{"tls": "off"}, {**NON_DEFAULT, "tls": "off"}], ids=["default", "non_default"])
+def test_published_ports_follow_the_config(extra):
+    config = make_config(**extra)
     services = compose(config)["services"]
     mlflow_command = services["mlflow"]["command"]
     container_port = flag(mlflow_command, "--port")
@@ -156,7 +159,9 @@ def test_published_ports_follow_the_config(config):
 def test_data_volumes_are_the_directories_the_service_account_creates(config):
     services = compose(config)["services"]
     sources = {volume.split(":")[0] for service in services.values() for volume in service.get("volumes", [])}
-    assert sources - {config.auth_config_file} == {f"{config.stack_dir}/data/{name}" for name in DATA_DIRS}
+    config_files = {config.auth_config_file, f"{config.stack_dir}/nginx.conf",
+                    *(f"{config.tls_dir}/{name}" for name in ("ca.crt", "server.crt", "server.key"))}
+    assert sources - config_files == {f"{config.stack_dir}/data/{name}" for name in DATA_DIRS}
 
 
 # --- MLflow server ---------------------------------------------------------------------------
@@ -188,7 +193,10 @@ def test_allowed_hosts_cover_every_public_name(config):
 
 def test_s3_endpoint_in_mlflow_env_is_the_public_minio(config):
     env = env_file(render("mlflow.env.j2", config))
-    assert env["MLFLOW_S3_ENDPOINT_URL"] == f"http://{url_host(config.mlflow_public_host)}:{config.minio_api_port}"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == \
+        f"{config.scheme}://{url_host(config.mlflow_public_host)}:{config.minio_api_port}"
+    # With TLS MLflow's own S3 calls go through the proxy and trust the deploy's CA.
+    assert env.get("AWS_CA_BUNDLE") == (None if config.tls == "off" else "/etc/mlflow-stack/ca.crt")
     assert env["AWS_ACCESS_KEY_ID"] == config.minio_root_user
     assert not any("PASSWORD" in key or "SECRET" in key for key in env)
 
@@ -336,7 +344,7 @@ def test_image_ref_changes_only_with_the_image_inputs(change, rebuilds, ca_cert,
     ("2001:db8::10", []),
 ], ids=["dns name", "inventory name", "ipv4", "ipv6"])
 def test_minio_answers_to_the_public_name_inside_the_network(public_host, aliases):
-    config = make_config(mlflow_public_host=public_host)
+    config = make_config(mlflow_public_host=public_host, tls="off")
     services = compose(config)["services"]
     assert services["minio"]["networks"] == {"default": {"aliases": aliases}}
     # the MLflow server signs URLs for the public endpoint; by the alias its own S3 traffic
@@ -370,7 +378,8 @@ def test_template_context_has_the_network_values(config):
 
 
 def test_non_default_minio_ports_everywhere():
-    config = make_config(minio_api_port=19000, minio_console_port=19001, mlflow_public_host="s3.lab.example.org")
+    config = make_config(minio_api_port=19000, minio_console_port=19001, mlflow_public_host="s3.lab.example.org",
+                         tls="off")
     minio = compose(config)["services"]["minio"]
     assert minio["command"] == ["server", "/data", "--address", ":19000", "--console-address", ":19001"]
     assert minio["ports"] == ["0.0.0.0:19000:19000", "127.0.0.1:19001:19001"]
@@ -378,3 +387,26 @@ def test_non_default_minio_ports_everywhere():
     assert compose(config)["services"][BUCKET_INIT]["environment"]["S3_ENDPOINT_URL"] == "http://minio:19000"
     text = render("compose.yaml.j2", config)
     assert ":9000" not in text and ":9001" not in text
+
+
+# --- the TLS proxy ------------------------------------------------------------------------------
+
+
+def test_nginx_conf_serves_both_ports_with_tls_and_keeps_the_host_header():
+    config = make_config(mlflow_port=8443, minio_api_port=9443, minio_console_port=9444)
+    text = render("nginx.conf.j2", config)
+    assert "listen 8443 ssl;" in text and "listen 9443 ssl;" in text
+    assert "set $mlflow mlflow:5000;" in text and "set $minio minio:9443;" in text
+    # SigV4 signs the Host header of a presigned URL; MLflow checks it against --allowed-hosts.
+    assert "proxy_set_header Host $http_host;" in text
+    assert "ssl_certificate /etc/nginx/tls/server.crt;" in text and "ssl_certificate_key /etc/nginx/tls/server.key;" in text
+    assert "client_max_body_size 0;" in text and "proxy_request_buffering off;" in text
+    # Runs as the stack account: nothing written outside /tmp.
+    assert "pid /tmp/nginx.pid;" in text
+    assert "{%" not in (REPO / "templates" / "nginx.conf.j2").read_text()  # a template without logic
+
+
+def test_the_proxy_s_health_check_asks_both_of_its_ports():
+    config = make_config(mlflow_port=8443, minio_api_port=9443, minio_console_port=9444)
+    test = compose(config)["services"]["proxy"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"] and "/dev/tcp/127.0.0.1/8443" in test[3] and "/dev/tcp/127.0.0.1/9443" in test[3]

@@ -217,12 +217,14 @@ def test_first_failing_service_gives_the_reason_all_waiting_ones_give_logs(docke
 
 def test_the_deploy_s_wait_command_runs_here(docker):
     from mlflow_stack import stack
-    from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+    from mlflow_stack.services import ONESHOT_SERVICES, long_running_services
 
     from .helpers import make_config
 
-    config = make_config(stack_dir=str(REPO / "templates"), compose_project="mlflow", mlflow_health_timeout=30)
-    command = stack.wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES)
+    # The fake compose's snapshot has no proxy: the stack as deployed with TLS off.
+    config = make_config(stack_dir=str(REPO / "templates"), compose_project="mlflow", mlflow_health_timeout=30,
+                         tls="off")
+    command = stack.wait_command(config, *long_running_services(config.tls), oneshots=ONESHOT_SERVICES)
     docker.statuses(snapshot())
     proc = docker.run(["sh", "-c", command], timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -3,7 +3,7 @@
     from tools.standins.build import ensure_standin_archive, STANDIN_IMAGES
     archive = ensure_standin_archive()      # Path to a .tar for `docker load -i`
 
-The archive holds the three images named in :data:`STANDIN_IMAGES` (they share
+The archive holds the four images named in :data:`STANDIN_IMAGES` (they share
 their Debian base layers).  Its file name carries a sha256 over every build input
 (Dockerfiles, scripts, package versions, this file), so a change to any of them
 builds a new archive; an existing one is returned as it is.  Building needs root:
@@ -31,6 +31,7 @@ STANDIN_IMAGES = {
     "python": "standin/python:3.12-slim",
     "postgres": "standin/postgres:17",
     "minio": "standin/minio:RELEASE.standin",
+    "nginx": "standin/nginx:1.28",
 }
 BASE_IMAGE = "standin/debian:trixie"
 # The machine's extra CA certificates (its TLS-intercepting proxy): targets and image builds need them.
@@ -47,6 +48,7 @@ def standin_settings(archive: Path) -> dict:
         "python_image": STANDIN_IMAGES["python"],
         "postgres_image": STANDIN_IMAGES["postgres"],
         "minio_image": STANDIN_IMAGES["minio"],
+        "proxy_image": STANDIN_IMAGES["nginx"],
     }
 
 SUITE = "trixie"
@@ -292,6 +294,8 @@ def build_archive(target: Path) -> None:
                               work / "build-minio.log",
                               {"LOCALBUCKET_WHEEL": LOCALBUCKET_WHEEL})
                 _log(f"built {STANDIN_IMAGES['minio']}: {time.monotonic() - t0:.0f}s")
+                _docker_build(daemon, STANDIN_IMAGES["nginx"], IMAGES_DIR / "nginx", work / "build-nginx.log")
+                _log(f"built {STANDIN_IMAGES['nginx']}: {time.monotonic() - t0:.0f}s")
             finally:
                 pg_thread.join()
             if errors:

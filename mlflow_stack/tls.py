@@ -1,0 +1,115 @@
+"""TLS for the tracking API and the presigned S3 traffic: the proxy's certificate and key on
+the host, the CA certificate fetched for clients, and the reload after a new certificate.
+
+self-signed: openssl on the host makes a CA (key root-only, mounted nowhere) and a server
+certificate for mlflow_public_host + mlflow_public_names; a rerun makes them anew close to
+their end or when the names change (certificates.renewal), and changes nothing otherwise.
+files: the user's certificate, key and CA, uploaded (the key on stdin: no diff, no argv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from io import StringIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.files import Sha256File
+from pyinfra.operations import apt, files, server
+from pyinfra.operations.util import any_changed
+
+from mlflow_stack import certificates
+from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.facts import ComposeServices, TlsCertificates
+from mlflow_stack.stack import wait_command
+from mlflow_stack.stack_files import render
+
+
+@operation()
+def secret_file(path: str, content: bytes, user: str, group: str):
+    """Keep a file with secret content (mode 0600): compared by sha256, written from stdin.
+
+    + path: file on the host
+    + content: what it must hold
+    + user: owner
+    + group: group
+
+    **Example:**
+
+    .. code:: python
+
+        secret_file(name="Upload the TLS key", path="/srv/mlflow/tls/server.key", content=key,
+                    user="10001", group="10001")
+    """
+    if host.get_fact(Sha256File, path=path) == hashlib.sha256(content).hexdigest():
+        host.noop(f"{path} is up to date")
+        return
+    yield StringCommand(f"umask 077; cat > {path}.new && chown {user}:{group} {path}.new && mv {path}.new {path}",
+                        _stdin=content.decode())
+
+
+@deploy("Ensure the TLS certificates")
+def ensure_certificates(config: StackConfig | None = None):
+    """Returns (operations whose change means the proxy must load a new certificate, those
+    whose change means MLflow must trust a new CA); both empty when TLS is off."""
+    config = config or config_from_host()
+    if config.tls == "off":
+        files.file(name="Remove nginx.conf (TLS is off)", path=f"{config.stack_dir}/nginx.conf", present=False)
+        return (), ()
+    # The proxy's config: nginx reads it at start only, like the certificate.
+    nginx_conf = files.put(name="Upload nginx.conf", src=StringIO(render("nginx.conf.j2", config)),
+                           dest=f"{config.stack_dir}/nginx.conf", user="root", group="root", mode="644")
+    files.directory(name=f"Ensure {config.tls_dir}", path=config.tls_dir, user="root", group="root", mode="755")
+    if config.tls == "files":
+        owner = {"user": str(config.stack_uid), "group": str(config.stack_gid)}
+        ca = files.put(name="Upload the CA certificate (tls_ca_file)", src=config.tls_ca_file,
+                       dest=f"{config.tls_dir}/ca.crt", user="root", group="root", mode="644")
+        return (
+            nginx_conf,
+            secret_file(name="Upload the TLS certificate (tls_cert_file)", path=f"{config.tls_dir}/server.crt",
+                        content=Path(config.tls_cert_file).read_bytes(), **owner),
+            secret_file(name="Upload the TLS key (tls_key_file)", path=f"{config.tls_dir}/server.key",
+                        content=Path(config.tls_key_file).read_bytes(), **owner),
+        ), (ca,)
+
+    apt.packages(name="Ensure openssl (makes the CA and certificate on the host)", packages=["openssl"])
+    files.directory(name=f"Ensure {config.ca_dir} (the CA's key, root only)", path=config.ca_dir,
+                    user="root", group="root", mode="700")
+    state = host.get_fact(TlsCertificates, ca_dir=config.ca_dir, tls_dir=config.tls_dir,
+                          seconds=certificates.RENEW_DAYS * 86400)
+    new_ca, new_server = certificates.renewal(state, config.tls_names)
+    made = None
+    if new_server:
+        sans = " ".join(certificates.subject_alt_names(config.tls_names))
+        made = server.shell(
+            name="Make a new CA and server certificate" if new_ca else "Make a new server certificate "
+                 "(missing, close to its end, or for other names)",
+            commands=[f"sh {config.stack_dir}/tls-certs.sh {'ca' if new_ca else 'server'} {config.ca_dir} "
+                      f"{config.tls_dir} {config.stack_uid} {config.stack_gid} {certificates.CA_DAYS} "
+                      f"{certificates.SERVER_DAYS} {sans}"],
+        )
+    # For clients: MLFLOW_TRACKING_SERVER_CERT_PATH (the smoke test uses it too).
+    files.get(name=f"Fetch the CA certificate to {config.ca_local_path}", src=f"{config.ca_dir}/ca.crt",
+              dest=config.ca_local_path, create_local_dir=True)
+    return ((nginx_conf, made), (made,) if new_ca else ()) if made else ((nginx_conf,), ())
+
+
+@deploy("Load new TLS certificates")
+def reload_certificates(config: StackConfig | None = None, certificates_changed=((), ())):
+    """After the start: restart the proxy when its certificate changed (nginx reads it only
+    at start), MLflow when the CA did; not a container that did not exist while planning (the
+    start just created it with the new files). `certificates_changed`: ensure_certificates'
+    result. Returns the operations."""
+    config = config or config_from_host()
+    existing = host.get_fact(ComposeServices, project=config.compose_project) if config.tls != "off" else {}
+    compose = f"docker compose --project-directory {config.stack_dir} --project-name {config.compose_project}"
+    restarts = []
+    for service, changed in zip(("proxy", "mlflow"), certificates_changed):
+        if service in existing and changed:
+            restarts.append(server.shell(
+                name=f"Restart {service} to load the new {'certificate' if service == 'proxy' else 'CA'}",
+                commands=[f"{compose} restart {service}", wait_command(config, service)],
+                _if=any_changed(*changed),
+            ))
+    return restarts
