@@ -156,3 +156,12 @@ def test_a_deleted_experiment_stays_deleted_and_an_active_one_it_merges_into_sta
     # The old store reports the runs of a deleted experiment as deleted: so are their copies.
     assert sorted((run.info.experiment_id, run.info.lifecycle_stage) for run in runs) \
         == sorted([(gone.experiment_id, "deleted"), (kept.experiment_id, "deleted")])
+
+
+def test_an_old_database_is_opened_by_psycopg2_in_read_only_sessions(importer):
+    uri = importer.read_only_database_uri("postgresql://old@postgres:5432/classic?sslmode=require")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    assert url.drivername == "postgresql+psycopg2" and url.password is None
+    assert dict(url.query) == {"options": "-c default_transaction_read_only=on", "sslmode": "require"}
