@@ -325,6 +325,13 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="classic-")
     try:
         counts = Import(open_source(workdir), MlflowClient()).run(apply=mode == "apply")
+    except Exception as error:
+        cause = getattr(error, "orig", None)
+        if DATABASE and "read-only transaction" in str(cause):
+            raise SystemExit(f"MLflow tried to write to the old database ({DATABASE}) while opening it (it creates "
+                             f"tables it misses); the read-only session refused: {str(cause).strip()}. Nothing was "
+                             "changed there; is it an MLflow database of this schema?") from None
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for key in COUNTS:
