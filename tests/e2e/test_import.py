@@ -209,7 +209,7 @@ def test_postgresql_database_is_read_in_read_only_sessions_and_left_unchanged(co
 
     # A table MLflow would create (it does when one is missing, even when only reading) is
     # missing: PostgreSQL itself refuses the write, and the import stops with nothing changed.
-    postgres(target, "PSQL -c 'DROP TABLE tags'", user=OLD_ROLE, database=OLD_DATABASE)
+    postgres(target, "PSQL -c 'DROP TABLE tags'", database=OLD_DATABASE)
     dropped = old_database_digest(target)
     refused = deployer.run(overrides=store, deploy="import_classic.py", env=secret)
     assert refused.returncode != 0
