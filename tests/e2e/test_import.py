@@ -161,8 +161,7 @@ def test_sqlite_store_with_a_500_mib_artifact_merges_into_same_named_experiments
 
     imported = deployer.run(overrides=store, deploy="import_classic.py").check()
     record("import_sqlite_with_500mib_tls_seconds", round(imported.seconds, 1))
-    deployer.imported = True
-    counted = MERGED if deployer.imported else COUNTED
+    counted, deployer.imported = (MERGED if deployer.imported else COUNTED), True
     assert f"Import a classic MLflow data set | Import {SQLITE_STORE}/mlflow.db into the stack: {counted}" \
         in imported.changed, imported.changed
 
@@ -198,8 +197,7 @@ def test_postgresql_database_is_read_in_read_only_sessions_and_left_unchanged(co
     # -vvv: pyinfra shows every command and its output; the password is in none of them.
     imported = deployer.run(overrides=store, deploy="import_classic.py", env=secret, extra_args=("-vvv",)).check()
     record("import_postgresql_seconds", round(imported.seconds, 1))
-    deployer.imported = True
-    counted = MERGED if deployer.imported else COUNTED
+    counted, deployer.imported = (MERGED if deployer.imported else COUNTED), True
     assert f"Import a classic MLflow data set | Import {OLD_URI} into the stack: {counted}" in imported.changed, \
         imported.changed
     output = imported.stdout + imported.stderr
