@@ -16,6 +16,7 @@ from pyinfra.api import DeployError, FactBase, QuoteString, StringCommand, deplo
 from mlflow_stack.checks import is_database_uri
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts import key_values, running_container
+from mlflow_stack.tls import secret_file
 
 # What the importer counts, in its output's order (templates/import_classic.py, COUNTS).
 COUNTS = ("experiments", "runs", "logged_models", "registered_models", "model_versions", "aliases")
@@ -34,13 +35,13 @@ def artifact_root(config: StackConfig) -> str:
 
 def importer_command(config: StackConfig, mode: str) -> StringCommand:
     """The importer as a one-off container: on its stdin, the admin's password from the
-    root-only secrets file, then the old database's password from pyinfra's stdin (see
-    importer_stdin); never in argv. The old data read-only. It runs as root inside the
+    root-only secrets file, then the old database's password from its root-only file (see
+    database_password_file); never in argv. The old data read-only. It runs as root inside the
     container only to read whatever owner the old files have; the mounts are read-only."""
     q = QuoteString
     database = is_database_uri(config.classic_backend_store)
     feed = (["sed", "-n", q("s/^MLFLOW_AUTH_ADMIN_PASSWORD=//p"), q(config.secrets_file), ";"]
-            if config.mlflow_auth else []) + (["cat", ";"] if database else [])
+            if config.mlflow_auth else []) + (["cat", q(database_password_file(config)), ";"] if database else [])
     stdin = ["{", *feed, "}", "|"] if feed else ["true", "|"]
     auth = ["-e", q(f"MLFLOW_TRACKING_USERNAME={config.mlflow_auth_admin_user}")] if config.mlflow_auth else []
     store = (["-e", q(f"MLFLOW_STACK_CLASSIC_DATABASE={config.classic_backend_store}")] if database
@@ -58,12 +59,10 @@ def importer_command(config: StackConfig, mode: str) -> StringCommand:
     )
 
 
-def importer_stdin(config: StackConfig) -> list[str]:
-    """What pyinfra writes to the importer command's stdin: the old database's password (an
-    empty line for none), only with a database URI."""
-    if not is_database_uri(config.classic_backend_store):
-        return []
-    return [config.classic_database_password or ""]
+def database_password_file(config: StackConfig) -> str:
+    """The old database's password on the host (root, 0600), kept like the stack's secrets:
+    the plan fact and the import read it there. (pyinfra prints a fact's stdin at -vvv.)"""
+    return f"{config.stack_dir}/classic-database.password"
 
 
 class ClassicImportPlan(FactBase):
@@ -127,10 +126,8 @@ def check_import_source(config: StackConfig, plan: dict) -> None:
 
 def import_plan(config: StackConfig) -> dict:
     require_source(config)
-    stdin = importer_stdin(config)
     return host.get_fact(ClassicImportPlan, store=config.classic_backend_store, artifacts=artifact_root(config),
-                         project=config.compose_project, plan_command=importer_command(config, "plan").get_raw_value(),
-                         **({"_stdin": stdin} if stdin else {}))
+                         project=config.compose_project, plan_command=importer_command(config, "plan").get_raw_value())
 
 
 @operation(is_idempotent=False)
@@ -157,6 +154,10 @@ def import_classic(config: StackConfig | None = None, plan: dict | None = None):
     config = config or config_from_host()
     plan = plan or import_plan(config)
     check_import_source(config, plan)
-    stdin = importer_stdin(config)
+    if is_database_uri(config.classic_backend_store):
+        # Written from stdin (an operation's stdin is never printed); on a first run the plan
+        # fact could not read it yet, so its counts are unknown and the import runs.
+        secret_file(name="Keep the old database's password (root, 0600)", path=database_password_file(config),
+                    content=f"{config.classic_database_password or ''}\n".encode(), user="root", group="root")
     import_classic_data(name=f"Import {config.classic_backend_store} into the stack: {describe(plan)}",
-                        command=importer_command(config, "apply"), plan=plan, **({"_stdin": stdin} if stdin else {}))
+                        command=importer_command(config, "apply"), plan=plan)
