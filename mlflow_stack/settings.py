@@ -260,7 +260,7 @@ SETTINGS = (
             "`classic_backend_store` (a file store: itself; required with a database URI); only read."),
     Setting("classic_database_password", None, checks.optional(checks.line_secret),
             "For `import_classic.py` with a database URI: the password of its user; set it like any setting, or "
-            "`MLFLOW_STACK_CLASSIC_DATABASE_PASSWORD`. Passed on stdin, never kept on the host."),
+            "`MLFLOW_STACK_CLASSIC_DATABASE_PASSWORD`. Kept root-only (0600) on the host in `classic-database.password`, never in argv or output."),
 
     # --- TLS (mlflow_stack/tls.py) ----------------------------------------------------------
     # On by default: authentication is on by default, and its passwords must not cross a shared
