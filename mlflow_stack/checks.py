@@ -272,6 +272,44 @@ def host_path(value) -> str | None:
     return "an absolute path on the host, e.g. '/srv/old-mlflow/mlruns' (letters, digits and / . _ @ + -; no '..')"
 
 
+# The old server's PostgreSQL, as the importer's container on the compose network reaches it;
+# no password in it (classic_database_password carries that).
+_CLASSIC_DATABASE = re.compile(r"^postgresql(?:\+psycopg2)?://(?P<user>[A-Za-z0-9_.-]+)@(?P<host>[A-Za-z0-9.-]+)"
+                               r"(?::\d{1,5})?/[A-Za-z0-9_.-]+(?:\?sslmode=(?:disable|allow|prefer|require))?$")
+
+
+def classic_store(value) -> str | None:
+    """The classic server's backend store: a host path (file store, SQLite file) or a PostgreSQL URI."""
+    if isinstance(value, str) and re.match(r"^[a-z0-9+]+://", value):
+        if value.startswith("mysql"):
+            return "a host path or a postgresql:// URI (MySQL is not supported: the MLflow image has no MySQL driver)"
+        if re.match(r"^[^/]+://[^/@]*:[^/@]*@", value):
+            return ("a postgresql:// URI without the password (give that in classic_database_password or "
+                    "$MLFLOW_STACK_CLASSIC_DATABASE_PASSWORD)")
+        found = _CLASSIC_DATABASE.match(value)
+        if found and found["host"].lower() in ("localhost", "127.0.0.1", "::1"):
+            return ("a postgresql:// URI whose host the importer's container reaches: 'localhost' there is the "
+                    "container itself (use the server's address, or 'postgres' for the stack's own)")
+        if found:
+            return None
+        return "a postgresql://USER@HOST[:PORT]/DATABASE[?sslmode=...] URI without password"
+    if host_path(value) is None:
+        return None
+    return ("a host path (file-store directory or SQLite file, e.g. '/srv/old-mlflow/mlruns') or a "
+            "postgresql://USER@HOST[:PORT]/DATABASE URI")
+
+
+def is_database_uri(value) -> bool:
+    return isinstance(value, str) and "://" in value
+
+
+def line_secret(value) -> str | None:
+    """A password passed on one line of stdin: any characters but line breaks."""
+    if isinstance(value, str) and 0 < len(value) <= 1024 and "\n" not in value and "\r" not in value:
+        return None
+    return "a non-empty string of up to 1024 characters without line breaks"
+
+
 def local_file(value) -> str | None:
     allowed = "a path to a readable local file"
     if not isinstance(value, str) or not value.strip():

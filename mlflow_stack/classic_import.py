@@ -1,6 +1,7 @@
-"""Import a classic MLflow data set found on the host (a file store or a SQLite file, artifacts
-in a directory) into the deployed stack, through its REST API: templates/import_classic.py in a
-one-off container of the MLflow image on the compose network, the old data mounted read-only.
+"""Import a classic MLflow data set found on the host (a file store or a SQLite file, or a
+PostgreSQL database; artifacts in a directory) into the deployed stack, through its REST API:
+templates/import_classic.py in a one-off container of the MLflow image on the compose network,
+the old data mounted read-only, an old database opened in read-only sessions.
 
     pyinfra inventory.py import_classic.py --data classic_backend_store=/srv/old/mlruns
 """
@@ -12,14 +13,19 @@ import posixpath
 from pyinfra import host
 from pyinfra.api import DeployError, FactBase, QuoteString, StringCommand, deploy, operation
 
+from mlflow_stack.checks import is_database_uri
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts import key_values, running_container
+from mlflow_stack.tls import secret_file
 
 # What the importer counts, in its output's order (templates/import_classic.py, COUNTS).
 COUNTS = ("experiments", "runs", "logged_models", "registered_models", "model_versions", "aliases")
 # Inside the importer's container (the script's STORE and ARTIFACTS).
 STORE_MOUNT = "/classic/store"
 ARTIFACTS_MOUNT = "/classic/artifacts"
+# With TLS, uploads of 500 MiB and more go by presigned URLs to the public name, through the
+# proxy: the importer's requests trust the stack's CA (the only HTTPS peer it has).
+CA_MOUNT = "/etc/mlflow-stack/ca.crt"
 
 
 def artifact_root(config: StackConfig) -> str:
@@ -28,23 +34,35 @@ def artifact_root(config: StackConfig) -> str:
 
 
 def importer_command(config: StackConfig, mode: str) -> StringCommand:
-    """The importer as a one-off container: the admin's password on a pipe from the root-only
-    secrets file (never in argv), the old data read-only. It runs as root inside the
+    """The importer as a one-off container: on its stdin, the admin's password from the
+    root-only secrets file, then the old database's password from its root-only file (see
+    database_password_file); never in argv. The old data read-only. It runs as root inside the
     container only to read whatever owner the old files have; the mounts are read-only."""
     q = QuoteString
-    password = (["sed", "-n", q("s/^MLFLOW_AUTH_ADMIN_PASSWORD=//p"), q(config.secrets_file), "|"]
-                if config.mlflow_auth else ["true", "|"])
+    database = is_database_uri(config.classic_backend_store)
+    feed = (["sed", "-n", q("s/^MLFLOW_AUTH_ADMIN_PASSWORD=//p"), q(config.secrets_file), ";"]
+            if config.mlflow_auth else []) + (["cat", q(database_password_file(config)), ";"] if database else [])
+    stdin = ["{", *feed, "}", "|"] if feed else ["true", "|"]
     auth = ["-e", q(f"MLFLOW_TRACKING_USERNAME={config.mlflow_auth_admin_user}")] if config.mlflow_auth else []
+    store = (["-e", q(f"MLFLOW_STACK_CLASSIC_DATABASE={config.classic_backend_store}")] if database
+             else ["-v", q(f"{config.classic_backend_store}:{STORE_MOUNT}:ro")])
+    tls = (["-v", q(f"{config.tls_dir}/ca.crt:{CA_MOUNT}:ro"), "-e", q(f"REQUESTS_CA_BUNDLE={CA_MOUNT}")]
+           if config.tls != "off" else [])
     return StringCommand(
-        *password,
+        *stdin,
         "docker", "compose", "--project-directory", q(config.stack_dir), "--project-name", q(config.compose_project),
-        "run", "--rm", "--no-deps", "-T", "--user", "0:0",
-        "-v", q(f"{config.classic_backend_store}:{STORE_MOUNT}:ro"),
-        "-v", q(f"{artifact_root(config)}:{ARTIFACTS_MOUNT}:ro"),
+        "run", "--rm", "--no-deps", "-T", "--user", "0:0", *store,
+        "-v", q(f"{artifact_root(config)}:{ARTIFACTS_MOUNT}:ro"), *tls,
         "-e", q(f"MLFLOW_TRACKING_URI={config.internal_tracking_uri}"), *auth,
         "-e", "MLFLOW_DISABLE_TELEMETRY=true",
         "create-bucket", "python", "/opt/mlflow-stack/import_classic.py", mode,
     )
+
+
+def database_password_file(config: StackConfig) -> str:
+    """The old database's password on the host (root, 0600), kept like the stack's secrets:
+    the plan fact and the import read it there. (pyinfra prints a fact's stdin at -vvv.)"""
+    return f"{config.stack_dir}/classic-database.password"
 
 
 class ClassicImportPlan(FactBase):
@@ -56,8 +74,11 @@ class ClassicImportPlan(FactBase):
 
     def command(self, store: str, artifacts: str, project: str, plan_command: str) -> StringCommand:
         q = QuoteString
+        # A database is not a path on the host: the importer itself reports it unreachable.
+        store_check = [] if is_database_uri(store) else [
+            "test", "-e", q(store), "||", "{", "echo", "state=missing-store;", "exit", "0;", "};"]
         return StringCommand(
-            "test", "-e", q(store), "||", "{", "echo", "state=missing-store;", "exit", "0;", "};",
+            *store_check,
             "test", "-d", q(artifacts), "||", "{", "echo", "state=missing-artifacts;", "exit", "0;", "};",
             running_container(project, "mlflow"), "||", "{", "echo", "state=not-running;", "exit", "0;", "};",
             "{", plan_command, "2>/dev/null", "&&", "echo", "state=ready;", "}", "||", "echo", "state=failed",
@@ -88,8 +109,8 @@ def describe(plan: dict) -> str:
 def require_source(config: StackConfig) -> None:
     if config.classic_backend_store is None:
         raise ConfigError("classic_backend_store is not set: pass the old server's backend store on the host, e.g. "
-                          "--data classic_backend_store=/srv/old-mlflow/mlruns (a file-store directory or a SQLite "
-                          "file)")
+                          "--data classic_backend_store=/srv/old-mlflow/mlruns (a file-store directory, a SQLite "
+                          "file, or a postgresql://USER@HOST/DATABASE URI)")
 
 
 def check_import_source(config: StackConfig, plan: dict) -> None:
@@ -133,5 +154,10 @@ def import_classic(config: StackConfig | None = None, plan: dict | None = None):
     config = config or config_from_host()
     plan = plan or import_plan(config)
     check_import_source(config, plan)
+    if is_database_uri(config.classic_backend_store):
+        # Written from stdin (an operation's stdin is never printed); on a first run the plan
+        # fact could not read it yet, so its counts are unknown and the import runs.
+        secret_file(name="Keep the old database's password (root, 0600)", path=database_password_file(config),
+                    content=f"{config.classic_database_password or ''}\n".encode(), user="root", group="root")
     import_classic_data(name=f"Import {config.classic_backend_store} into the stack: {describe(plan)}",
                         command=importer_command(config, "apply"), plan=plan)

@@ -21,8 +21,9 @@ from pyinfra.api import DeployError
 
 from mlflow_stack.releases import SCHEMA_REVISIONS, lock_file
 from mlflow_stack.services import POSTGRES_CA_MOUNT, S3_CA_MOUNT, SERVICE_NAMES, Service, port_settings, stack_services
-from mlflow_stack.settings import HIDDEN_SETTINGS, SECRET_ENV_VARS, SETTINGS
+from mlflow_stack.settings import HIDDEN_SETTINGS, PASSED_SECRET_ENV_VARS, SECRET_ENV_VARS, SETTINGS
 from mlflow_stack.certificates import tls_errors
+from mlflow_stack.checks import is_database_uri
 
 CONFIG_KEYS = tuple(setting.name for setting in SETTINGS)
 
@@ -262,20 +263,23 @@ def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, st
     environ = os.environ if environ is None else environ
     errors: list[str] = []
     values: dict[str, Any] = {}
+    env_vars = {**SECRET_ENV_VARS, **PASSED_SECRET_ENV_VARS}
 
     for setting in SETTINGS:
         key = setting.name
         value = data.get(key, setting.default)
-        if key in SECRET_ENV_VARS and value is None and environ.get(SECRET_ENV_VARS[key]):
-            value = environ[SECRET_ENV_VARS[key]]
+        if key in env_vars and value is None and environ.get(env_vars[key]):
+            value = environ[env_vars[key]]
             problem = setting.check(value)
             if problem:  # never echo a secret
-                errors.append(f"{key} (from ${SECRET_ENV_VARS[key]}): invalid; must be {problem}")
+                errors.append(f"{key} (from ${env_vars[key]}): invalid; must be {problem}")
                 continue
         else:
             problem = setting.check(value)
             if problem:
-                shown = "<hidden>" if key in HIDDEN_SETTINGS else repr(value)
+                # A URI with a password in it (user:password@) is never echoed either.
+                hidden = key in HIDDEN_SETTINGS or re.search(r"://[^/@\s]*:[^/@\s]*@", str(value))
+                shown = "<hidden>" if hidden else repr(value)
                 errors.append(f"{key} = {shown}: must be {problem}")
                 continue
         values[key] = setting.read(value) if setting.read else value
@@ -340,6 +344,9 @@ def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
                           f"mlflow_auth_default_permission = {default!r}: MLflow never grants less than the default; "
                           f"lower the default (e.g. 'NO_PERMISSIONS') or raise the user's permission")
     errors += tls_errors(values, public_host)
+    if is_database_uri(values.get("classic_backend_store")) and values.get("classic_artifact_root") is None:
+        errors.append("classic_artifact_root: required when classic_backend_store is a database URI (the old "
+                      "server's artifact directory on this host)")
     for key in values.get("rotate_secrets", ()):
         if values.get(key) is not None:
             errors.append(f"rotate_secrets names {key!r}, which is given (in the config or ${SECRET_ENV_VARS[key]}): "

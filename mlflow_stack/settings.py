@@ -18,8 +18,10 @@ from mlflow_stack.services import SECRET_FILE_KEYS
 # Secret setting -> the environment variable that may carry it into a run without putting it
 # in a file. The secret settings are the secrets file's keys (services.py) in lower case.
 SECRET_ENV_VARS = {key.lower(): f"MLFLOW_STACK_{key}" for key in SECRET_FILE_KEYS}
+# Secrets only handed to one run (on stdin), never kept on the host: an environment variable too.
+PASSED_SECRET_ENV_VARS = {"classic_database_password": "MLFLOW_STACK_CLASSIC_DATABASE_PASSWORD"}
 # Settings whose value may hold a password: an error message never shows it.
-HIDDEN_SETTINGS = (*SECRET_ENV_VARS, "mlflow_auth_users")
+HIDDEN_SETTINGS = (*SECRET_ENV_VARS, *PASSED_SECRET_ENV_VARS, "mlflow_auth_users")
 
 
 @dataclass(frozen=True)
@@ -246,13 +248,19 @@ SETTINGS = (
             "client trusts it through `AWS_CA_BUNDLE`)."),
 
     # --- Import of a classic MLflow data set (import_classic.py) ----------------------------
-    Setting("classic_backend_store", None, checks.optional(checks.host_path),
-            "For `import_classic.py`: the old server's backend store on this host, a file-store directory "
-            "(`mlruns`) or a SQLite file; only read."),
+    Setting("classic_backend_store", None, checks.optional(checks.classic_store),
+            "For `import_classic.py`: the old server's backend store, only read: a file-store directory "
+            "(`mlruns`) or a SQLite file on this host, or a PostgreSQL database "
+            "`postgresql://USER@HOST[:PORT]/DATABASE` as the importer's container on the compose network reaches "
+            "it (`postgres`: the stack's own; no password in it), opened read-only; its schema must be the "
+            "image's MLflow's (else upgrade a copy and import that)."),
     Setting("classic_artifact_root", None, checks.optional(checks.host_path),
             "For `import_classic.py`: the old server's artifact root directory on this host (its "
             "`--default-artifact-root` or `--artifacts-destination`); `None`: the directory of "
-            "`classic_backend_store` (a file store: itself); only read."),
+            "`classic_backend_store` (a file store: itself; required with a database URI); only read."),
+    Setting("classic_database_password", None, checks.optional(checks.line_secret),
+            "For `import_classic.py` with a database URI: the password of its user; set it like any setting, or "
+            "`MLFLOW_STACK_CLASSIC_DATABASE_PASSWORD`. Kept root-only (0600) on the host in `classic-database.password`, never in argv or output."),
 
     # --- TLS (mlflow_stack/tls.py) ----------------------------------------------------------
     # On by default: authentication is on by default, and its passwords must not cross a shared

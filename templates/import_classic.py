@@ -1,13 +1,17 @@
-"""Copy a classic MLflow data set (a file store or a SQLite file, artifacts on disk) into the
-stack through its REST API, so every artifact goes through the proxy into the bucket.
+"""Copy a classic MLflow data set (a file store, a SQLite file or a PostgreSQL database;
+artifacts on disk) into the stack through its REST API, so every artifact goes through the proxy
+into the bucket.
 
 Run by the deploy (mlflow_stack/classic_import.py) as a one-off container of the MLflow image
 on the compose network, with the old data mounted READ-ONLY:
     /classic/store      the file-store directory, or the SQLite file
     /classic/artifacts  the old artifact root directory
+or, for a database, MLFLOW_STACK_CLASSIC_DATABASE = its postgresql:// URI (no password).
 The old data is never opened for writing: a file store is read by MLflow's own file-store
 reader; a SQLite file is copied into a temporary directory first (MLflow migrates an older
-schema when it opens one).
+schema when it opens one); a database is opened in read-only sessions
+(default_transaction_read_only), and only when its schema is the one this MLflow reads
+without migrating it.
 
 Idempotent: every imported run, logged model and model version carries the tag
 mlflow_stack.imported_from = its id in the old store, and what already carries it is skipped.
@@ -17,7 +21,8 @@ Experiments are matched by name: an experiment that already exists in the stack 
 Usage: python import_classic.py plan|apply
     plan:  print what would be imported, as key=value lines; change nothing
     apply: import it, then print what was imported
-The admin's password (when MLFLOW_TRACKING_USERNAME is set) is the first line of stdin.
+On stdin, one line each: the admin's password (when MLFLOW_TRACKING_USERNAME is set), then the
+old database's password (with MLFLOW_STACK_CLASSIC_DATABASE; an empty line for none).
 """
 
 import os
@@ -30,17 +35,60 @@ from pathlib import Path
 
 STORE = Path("/classic/store")
 ARTIFACTS = Path("/classic/artifacts")
+DATABASE = os.environ.get("MLFLOW_STACK_CLASSIC_DATABASE")
+# libpq's options: every transaction of the session read-only, so any write fails instead of
+# changing the old database (MLflow would create missing tables or a default experiment).
+READ_ONLY = "-c default_transaction_read_only=on"
 IMPORTED = "mlflow_stack.imported_from"
 COUNTS = ("experiments", "runs", "logged_models", "registered_models", "model_versions", "aliases")
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 BATCH = 1000  # log_batch's limit of metrics + params + tags per call
 
 
+def read_only_database_uri(uri: str) -> str:
+    """The old database's URI for psycopg2 (the image's driver), its sessions read-only."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri).set(drivername="postgresql+psycopg2")
+    return url.update_query_dict({"options": READ_ONLY}).render_as_string(hide_password=False)
+
+
+def check_database(uri: str) -> None:
+    """Refuse, before MLflow opens it, an old database that is not read-only in this session or
+    whose schema this MLflow would migrate (mlflow db upgrade writes; a read-only session
+    would only make it fail half-way)."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        with engine.connect() as connection:
+            read_only = connection.exec_driver_sql("SHOW default_transaction_read_only").scalar()
+            revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except sqlalchemy.exc.SQLAlchemyError as error:  # psycopg2's message names the cause, never the password
+        raise SystemExit(f"the old database ({DATABASE}) cannot be read: {error.orig or error}")
+    finally:
+        engine.dispose()
+    head = _get_latest_schema_revision()
+    if read_only != "on":
+        raise SystemExit(f"the old database ({DATABASE}) did not open read-only; nothing was imported")
+    if revision != head:
+        raise SystemExit(f"the old database ({DATABASE}) has MLflow schema revision {revision}; this image's MLflow "
+                         f"reads {head} only and would have to migrate it, which this import never does. Copy it "
+                         "(pg_dump into a new database), run `mlflow db upgrade` on the copy, and import the copy. "
+                         "Nothing was imported.")
+    print(f"database_read_only={read_only}")
+    print(f"database_revision={revision}")
+
+
 def open_source(workdir: str):
     """A client of the old store that cannot change it."""
     from mlflow import MlflowClient
 
-    if STORE.is_dir():
+    if DATABASE:
+        uri = read_only_database_uri(DATABASE)
+        check_database(uri)
+    elif STORE.is_dir():
         # MLflow's own file-store reader (3.17 opens one only when told to). It creates .trash
         # and models/ when they are missing: it gets a private directory of links to the old
         # entries, where those two can be made. (`mlflow migrate-filestore` is not used: it
@@ -267,12 +315,23 @@ def main() -> None:
     mode = sys.argv[1]
     if os.environ.get("MLFLOW_TRACKING_USERNAME"):
         os.environ["MLFLOW_TRACKING_PASSWORD"] = sys.stdin.readline().rstrip("\n")
+    if DATABASE:
+        password = sys.stdin.readline().rstrip("\n")
+        if password:
+            os.environ["PGPASSWORD"] = password  # libpq reads it; the URI never holds it
     from mlflow import MlflowClient
 
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="classic-")
     try:
         counts = Import(open_source(workdir), MlflowClient()).run(apply=mode == "apply")
+    except Exception as error:
+        cause = getattr(error, "orig", None)
+        if DATABASE and "read-only transaction" in str(cause):
+            raise SystemExit(f"MLflow tried to write to the old database ({DATABASE}) while opening it (it creates "
+                             f"tables it misses); the read-only session refused: {str(cause).strip()}. Nothing was "
+                             "changed there; is it an MLflow database of this schema?") from None
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for key in COUNTS:

@@ -166,10 +166,11 @@ def control_machine_hosts_entry(name: str, address: str):
         hosts.write_text("".join(line for line in hosts.read_text().splitlines(keepends=True) if marker not in line))
 
 
-def s3_client(endpoint: str, secrets: dict):
+def s3_client(endpoint: str, secrets: dict, verify: str | None = None):
+    """`verify`: a CA file for an https endpoint (the TLS proxy's)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", verify=verify,
                         aws_access_key_id="mlflow", aws_secret_access_key=secrets["MINIO_ROOT_PASSWORD"])
 
 

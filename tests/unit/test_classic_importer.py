@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,59 @@ def test_a_deleted_experiment_stays_deleted_and_an_active_one_it_merges_into_sta
     # The old store reports the runs of a deleted experiment as deleted: so are their copies.
     assert sorted((run.info.experiment_id, run.info.lifecycle_stage) for run in runs) \
         == sorted([(gone.experiment_id, "deleted"), (kept.experiment_id, "deleted")])
+
+
+def test_an_old_database_is_opened_by_psycopg2_in_read_only_sessions(importer):
+    uri = importer.read_only_database_uri("postgresql://old@postgres:5432/classic?sslmode=require")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    assert url.drivername == "postgresql+psycopg2" and url.password is None
+    assert dict(url.query) == {"options": "-c default_transaction_read_only=on", "sslmode": "require"}
+
+
+class FakeConnection:
+    """What check_database asks a PostgreSQL session, answered from `answers`."""
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def exec_driver_sql(self, sql):
+        return mock.Mock(scalar=mock.Mock(return_value=self.answers[sql]))
+
+
+@pytest.fixture
+def old_database(importer, monkeypatch):
+    """The importer with a fake engine; returns the answers to edit."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    answers = {"SHOW default_transaction_read_only": "on",
+               "SELECT version_num FROM alembic_version": _get_latest_schema_revision()}
+    engine = mock.Mock(connect=lambda: FakeConnection(answers))
+    monkeypatch.setattr("sqlalchemy.create_engine", lambda uri: engine)
+    monkeypatch.setattr(importer, "DATABASE", "postgresql://old@postgres/classic")
+    return answers
+
+
+def test_an_old_database_of_this_mlflow_s_schema_in_a_read_only_session_is_read(importer, old_database, capsys):
+    importer.check_database("postgresql+psycopg2://old@postgres/classic")
+    assert "database_read_only=on" in capsys.readouterr().out
+
+
+def test_an_old_database_of_another_schema_revision_is_refused_before_mlflow_opens_it(importer, old_database):
+    old_database["SELECT version_num FROM alembic_version"] = "0584bdc529eb"  # MLflow 2.22
+    with pytest.raises(SystemExit, match="schema revision 0584bdc529eb; this image's MLflow reads .* only and would "
+                                         "have to migrate it.*Nothing was imported"):
+        importer.check_database("postgresql+psycopg2://old@postgres/classic")
+
+
+def test_a_session_that_is_not_read_only_is_refused(importer, old_database):
+    old_database["SHOW default_transaction_read_only"] = "off"
+    with pytest.raises(SystemExit, match="did not open read-only; nothing was imported"):
+        importer.check_database("postgresql+psycopg2://old@postgres/classic")
