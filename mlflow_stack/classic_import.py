@@ -16,7 +16,7 @@ from pyinfra.api import DeployError, FactBase, QuoteString, StringCommand, deplo
 from mlflow_stack.checks import is_database_uri
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts import key_values, running_container
-from mlflow_stack.tls import secret_file
+from mlflow_stack.secrets import secret_file
 
 # What the importer counts, in its output's order (templates/import_classic.py, COUNTS).
 COUNTS = ("experiments", "runs", "logged_models", "registered_models", "model_versions", "aliases")

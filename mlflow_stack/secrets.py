@@ -12,6 +12,7 @@ import hashlib
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.files import Sha256File
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import EnvFileDigests
@@ -91,3 +92,26 @@ def ensure_secrets(config: StackConfig | None = None):
         values=secret_values(config),
         regenerate=tuple(SECRET_KEYS[setting] for setting in config.rotate_secrets),
     )
+
+
+@operation()
+def secret_file(path: str, content: bytes, user: str, group: str):
+    """Keep a file with secret content (mode 0600): compared by sha256, written from stdin.
+
+    + path: file on the host
+    + content: what it must hold
+    + user: owner
+    + group: group
+
+    **Example:**
+
+    .. code:: python
+
+        secret_file(name="Upload the TLS key", path="/srv/mlflow/tls/server.key", content=key,
+                    user="10001", group="10001")
+    """
+    if host.get_fact(Sha256File, path=path) == hashlib.sha256(content).hexdigest():
+        host.noop(f"{path} is up to date")
+        return
+    yield StringCommand(f"umask 077; cat > {path}.new && chown {user}:{group} {path}.new && mv {path}.new {path}",
+                        _stdin=content.decode())

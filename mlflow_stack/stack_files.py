@@ -41,7 +41,6 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         s3_internal_endpoint=config.s3_internal_endpoint,
         minio_network_aliases=list(config.minio_network_aliases),
         proxy_network_aliases=list(config.proxy_network_aliases),
-        mlflow_tls_env=list(config.mlflow_tls_env),
         artifacts_destination=config.artifacts_destination,
         mlflow_app_options=list(config.mlflow_app_options),
         allowed_hosts=",".join(config.allowed_hosts),

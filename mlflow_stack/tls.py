@@ -9,13 +9,11 @@ files: the user's certificate, key and CA, uploaded (the key on stdin: no diff, 
 
 from __future__ import annotations
 
-import hashlib
 from io import StringIO
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import StringCommand, deploy, operation
-from pyinfra.facts.files import Sha256File
+from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
@@ -23,30 +21,8 @@ from mlflow_stack import certificates
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import ComposeServices, TlsCertificates
 from mlflow_stack.stack import wait_command
+from mlflow_stack.secrets import secret_file
 from mlflow_stack.stack_files import render
-
-
-@operation()
-def secret_file(path: str, content: bytes, user: str, group: str):
-    """Keep a file with secret content (mode 0600): compared by sha256, written from stdin.
-
-    + path: file on the host
-    + content: what it must hold
-    + user: owner
-    + group: group
-
-    **Example:**
-
-    .. code:: python
-
-        secret_file(name="Upload the TLS key", path="/srv/mlflow/tls/server.key", content=key,
-                    user="10001", group="10001")
-    """
-    if host.get_fact(Sha256File, path=path) == hashlib.sha256(content).hexdigest():
-        host.noop(f"{path} is up to date")
-        return
-    yield StringCommand(f"umask 077; cat > {path}.new && chown {user}:{group} {path}.new && mv {path}.new {path}",
-                        _stdin=content.decode())
 
 
 @deploy("Ensure the TLS certificates")
@@ -89,7 +65,7 @@ def ensure_certificates(config: StackConfig | None = None):
                       f"{config.tls_dir} {config.stack_uid} {config.stack_gid} {certificates.CA_DAYS} "
                       f"{certificates.SERVER_DAYS} {sans}"],
         )
-    # For clients: MLFLOW_TRACKING_SERVER_CERT_PATH (the smoke test uses it too).
+    # For clients' REQUESTS_CA_BUNDLE (the smoke test uses it too).
     files.get(name=f"Fetch the CA certificate to {config.ca_local_path}", src=f"{config.ca_dir}/ca.crt",
               dest=config.ca_local_path, create_local_dir=True)
     return ((nginx_conf, made), (made,) if new_ca else ()) if made else ((nginx_conf,), ())
