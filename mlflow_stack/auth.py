@@ -38,7 +38,7 @@ def ensure_user_passwords(config: StackConfig | None = None):
     """Returns the operation (None when authentication is off), whose change means MLflow's
     user store must be updated."""
     config = config or config_from_host()
-    if not config.mlflow_auth:
+    if not config.mlflow_auth or not config.keeps_cluster_state:  # one tracking server keeps a cluster's users
         return None
     return env_secrets(
         name=f"Ensure a password for each of mlflow_auth_users in {config.users_file}",
@@ -53,7 +53,7 @@ def sync_users(config: StackConfig | None = None, changed=()):
     permissions to the config's, when the store differs (asked while planning) or a password
     changed on this run (`changed`: the secrets operations)."""
     config = config or config_from_host()
-    if not config.mlflow_auth:
+    if not config.mlflow_auth or not config.keeps_cluster_state:  # one tracking server keeps a cluster's users
         return None
     state = host.get_fact(AuthUsersState, stack_dir=config.stack_dir, project=config.compose_project,
                           admin=config.mlflow_auth_admin_user, users=users_argument(config))

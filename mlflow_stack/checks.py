@@ -86,6 +86,14 @@ def address(value) -> str | None:
     return None
 
 
+def ipv4(value) -> str | None:
+    try:
+        ipaddress.IPv4Address(value)
+    except (ValueError, TypeError):
+        return "an IPv4 address like '192.0.2.10'"
+    return None
+
+
 def host_name(value) -> str | None:
     if isinstance(value, str):
         try:

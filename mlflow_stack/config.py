@@ -12,15 +12,16 @@ import hashlib
 import ipaddress
 import os
 import re
-from dataclasses import make_dataclass
+from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pyinfra.api import DeployError
 
+from mlflow_stack.cluster import SHARED_SECRETS, STANDALONE, Cluster, ClusterError, cluster_of
 from mlflow_stack.releases import SCHEMA_REVISIONS, lock_file
-from mlflow_stack.services import POSTGRES_CA_MOUNT, S3_CA_MOUNT, SERVICE_NAMES, Service, port_settings, stack_services
+from mlflow_stack.services import BUILT_IMAGE, POSTGRES_CA_MOUNT, S3_CA_MOUNT, SERVICE_NAMES, Service, port_settings, stack_services
 from mlflow_stack.settings import HIDDEN_SETTINGS, PASSED_SECRET_ENV_VARS, SECRET_ENV_VARS, SETTINGS
 from mlflow_stack.certificates import tls_errors
 from mlflow_stack.checks import is_database_uri
@@ -95,8 +96,52 @@ class _DerivedValues:
     @property
     def services(self) -> tuple[Service, ...]:
         """The services this host runs (services.py), by which backends are external."""
-        return stack_services(self.external_database, self.external_s3,
-                              postgres_ca=self.postgres_ca_name, s3_ca=self.s3_ca_name, tls=self.tls != "off")
+        return stack_services(self.external_database, self.external_s3, postgres_ca=self.postgres_ca_name,
+                              s3_ca=self.s3_ca_name, tls=self.tls != "off", role=self.role)
+
+    @property
+    def builds_mlflow_image(self) -> bool:
+        return any(service.image == BUILT_IMAGE for service in self.services)
+
+    @property
+    def role(self) -> str:
+        """standalone, or the host's part of a cluster (cluster.py)."""
+        return self.cluster.role
+
+    @property
+    def keeps_cluster_state(self) -> bool:
+        """Whether this host runs what a cluster must run once: the user store's sync, gc (a
+        standalone server, or the cluster's first tracking server)."""
+        return self.role == STANDALONE or (self.role == "tracking" and self.cluster.leader.name == self.inventory_name)
+
+    @property
+    def cluster_extra_hosts(self) -> tuple[str, ...]:
+        """compose `extra_hosts` of a tracking server: the balancer's public name, where MLflow's
+        own S3 calls go (the name need not be in the DNS the containers ask)."""
+        if self.role != "tracking" or not self.cluster.balancers or _is_ip(self.cluster.public_host):
+            return ()
+        return (f"{self.cluster.public_host}:{self.cluster.balancers[0].address}",)
+
+    @property
+    def balancer_upstreams(self) -> tuple[str, ...]:
+        """address:port of each tracking server, for the balancer."""
+        return tuple(f"{member.address}:{self.mlflow_port}" for member in self.cluster.tracking_servers)
+
+    @property
+    def balancer_s3_upstream(self) -> str | None:
+        """The data host's S3 API, which the balancer fronts (None: no data host)."""
+        data_host = self.cluster.data_host
+        return f"{data_host.address}:{self.minio_api_port}" if data_host else None
+
+    @property
+    def firewall_sources(self) -> tuple[str, ...]:
+        """Who may reach a data host's published ports: the tracking servers and the balancer."""
+        return tuple(dict.fromkeys(m.address for m in (*self.cluster.tracking_servers, *self.cluster.balancers)))
+
+    @property
+    def firewall_ports(self) -> tuple[int, ...]:
+        """The host ports a data host publishes to the cluster."""
+        return (self.postgres_port, self.minio_api_port) if self.role == "data" else ()
 
     @property
     def postgres_ca_name(self) -> str | None:
@@ -221,6 +266,8 @@ class _DerivedValues:
     def allowed_hosts(self) -> tuple[str, ...]:
         """Host headers MLflow accepts: every public name, bare and with the port."""
         names = [self.mlflow_public_host, self.inventory_name, *self.mlflow_public_names]
+        if self.role == "tracking" and self.cluster.public_host:  # the balancer keeps the Host header
+            names.append(self.cluster.public_host)
         # "mlflow": the service's name on the compose network (internal_tracking_uri).
         names += ["localhost", "127.0.0.1", "mlflow"]
         out: list[str] = []
@@ -233,8 +280,9 @@ class _DerivedValues:
 
 # One field per setting, in the table's order, plus the inventory name: a new setting needs no
 # edit here. Frozen: no step can change what was validated.
-StackConfig = make_dataclass("StackConfig", ["inventory_name", *CONFIG_KEYS], bases=(_DerivedValues,), frozen=True,
-                             namespace={"__module__": __name__})
+StackConfig = make_dataclass("StackConfig", ["inventory_name", *CONFIG_KEYS,
+                                            ("cluster", Cluster, field(default=Cluster(STANDALONE)))],
+                             bases=(_DerivedValues,), frozen=True, namespace={"__module__": __name__})
 
 
 def _content_name(stem: str, path: str | None) -> str | None:
@@ -258,9 +306,12 @@ def _is_ip(name: str) -> bool:
         return False
 
 
-def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, str] | None = None) -> StackConfig:
-    """Validate host data (overrides of the settings' defaults) into a StackConfig."""
+def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, str] | None = None,
+                cluster: Cluster | None = None) -> StackConfig:
+    """Validate host data (overrides of the settings' defaults) into a StackConfig; `cluster`:
+    the host's part of a cluster (cluster.py), None for a server of its own."""
     environ = os.environ if environ is None else environ
+    cluster = cluster or Cluster(STANDALONE)
     errors: list[str] = []
     values: dict[str, Any] = {}
     env_vars = {**SECRET_ENV_VARS, **PASSED_SECRET_ENV_VARS}
@@ -285,12 +336,51 @@ def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, st
         values[key] = setting.read(value) if setting.read else value
 
     errors += _typo_errors(data)
-    errors += _cross_errors(values, inventory_name)
+    errors += _cluster_errors(data, values, cluster)
+    if not errors and cluster.role == "tracking" and cluster.data_host:
+        values.update(_data_host_backends(values, cluster))
+    errors += _cross_errors(values, inventory_name, cluster.role)
     if errors:
         raise ConfigError("invalid MLflow stack configuration:\n  - " + "\n  - ".join(errors))
 
     values["mlflow_public_host"] = values["mlflow_public_host"] or inventory_name
-    return StackConfig(inventory_name=inventory_name, **values)
+    return StackConfig(inventory_name=inventory_name, cluster=cluster, **values)
+
+
+def _data_host_backends(values: dict[str, Any], cluster: Cluster) -> dict[str, Any]:
+    """A tracking server's backends are the data host's PostgreSQL and MinIO, the latter by the
+    balancer's name, as clients see it in presigned URLs (cluster_extra_hosts)."""
+    return {"postgres_external_host": cluster.data_host.address, "postgres_external_port": values["postgres_port"],
+            "s3_endpoint_url": f"http://{_url_host(cluster.public_host)}:{values['minio_api_port']}",
+            "s3_access_key": values["minio_root_user"], "s3_secret_access_key": values["minio_root_password"]}
+
+
+def _cluster_errors(data: dict[str, Any], values: dict[str, Any], cluster: Cluster) -> list[str]:
+    if cluster.role == STANDALONE:
+        return []
+    errors = []
+    if values.get("tls", "off") != "off":
+        errors.append(f"tls = {values['tls']!r} in a cluster: TLS at the balancer is not built yet; set tls = 'off' "
+                      "for the cluster's groups (group_data/<group>.py) and keep the cluster on a trusted network")
+    for key in SHARED_SECRETS.get(cluster.role, ()):
+        if key in values and values[key] is None:
+            errors.append(f"{key}: required in a cluster (every member needs the same value, none can be generated "
+                          f"on one host); set it in group_data or ${SECRET_ENV_VARS[key]}")
+    if cluster.role == "data":
+        for key in ("postgres_external_host", "s3_endpoint_url"):
+            if data.get(key) is not None:
+                errors.append(f"{key}: a data host runs the bundled PostgreSQL and MinIO; leave it unset there")
+    if cluster.role == "tracking" and cluster.data_host:
+        for key in ("postgres_external_host", "s3_endpoint_url", "s3_access_key", "s3_secret_access_key"):
+            if data.get(key) is not None:
+                errors.append(f"{key}: set by the cluster (the data host {cluster.data_host.name}); leave it unset, "
+                              "or take the host out of mlflow_data_hosts to use external backends")
+    if cluster.role == "tracking" and not cluster.data_host:
+        for key in ("postgres_external_host", "s3_endpoint_url"):
+            if values.get(key) is None:
+                errors.append(f"{key}: required for a tracking server when the inventory has no data host "
+                              "(mlflow_data_hosts)")
+    return errors
 
 
 def _typo_errors(data: dict[str, Any]) -> list[str]:
@@ -305,10 +395,10 @@ def _typo_errors(data: dict[str, Any]) -> list[str]:
     return errors
 
 
-def _cross_errors(values: dict[str, Any], inventory_name: str) -> list[str]:
+def _cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDALONE) -> list[str]:
     errors = _external_errors(values)
     published = port_settings(stack_services(values.get("postgres_external_host") is not None,
-                                             values.get("s3_endpoint_url") is not None))
+                                             values.get("s3_endpoint_url") is not None, role=role))
     # In the order of the settings: the later of two equal ports is the one reported.
     ports = [(key, port) for key, port in values.items() if key in published]
     seen: dict[int, str] = {}
@@ -396,6 +486,10 @@ def _external_errors(values: dict[str, Any]) -> list[str]:
 
 def config_from_host() -> StackConfig:
     """The validated config of the host being planned (for steps run on their own)."""
-    from pyinfra import host
+    from pyinfra import host, inventory
 
-    return load_config(host.data.dict(), host.name)
+    try:
+        cluster = cluster_of(host, inventory)
+    except ClusterError as error:
+        raise ConfigError(f"invalid MLflow cluster in the inventory:\n  - {error}") from None
+    return load_config(host.data.dict(), host.name, cluster=cluster)

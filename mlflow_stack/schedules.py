@@ -65,9 +65,10 @@ def _timer(unit: str, schedule: str | None, context: dict) -> None:
 @deploy("Schedule backups")
 def schedule_backups(config: StackConfig | None = None):
     config = config or config_from_host()
-    # backup.sh covers the bundled backends only (backup.require_bundled_backends).
-    external = config.external_database or config.external_s3
-    _timer(BACKUP_UNIT, None if external else config.backup_schedule, backup_unit_context(config))
+    # backup.sh covers a server with the bundled backends only (backup.require_bundled_backends);
+    # a cluster's data host is not backed up by it yet (README: Cluster).
+    bundled = not (config.external_database or config.external_s3) and config.role == "standalone"
+    _timer(BACKUP_UNIT, config.backup_schedule if bundled else None, backup_unit_context(config))
 
 
 @deploy("Schedule garbage collection")
@@ -75,5 +76,6 @@ def schedule_gc(config: StackConfig | None = None):
     """Deleted runs keep their artifacts until `mlflow gc` removes them: a timer does it for the
     ones deleted longer ago than gc_keep_deleted_runs (no timer when that is None)."""
     config = config or config_from_host()
-    enabled = config.gc_keep_deleted_runs is not None
+    # In a cluster one tracking server collects for all (they share the database and bucket).
+    enabled = config.gc_keep_deleted_runs is not None and config.keeps_cluster_state
     _timer(GC_UNIT, config.gc_schedule if enabled else None, gc_unit_context(config) if enabled else {})

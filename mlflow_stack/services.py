@@ -66,29 +66,26 @@ S3_CA_MOUNT = "/etc/mlflow-stack/s3-ca.crt"
 
 
 def stack_services(external_database: bool = False, external_s3: bool = False,
-                   postgres_ca: str | None = None, s3_ca: str | None = None, tls: bool = False) -> tuple[Service, ...]:
+                   postgres_ca: str | None = None, s3_ca: str | None = None, tls: bool = False,
+                   role: str = "standalone") -> tuple[Service, ...]:
     """The services this host runs, in compose order (a one-shot's dependencies before it,
     MLflow last). An external database drops the postgres container and its data directory;
     an external S3 drops MinIO, its data directory and the bucket init (the bucket must
     exist). `postgres_ca` / `s3_ca`: the file name (in the stack directory) of a CA for the
     external backend, mounted into the services that connect to it. `tls`: the proxy runs in
-    front of MLflow and MinIO (config refuses TLS with an external S3)."""
+    front of MLflow and MinIO (config refuses TLS with an external S3). `role` (cluster.py): a
+    data host runs the database and MinIO only, publishing both to the cluster; a tracking server
+    runs MLflow only (its backends are external to it); a balancer runs the balancer only."""
+    if role == "balancer":
+        return (balancer_service(fronts_s3=not external_s3),)
+    if role == "data":
+        return tuple(_data_services(published=True))
     s3_secret = "S3_SECRET_ACCESS_KEY" if external_s3 else "MINIO_ROOT_PASSWORD"
     db_ca = (ConfigFile(postgres_ca, POSTGRES_CA_MOUNT),) if external_database and postgres_ca else ()
     object_ca = (ConfigFile(s3_ca, S3_CA_MOUNT),) if external_s3 and s3_ca else ()
-    services = []
-    if not external_database:
-        services.append(Service("postgres", image="postgres_image", secrets=("POSTGRES_PASSWORD",),
-                                data_dirs=(DataDir("postgres", "700", "/var/lib/postgresql/data"),)))
-    if not external_s3:
-        services += [
-            Service("minio", image="minio_image", secrets=("MINIO_ROOT_PASSWORD",),
-                    data_dirs=(DataDir("minio", "750", "/data"),),
-                    # The console only on loopback (an SSH tunnel reaches it).
-                    ports=(Port("minio_api_port", "minio_api_bind_address", plain_only=True),
-                           Port("minio_console_port"))),
-            Service("create-bucket", image=BUILT_IMAGE, oneshot=True, secrets=("MINIO_ROOT_PASSWORD",)),
-        ]
+    services = [service for service in _data_services(published=False)
+                if (service.name != "postgres" or not external_database)
+                and (service.name not in ("minio", "create-bucket") or not external_s3)]
     services += [
         Service("migrate-db", image=BUILT_IMAGE, oneshot=True, secrets=("POSTGRES_PASSWORD",), config_files=db_ca),
         # The admin password creates the admin on the first start only (auth.py keeps it current).
@@ -114,10 +111,35 @@ def stack_services(external_database: bool = False, external_s3: bool = False,
                  for service in services if tls or not service.tls_only)
 
 
+def _data_services(published: bool) -> list[Service]:
+    """The bundled database and object store; `published`: the database's port too (a data host's)."""
+    database_ports = (Port("postgres_port", "postgres_bind_address", container_port=5432),) if published else ()
+    return [
+        Service("postgres", image="postgres_image", secrets=("POSTGRES_PASSWORD",),
+                data_dirs=(DataDir("postgres", "700", "/var/lib/postgresql/data"),), ports=database_ports),
+        Service("minio", image="minio_image", secrets=("MINIO_ROOT_PASSWORD",),
+                data_dirs=(DataDir("minio", "750", "/data"),),
+                # The console only on loopback (an SSH tunnel reaches it).
+                ports=(Port("minio_api_port", "minio_api_bind_address", plain_only=True),
+                       Port("minio_console_port"))),
+        Service("create-bucket", image=BUILT_IMAGE, oneshot=True, secrets=("MINIO_ROOT_PASSWORD",)),
+    ]
+
+
+def balancer_service(fronts_s3: bool) -> Service:
+    """Spreads the tracking API over the cluster's tracking servers; with a data host it also
+    fronts its S3 API, where presigned URLs point (templates/balancer.conf.j2)."""
+    s3_port = (Port("minio_api_port", "minio_api_bind_address"),) if fronts_s3 else ()
+    return Service("balancer", image="proxy_image",
+                   config_files=(ConfigFile("balancer.conf", "/etc/nginx/nginx.conf"),),
+                   ports=(Port("mlflow_port", "mlflow_bind_address"), *s3_port))
+
+
 # Every service the model knows, everything bundled, the proxy too (config.services: a host's).
 SERVICES = stack_services(tls=True)
 # Every topology's services and secrets: names a public host must not take, secrets a setting may give.
-_EVERY_TOPOLOGY = (SERVICES, stack_services(external_database=True, external_s3=True))
+_EVERY_TOPOLOGY = (SERVICES, stack_services(external_database=True, external_s3=True),
+                   stack_services(role="data"), stack_services(role="balancer"))
 
 SERVICE_NAMES = tuple(dict.fromkeys(service.name for services in _EVERY_TOPOLOGY for service in services))
 ONESHOT_SERVICES = tuple(service.name for service in SERVICES if service.oneshot)

@@ -285,5 +285,15 @@ SETTINGS = (
             "With `tls = \"self-signed\"`: where the deploy fetches the CA certificate to on the control machine, as "
             "`<dir>/<inventory name>/ca.crt` (relative to where pyinfra runs), for clients' "
             "`REQUESTS_CA_BUNDLE`."),
+
+    # --- Cluster (mlflow_stack/cluster.py; the roles come from inventory.py's groups) -------
+    Setting("postgres_port", 5432, checks.int_range(1, 65535),
+            "Data host of a cluster: port PostgreSQL is published on for the tracking servers (the firewall lets "
+            "only the cluster's members in)."),
+    Setting("postgres_bind_address", "0.0.0.0", checks.address,
+            "Data host of a cluster: address PostgreSQL is published on."),
+    Setting("cluster_address", None, checks.optional(checks.ipv4),
+            "In a cluster: the IPv4 address the other members reach this host by (balancer upstream, firewall, "
+            "database and S3 address); `None`: its `ssh_hostname` or inventory name, resolved where pyinfra runs."),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

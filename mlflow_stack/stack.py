@@ -9,6 +9,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.operations import docker, files, server
 from pyinfra.operations.util import any_changed
 
+from mlflow_stack.cluster import STANDALONE
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts import BackendsChecked, ComposeServices, DatabasePasswordState
 from mlflow_stack.services import stack_is_healthy
@@ -36,23 +37,41 @@ def load_image_archives(config: StackConfig | None = None):
 def start_stack(config: StackConfig | None = None, changed=()):
     """Bring the stack up when an input changed (`changed` operations, a new image) or a
     service is not healthy; then wait for health. Returns a callable telling whether the
-    stack was (re)started, for steps that follow a start."""
+    stack was (re)started, for steps that follow a start.
+
+    pyinfra runs each operation on every host before the next one, in the order of the lines
+    that call them: so in a cluster the data host is up before the balancer, the balancer
+    (which the tracking servers' S3 calls pass) before the first tracking server, and that
+    one, which migrates the schema once for the cluster, before the others."""
     config = config or config_from_host()
     healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project), config.services)
     external = config.external_database or config.external_s3
     # The external backends were reached with exactly the current secrets and files (check-backends.sh).
     checked = host.get_fact(BackendsChecked, stack_dir=config.stack_dir) if external else True
 
-    build = docker.build(
+    builds = [docker.build(
         name="Build the MLflow image (only when its inputs changed)",
         path=config.build_dir,
         tags=[mlflow_image_ref(config)],
-    )
-    inputs_changed = any_changed(build, *(op for op in changed if op is not None))  # None: a step with nothing to do
+    )] if config.builds_mlflow_image else []
+    inputs_changed = any_changed(*builds, *(op for op in changed if op is not None))  # None: nothing to do
 
     def needs_up() -> bool:
         return not healthy or not checked or inputs_changed()
 
+    role = config.role
+    if role == "data":
+        _bring_up(config, needs_up, healthy, external)
+    if role == "balancer":
+        _bring_up(config, needs_up, healthy, external)
+    if role == "tracking" and config.keeps_cluster_state:
+        _bring_up(config, needs_up, healthy, external)
+    if role == STANDALONE or (role == "tracking" and not config.keeps_cluster_state):
+        _bring_up(config, needs_up, healthy, external)
+    return needs_up
+
+
+def _bring_up(config: StackConfig, needs_up, healthy: bool, external: bool) -> None:
     if external:
         # Before anything restarts: a wrong password or an unreachable backend stops the deploy
         # here, with the running stack untouched.
@@ -75,7 +94,6 @@ def start_stack(config: StackConfig | None = None, changed=()):
                                oneshots=tuple(s.name for s in config.services if s.oneshot))],
         _if=needs_up,
     )
-    return needs_up
 
 
 def check_command(config: StackConfig) -> StringCommand:
@@ -103,8 +121,8 @@ def apply_database_password(config: StackConfig | None = None, secrets=None):
     or the database is not running so it cannot be asked. Returns the operation: when it ran,
     MLflow must be restarted with the password."""
     config = config or config_from_host()
-    if config.external_database:
-        host.noop("the external database's password is its administrator's (postgres_password must match it)")
+    if "postgres" not in config.service_names:
+        host.noop("the database's password is its administrator's (postgres_password must match it)")
         return None
     state = host.get_fact(DatabasePasswordState, stack_dir=config.stack_dir, project=config.compose_project,
                           user=config.postgres_user, database=config.postgres_db)

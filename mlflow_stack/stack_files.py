@@ -49,6 +49,9 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         s3_access_key_id=config.s3_access_key_id,
         s3_secret_reference=config.s3_secret_reference,
         mlflow_s3_env=list(config.mlflow_s3_env),
+        cluster_extra_hosts=list(config.cluster_extra_hosts),
+        balancer_upstreams=list(config.balancer_upstreams),
+        balancer_s3_upstream=config.balancer_s3_upstream,
     )
     if with_image:
         context["mlflow_image_ref"] = mlflow_image_ref(config)
@@ -118,20 +121,25 @@ def upload_stack_files(config: StackConfig | None = None):
     server.shell(name="Update the host's CA store", commands=["update-ca-certificates --fresh"],
                  _if=any_changed(*host_store))
 
-    files.directory(name="Ensure the build context has a CA folder", path=f"{config.build_dir}/ca-certificates",
-                    user="root", group="root", mode="755")
-    # A certificate dropped from the config must leave the image too.
-    changed += remove_stale_files(f"{config.build_dir}/ca-certificates", certificates)
-    for relative, data in build_context(config).items():
-        changed.append(files.put(name=f"Upload build/{relative}", src=BytesIO(data),
-                                 dest=f"{config.build_dir}/{relative}", user="root", group="root", mode="644"))
+    if config.builds_mlflow_image:  # a cluster's balancer runs no MLflow image
+        files.directory(name="Ensure the build context has a CA folder", path=f"{config.build_dir}/ca-certificates",
+                        user="root", group="root", mode="755")
+        # A certificate dropped from the config must leave the image too.
+        changed += remove_stale_files(f"{config.build_dir}/ca-certificates", certificates)
+        for relative, data in build_context(config).items():
+            changed.append(files.put(name=f"Upload build/{relative}", src=BytesIO(data),
+                                     dest=f"{config.build_dir}/{relative}", user="root", group="root", mode="644"))
 
     changed.append(files.put(name="Upload compose.yaml", src=StringIO(render("compose.yaml.j2", config)),
                              dest=f"{config.stack_dir}/compose.yaml", user="root", group="root", mode="644"))
-    changed.append(files.put(name="Upload mlflow.env", src=StringIO(render("mlflow.env.j2", config)),
-                             dest=f"{config.stack_dir}/mlflow.env", user="root", group="root", mode="600"))
-    changed.append(files.put(name="Upload auth.ini", src=StringIO(render("auth.ini.j2", config)),
-                             dest=config.auth_config_file, user="root", group="root", mode="644"))
+    if "mlflow" in config.service_names:  # not on a cluster's data host or balancer
+        changed.append(files.put(name="Upload mlflow.env", src=StringIO(render("mlflow.env.j2", config)),
+                                 dest=f"{config.stack_dir}/mlflow.env", user="root", group="root", mode="600"))
+        changed.append(files.put(name="Upload auth.ini", src=StringIO(render("auth.ini.j2", config)),
+                                 dest=config.auth_config_file, user="root", group="root", mode="644"))
+    if "balancer" in config.service_names:
+        changed.append(files.put(name="Upload balancer.conf", src=StringIO(render("balancer.conf.j2", config)),
+                                 dest=f"{config.stack_dir}/balancer.conf", user="root", group="root", mode="644"))
     for local, name in backend_ca_files(config).items():
         changed.append(files.put(name=f"Upload {name} (CA of the external backend)", src=local,
                                  dest=f"{config.stack_dir}/{name}", user="root", group="root", mode="644"))

@@ -82,8 +82,8 @@ def protect_data(config: StackConfig | None = None):
     image changes (or when a stopped database cannot be asked, in which case the backup
     script asks it). Returns the backup operation (None when none is planned)."""
     config = config or config_from_host()
-    if config.external_database:
-        # No container here can dump it: its own backups are the external database's (README).
+    if "postgres" not in config.service_names:
+        # No container here can dump it (a cluster's data host backs its own up before a migration): its own backups are the external database's (README).
         host.noop("the external database is backed up by its own administrator; migrate-db still refuses a newer schema")
         return None
     cluster = host.get_fact(DatabaseCluster, stack_dir=config.stack_dir, project=config.compose_project,

@@ -51,7 +51,7 @@ def _plain_request(method: str, url: str, body: bytes | None = None, content_typ
 
 
 def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, str] | None = None,
-               ca_file: str | None = None) -> str:
+               ca_file: str | None = None, health_only: bool = False) -> str:
     """Experiment, run, metric, artifact up and down through the proxy, then clean up, as the
     user of `credentials` (None: anonymously), trusting `ca_file` (None: the system's CAs)
     for https. Returns a one-line report; raises SmokeTestError naming the failing call."""
@@ -70,6 +70,8 @@ def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, st
             if attempt == attempts - 1:
                 raise
             time.sleep(3)
+    if health_only:
+        return f"health check passed through {tracking_uri}"
 
     experiment_id = call("experiments/create", {"name": f"pyinfra-smoke-{uuid.uuid4().hex[:12]}"})["experiment_id"]
     try:
@@ -97,7 +99,14 @@ def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, st
 
 def summary(config: StackConfig) -> str:
     """Where the server is and how a client gets in; where credentials are, never their values."""
+    if config.role == "data":
+        return (f"data host of the cluster: PostgreSQL on port {config.postgres_port} and S3 on port "
+                f"{config.minio_api_port}, open to {', '.join(config.firewall_sources)} only | "
+                f"secrets: {config.secrets_file} on {host.name} (root, 0600)")
     lines = [f"MLflow is at {config.tracking_uri}"]
+    if config.role == "tracking" and config.cluster.public_host:
+        lines = [f"tracking server of the cluster at {config.tracking_uri}; clients use the balancer: "
+                 f"http://{config.cluster.public_host}:{config.mlflow_port}"]
     if config.tls == "self-signed":
         lines.append(f"TLS with this deploy's own CA: clients trust {os.path.abspath(config.ca_local_path)} (copy it to "
                      "them): export REQUESTS_CA_BUNDLE=<that file> (MLFLOW_TRACKING_SERVER_CERT_PATH alone covers "
@@ -137,7 +146,7 @@ def read_host_secret(state, host, path: str, key: str) -> str:
 
 
 def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple[str, str, str] | None = None,
-                    ca_file: str | None = None) -> bool:
+                    ca_file: str | None = None, health_only: bool = False) -> bool:
     """pyinfra callback: True on success; on failure one error line and False, which fails
     the operation without a traceback (pyinfra uses the return value only of callbacks that
     take `state, host` first). `admin`: (user, secrets file, key of its password) when the
@@ -147,7 +156,8 @@ def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple
         if admin:
             user, path, key = admin
             credentials = (user, read_host_secret(state, host, path, key))
-        logger.info(f"{host.print_prefix}{smoke_test(tracking_uri, credentials=credentials, ca_file=ca_file)}")
+        outcome = smoke_test(tracking_uri, credentials=credentials, ca_file=ca_file, health_only=health_only)
+        logger.info(f"{host.print_prefix}{outcome}")
         return True
     except SmokeTestError as error:
         host.log_styled(f"smoke test failed: {error}. Check that the name in the URL resolves and the port is "
@@ -178,16 +188,19 @@ def report(text: str):
 def run_smoke_test(config: StackConfig, **op_args):
     """The smoke test as an operation, signed in as the admin (whose password the callback
     reads on the host) when the server requires authentication."""
-    admin = (config.mlflow_auth_admin_user, config.secrets_file, "MLFLOW_AUTH_ADMIN_PASSWORD") if config.mlflow_auth \
-        else None
+    # A balancer keeps no password: through it, the health of the tracking servers behind it.
+    health_only = config.role == "balancer"
+    admin = (config.mlflow_auth_admin_user, config.secrets_file, "MLFLOW_AUTH_ADMIN_PASSWORD") \
+        if config.mlflow_auth and not health_only else None
     return python.call(
-        name=f"Smoke-test MLflow at {config.tracking_uri}",
+        name=f"{'Health-check' if health_only else 'Smoke-test'} MLflow at {config.tracking_uri}",
         function=_run_smoke_test,
         tracking_uri=config.tracking_uri,
-        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs mlflow"
-                  + (" minio" if "minio" in config.service_names else ""),
+        logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs "
+                  + " ".join(name for name in ("mlflow", "minio", "balancer") if name in config.service_names),
         admin=admin,
         ca_file=config.ca_local_path,
+        health_only=health_only,
         **op_args,
     )
 
@@ -199,5 +212,6 @@ def verify_stack(config: StackConfig | None = None, started=None, restarted=()):
     then print where to point clients."""
     config = config or config_from_host()
     gate = {"_if": lambda: started() or any(op.did_change() for op in restarted)} if started is not None else {}
-    run_smoke_test(config, **gate)
+    if config.role != "data":  # a data host runs no MLflow; its tracking servers' smoke tests use it
+        run_smoke_test(config, **gate)
     report(name="Summary", text=summary(config))

@@ -324,4 +324,5 @@ def test_smoke_test_names_the_log_command():
         "logs_hint": f"ssh {HOST_NAME} sudo docker compose --project-name mlops logs mlflow minio",
         "admin": ("admin", "/opt/mlflow-stack/.env", "MLFLOW_AUTH_ADMIN_PASSWORD"),
         "ca_file": None,  # TLS off in NON_DEFAULT
+        "health_only": False,  # a balancer's: it keeps no admin password
     }

@@ -31,7 +31,7 @@ def in_host_context():
 
 
 def test_passing_smoke_test_returns_true_and_reports(in_host_context, monkeypatch, caplog):
-    monkeypatch.setattr(verify, "smoke_test", lambda uri, credentials=None, ca_file=None: f"smoke test passed against {uri}")
+    monkeypatch.setattr(verify, "smoke_test", lambda uri, credentials=None, ca_file=None, health_only=False: f"smoke test passed against {uri}")
     with caplog.at_level(logging.INFO, logger="pyinfra"):
         assert verify._run_smoke_test(None, in_host_context, "http://mlflow.example.org:5000", HINT) is True
     assert "smoke test passed against http://mlflow.example.org:5000" in caplog.text
@@ -41,7 +41,7 @@ def test_passing_smoke_test_returns_true_and_reports(in_host_context, monkeypatc
 def test_failing_smoke_test_returns_false_with_one_error_line(in_host_context, monkeypatch, caplog):
     failing = "PUT http://mlflow.example.org:5000/api/2.0/mlflow-artifacts/artifacts/1/x/smoke.txt -> HTTP 500: b''"
 
-    def smoke_test(uri, credentials=None, ca_file=None):
+    def smoke_test(uri, credentials=None, ca_file=None, health_only=False):
         raise verify.SmokeTestError(failing)
 
     monkeypatch.setattr(verify, "smoke_test", smoke_test)
@@ -59,7 +59,7 @@ def test_failing_smoke_test_returns_false_with_one_error_line(in_host_context, m
 
 def test_other_exceptions_are_not_swallowed(in_host_context, monkeypatch):
     # only the smoke test's own failure is turned into a message; a bug still shows itself
-    def smoke_test(uri, credentials=None, ca_file=None):
+    def smoke_test(uri, credentials=None, ca_file=None, health_only=False):
         raise KeyError("experiment_id")
 
     monkeypatch.setattr(verify, "smoke_test", smoke_test)
@@ -79,7 +79,7 @@ def test_failed_smoke_test_fails_the_pyinfra_run_without_a_traceback(tmp_path):
         from pyinfra.operations import python
         from mlflow_stack import verify
 
-        def refused(tracking_uri, credentials=None, ca_file=None):
+        def refused(tracking_uri, credentials=None, ca_file=None, health_only=False):
             raise verify.SmokeTestError(f"GET {{tracking_uri}}/health -> [Errno 111] Connection refused")
 
         verify.smoke_test = refused
