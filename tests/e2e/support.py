@@ -45,6 +45,8 @@ class DeployResult:
     unchanged: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     remote_commands: int = 0
+    # Inventory name -> the operations that changed something there (several hosts in one run).
+    changed_on: dict[str, list[str]] = field(default_factory=dict)
 
     def check(self) -> "DeployResult":
         assert self.returncode == 0, f"deploy failed ({self.returncode}):\n{self.stderr[-6000:]}"
@@ -82,12 +84,34 @@ class Deployer:
         return result
 
 
+class InventoryDeployer(Deployer):
+    """Writes an inventory of several groups of targets ({group: [(inventory name, target)]})
+    and runs pyinfra on all of them at once."""
+
+    def __init__(self, groups: dict[str, list[tuple[str, object]]], settings: dict, workdir: Path | None = None):
+        first = next(target for members in groups.values() for _, target in members)
+        super().__init__(first, settings, workdir=workdir)
+        self.groups = groups
+
+    def inventory(self, overrides: dict | None = None) -> Path:
+        lines = []
+        for group, members in self.groups.items():
+            entries = [(name, {**target.inventory_data(self.user), **self.settings, **(overrides or {})})
+                       for name, target in members]
+            lines.append(f"{group} = {pprint.pformat(entries)}\n")
+        path = self.workdir / "inventory.py"
+        path.write_text("".join(lines))
+        return path
+
+
 def _read_json_result(result: DeployResult) -> None:
     start = result.stdout.find('{"plan"')
     if start < 0:
         return
     data = json.loads(result.stdout[start:])
     for op in (data.get("results") or {}).get("operations", []):  # no results with --dry
+        for name in op["success"]:
+            result.changed_on.setdefault(name, []).append(op["name"])
         if op["error"]:
             result.errors.append(op["name"])
         elif op["success"]:

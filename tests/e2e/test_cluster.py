@@ -1,0 +1,191 @@
+"""A cluster and an independent server in one inventory, provisioned in one run: a data host
+(PostgreSQL + MinIO, open to the cluster's members only), two tracking servers, a balancer
+reached by a DNS name, and a server of its own beside them. A client logs a model through the
+balancer and another loads it through the second tracking server directly; with one tracking
+server stopped the balancer keeps serving; a rerun changes nothing on any host."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from mlflow_stack.services import stack_is_healthy, stack_services
+from tests.e2e.support import (E2E_ADMIN_PASSWORD, E2E_ADMIN_USER, InventoryDeployer, compose_status,
+                               control_machine_hosts_entry, run_client)
+from tests.harness.fixtures import _FACTORY_RANGE, _start_in_range
+
+BALANCER_NAME = "mlflow.cluster.test"
+# Given, as a cluster needs them, through the environment (never in the inventory file).
+SECRETS = {"MLFLOW_STACK_POSTGRES_PASSWORD": "pg-" + uuid.uuid4().hex,
+           "MLFLOW_STACK_MINIO_ROOT_PASSWORD": "minio-" + uuid.uuid4().hex,
+           "MLFLOW_STACK_MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
+ROLES = {"data": stack_services(role="data"), "tracking": stack_services(True, True, role="tracking"),
+         "balancer": stack_services(role="balancer"), "standalone": stack_services()}
+
+
+@pytest.fixture(scope="module")
+def cluster(settings, record, tmp_path_factory):
+    targets = {}
+    try:
+        for role in ("data", "tracking1", "tracking2", "balancer", "standalone"):
+            targets[role] = _start_in_range(*_FACTORY_RANGE)
+        groups = {
+            "mlflow_data_hosts": [(targets["data"].address, targets["data"])],
+            "mlflow_tracking_servers": [(targets["tracking1"].address, targets["tracking1"]),
+                                        (targets["tracking2"].address, targets["tracking2"])],
+            "mlflow_balancers": [(BALANCER_NAME, targets["balancer"])],
+            "mlflow_servers": [(targets["standalone"].address, targets["standalone"])],
+        }
+        deployer = InventoryDeployer(groups, settings, workdir=tmp_path_factory.mktemp("cluster"))
+        with control_machine_hosts_entry(BALANCER_NAME, targets["balancer"].address):
+            first = deployer.run(env=SECRETS)
+            record("cluster_first_run_seconds", round(first.seconds, 1))
+            yield {"targets": targets, "deployer": deployer, "first": first,
+                   "workdir": tmp_path_factory.mktemp("clients")}
+    finally:
+        for target in targets.values():
+            target.stop()
+
+
+def role_of(name: str) -> str:
+    return {"data": "data", "tracking1": "tracking", "tracking2": "tracking", "balancer": "balancer"}.get(name, name)
+
+
+def test_one_run_brings_up_every_member_and_the_independent_server(cluster):
+    cluster["first"].check()
+    for name, target in cluster["targets"].items():
+        status = compose_status(target)
+        assert stack_is_healthy(status, ROLES[role_of(name)]), (name, status)
+        # Only its own part: no MLflow on the data host, no database on a tracking server.
+        assert set(status) == {service.name for service in ROLES[role_of(name)]}, (name, status)
+
+
+def reaches(address: str, port: int, timeout: float = 3) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def test_the_data_host_is_open_to_the_cluster_only(cluster):
+    targets = cluster["targets"]
+    data = targets["data"].address
+    for port in (5432, 9000):
+        # This machine and the independent server are not members.
+        assert not reaches(data, port), f"{data}:{port} is reachable from the control machine"
+        probe = f"timeout 5 bash -c 'exec 3<>/dev/tcp/{data}/{port}'"
+        assert targets["standalone"].ssh(probe, check=False).returncode != 0, port
+        assert targets["tracking2"].ssh(probe, check=False).returncode == 0, port
+        assert targets["balancer"].ssh(probe, check=False).returncode == 0, port
+
+
+def test_a_model_logged_through_the_balancer_loads_through_a_tracking_server_directly(cluster):
+    tracking2 = cluster["targets"]["tracking2"].address
+    run_id = run_client("client_log_model.py", f"http://{BALANCER_NAME}:5000", cluster["workdir"] / "a")
+    prediction = run_client("client_load_model.py", f"http://{tracking2}:5000", cluster["workdir"] / "b", run_id)
+    assert float(prediction) == pytest.approx(31.0)
+    cluster["run_id"] = run_id
+    # The independent server is its own: the cluster's run is not there.
+    standalone = cluster["targets"]["standalone"].address
+    assert call(f"http://{standalone}:5000", "runs/get", {"run_id": run_id}, allow_error=True) == 404
+
+
+def call(uri: str, path: str, payload: dict, allow_error: bool = False):
+    token = base64.b64encode(f"{E2E_ADMIN_USER}:{E2E_ADMIN_PASSWORD}".encode()).decode()
+    method = "GET" if path == "runs/get" else "POST"
+    url = f"{uri}/api/2.0/mlflow/{path}"
+    data = None
+    if method == "GET":
+        url += "?" + "&".join(f"{k}={v}" for k, v in payload.items())
+    else:
+        data = json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Basic {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        if allow_error:
+            return error.code
+        raise
+
+
+def metric_throughput(uri: str, run_id: str, seconds: float = 15, threads: int = 4) -> tuple[float, int]:
+    """log-metric calls per second through `uri` from `threads` clients; and the failures."""
+    done, failed = [0], [0]
+    deadline = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client():
+        step = 0
+        while time.monotonic() < deadline:
+            try:
+                call(uri, "runs/log-metric", {"run_id": run_id, "key": "throughput", "value": 1.0,
+                                              "timestamp": int(time.time() * 1000), "step": step})
+                with lock:
+                    done[0] += 1
+            except Exception:
+                with lock:
+                    failed[0] += 1
+            step += 1
+
+    workers = [threading.Thread(target=client) for _ in range(threads)]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return done[0] / (time.monotonic() - started), failed[0]
+
+
+def test_with_a_tracking_server_stopped_the_balancer_keeps_serving(cluster, record):
+    balancer = f"http://{BALANCER_NAME}:5000"
+    experiment = call(balancer, "experiments/create", {"name": f"throughput-{uuid.uuid4().hex[:8]}"})["experiment_id"]
+    run_id = call(balancer, "runs/create", {"experiment_id": experiment})["run"]["info"]["run_id"]
+    both, failed = metric_throughput(balancer, run_id)
+    assert failed == 0
+    record("cluster_balancer_log_metric_per_second_two_servers", round(both, 1))
+
+    tracking1 = cluster["targets"]["tracking1"]
+    tracking1.ssh("docker compose --project-name mlflow stop mlflow")
+    try:
+        one, failed = metric_throughput(balancer, run_id)
+        assert failed == 0, f"{failed} calls failed through the balancer with one tracking server stopped"
+        record("cluster_balancer_log_metric_per_second_one_server", round(one, 1))
+        # A whole client session (runs, metrics, a model upload) through the balancer.
+        run_client("client_log_model.py", balancer, cluster["workdir"] / "c")
+    finally:
+        tracking1.ssh("docker compose --project-name mlflow start mlflow")
+        for _ in range(60):
+            if stack_is_healthy(compose_status(tracking1), ROLES["tracking"]):
+                break
+            time.sleep(3)
+    assert stack_is_healthy(compose_status(tracking1), ROLES["tracking"])
+
+
+def test_a_rerun_changes_nothing_on_any_host(cluster, record):
+    rerun = cluster["deployer"].run(env=SECRETS).check()
+    assert rerun.changed_on == {}, rerun.changed_on
+    record("cluster_rerun_seconds_five_hosts", round(rerun.seconds, 1))
+    # The same rerun for one host alone: pyinfra runs the hosts in parallel, so five cost
+    # about what one does.
+    single = cluster["deployer"].run(env=SECRETS, extra_args=("--limit", cluster["targets"]["standalone"].address))
+    single.check()
+    assert single.changed_on == {}, single.changed_on
+    record("cluster_rerun_seconds_one_host", round(single.seconds, 1))
+
+
+def test_a_cluster_without_its_passwords_is_refused_before_any_change(cluster):
+    result = cluster["deployer"].run(env={})
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "postgres_password: required in a cluster" in output, output[-3000:]
+    assert not result.changed_on
