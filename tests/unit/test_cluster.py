@@ -174,7 +174,7 @@ def test_the_balancer_spreads_over_the_tracking_servers_and_fronts_the_data_host
     assert "proxy_pass http://10.0.0.10:9000;" in conf
     # nginx: a block that sets any header inherits none, so every header is set once, above the
     # servers (else the Host header MLflow checks and SigV4 signs is lost).
-    assert "proxy_set_header" not in conf[conf.index("upstream"):]
+    assert "proxy_set_header" not in conf[conf.index("upstream tracking_servers"):]
     assert "proxy_set_header Host $http_host;" in conf
     compose = yaml.safe_load(render("compose.yaml.j2", config))
     assert compose["services"]["balancer"]["ports"] == ["0.0.0.0:5000:5000", "0.0.0.0:9000:9000"]
