@@ -65,9 +65,9 @@ def _timer(unit: str, schedule: str | None, context: dict) -> None:
 @deploy("Schedule backups")
 def schedule_backups(config: StackConfig | None = None):
     config = config or config_from_host()
-    # backup.sh covers a server with the bundled backends only (backup.require_bundled_backends);
-    # a cluster's data host is not backed up by it yet (README: Cluster).
-    bundled = not (config.external_database or config.external_s3) and config.role == "standalone"
+    # backup.sh covers the bundled backends (backup.require_bundled_backends): a server of its
+    # own, or a cluster's data host (it dumps through postgres and reads through create-bucket).
+    bundled = not (config.external_database or config.external_s3) and config.role in ("standalone", "data")
     _timer(BACKUP_UNIT, config.backup_schedule if bundled else None, backup_unit_context(config))
 
 

@@ -171,6 +171,20 @@ def test_with_a_tracking_server_stopped_the_balancer_keeps_serving(cluster, reco
     assert stack_is_healthy(compose_status(tracking1), ROLES["tracking"])
 
 
+def test_the_data_host_backs_the_cluster_up(cluster):
+    """The backup timer's service on the data host: the database and the bucket of the whole
+    cluster, the model logged through the balancer included."""
+    data = cluster["targets"]["data"]
+    data.ssh("systemctl start mlflow-backup.service")
+    listing = data.ssh("cd /srv/mlflow/backups && d=$(ls -1d mlflow-backup-* | tail -n 1) && ls $d && "
+                       "tar -tf $d/artifacts.tar").stdout
+    assert "database.dump" in listing and "artifacts.tar" in listing, listing
+    # The model logged through the balancer (MLflow 3 keeps it under the logged model's id).
+    assert any(line.endswith("/MLmodel") for line in listing.splitlines()), listing[-2000:]
+    for name in ("tracking1", "balancer"):  # no timer where there is nothing to back up
+        assert cluster["targets"][name].ssh("systemctl cat mlflow-backup.timer", check=False).returncode != 0
+
+
 def test_a_rerun_changes_nothing_on_any_host(cluster, record):
     rerun = cluster["deployer"].run(env=SECRETS).check()
     assert rerun.changed_on == {}, rerun.changed_on

@@ -216,3 +216,45 @@ def test_backends_the_cluster_decides_cannot_be_set_on_its_members():
 def test_tracking_servers_without_a_data_host_need_external_backends():
     with pytest.raises(ConfigError, match="postgres_external_host: required for a tracking server"):
         member_config("tracking", TRACKING[0].name, cluster=part("tracking", data_host=None))
+
+
+# --- backups ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("role, name", [("data", DATA.name), ("tracking", TRACKING[0].name),
+                                        ("tracking", TRACKING[1].name), ("balancer", BALANCER.name)])
+def test_each_member_plans_only_its_part(role, name):
+    """The whole deploy planned on a fresh host for each part: facts in, commands out."""
+    from tests.unit.plan import plan
+    from tests.unit.test_plan import all_steps, fresh_facts
+
+    config = member_config(role, name)
+    result = plan(all_steps, config, fresh_facts())
+    names = [op.name.rsplit(" | ", 1)[-1] for op in result.ops if op.commands]
+    text = result.text()
+    # The backup timer on the data host only (backup.sh dumps through its postgres container).
+    assert ("/etc/systemd/system/mlflow-backup.timer" in result.uploads) == (role == "data")
+    # The MLflow image is built where a service runs it (create-bucket on the data host).
+    assert any("Build the MLflow image" in n for n in names) == (role != "balancer")
+    assert (f"{config.stack_dir}/mlflow.env" in result.uploads) == (role == "tracking")
+    assert (f"{config.stack_dir}/balancer.conf" in result.uploads) == (role == "balancer")
+    # The users are kept, once, by the first tracking server.
+    assert ("auth_users.py apply" in text) == (name == TRACKING[0].name)
+    if role == "tracking":
+        assert names.index("Check the external backends from the host") < names.index(
+            "Start the stack (a service is not healthy)")
+    for secret in SECRETS.values():
+        assert secret not in text
+
+
+@pytest.mark.parametrize("role, name, action, message", [
+    ("tracking", TRACKING[0].name, "backup.py", "--limit data.lab"),
+    ("balancer", BALANCER.name, "backup.py", "--limit data.lab"),
+    ("data", DATA.name, "restore.py", "does not restore a cluster yet"),
+])
+def test_backup_and_restore_name_where_to_run_them_in_a_cluster(role, name, action, message, monkeypatch):
+    from mlflow_stack import backup
+
+    monkeypatch.setattr(backup, "host", type("H", (), {"name": name})())
+    with pytest.raises(backup.DeployError, match=message):
+        backup.require_bundled_backends(member_config(role, name), action)
+    backup.require_bundled_backends(member_config("data", DATA.name), "backup.py")  # the data host backs up
