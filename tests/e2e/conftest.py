@@ -1,3 +1,4 @@
+import fcntl
 import json
 import os
 import time
@@ -28,13 +29,16 @@ def settings(standin_archive) -> dict:
 
 @pytest.fixture(scope="session")
 def record():
-    """record(key, value): keep a measured figure and print it in the test log."""
-    figures = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
+    """record(key, value): keep a measured figure and print it in the test log. The file is
+    read and written under a lock: `make test` runs the VM module in a second pytest."""
 
     def put(key, value):
-        figures[key] = value
-        figures["_updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        MEASUREMENTS.write_text(json.dumps(figures, indent=2, sort_keys=True))
+        with open(f"{MEASUREMENTS}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            figures = json.loads(MEASUREMENTS.read_text()) if MEASUREMENTS.exists() else {}
+            figures[key] = value
+            figures["_updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            MEASUREMENTS.write_text(json.dumps(figures, indent=2, sort_keys=True))
         print(f"MEASURED {key} = {value}")
 
     return put
