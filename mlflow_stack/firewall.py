@@ -93,19 +93,29 @@ class DataFirewallRules(FactBase):
 def restrict_published_ports(config):
     """Data host: the ports in `firewall_ports` answer `firewall_sources` only (and the host
     itself, its containers); applied again when the script, its arguments or the rules on the
-    host differ. Any other host: the unit, its script and the rules are removed if present."""
+    host differ. Any other host: the unit, its script and the rules are removed if present.
+
+    + config: the host's config; this step reads `stack_dir`, `role`, `firewall_sources`,
+      `firewall_ports`
+
+    **Example** (deploy.py, after Docker is installed, before the stack starts):
+
+        restrict_published_ports(config)
+    """
+    if config.role == DATA_ROLE:
+        check_firewall_settings(config)
     ports, sources = script_arguments(config)
     rules = host.get_fact(DataFirewallRules, script=script_path(config), ports=ports, sources=sources)
     if config.role != DATA_ROLE:
         _remove(config, rules)
         return
-    check_firewall_settings(config)
     script = files.put(name=f"Upload {SCRIPT}", src=str(TEMPLATES / SCRIPT), dest=script_path(config),
                        user="root", group="root", mode="755", create_remote_dir=True)
     unit = files.template(name=f"Upload {UNIT}", src=str(TEMPLATES / f"{UNIT}.j2"), dest=UNIT_PATH,
                           user="root", group="root", mode="644", **unit_context(config))
     systemd.daemon_reload(name="Reload systemd's units", _if=unit.did_change)
-    start = systemd.service(name=f"Enable and start {UNIT}", service=UNIT, running=True, enabled=True)
+    start = systemd.service(name=f"Start {UNIT}", service=UNIT, running=True)
+    systemd.service(name=f"Enable {UNIT} (it runs before Docker starts)", service=UNIT, running=None, enabled=True)
     inputs_changed = any_changed(script, unit)
     # A reload replaces the rules in one transaction (ExecReload): no moment without them.
     systemd.service(name="Apply the firewall rules again (changed, or not in place)", service=UNIT, running=None,

@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.support import Deployer
+from tools.standins.build import STANDIN_IMAGES
 
 STEP = "Restrict the data host's published ports"
 PORTS = [5432, 9000]
@@ -42,6 +43,12 @@ def ipv6_url(target, port: int) -> str:
 
 def reachable_from_here(target) -> dict[str, bool]:
     return {url: answers(url) for url in [*ipv4_urls(target, [*PORTS, 8080]), ipv6_url(target, 5432)]}
+
+
+def closed_to_this_machine(target) -> dict[str, bool]:
+    """What reachable_from_here() sees while this machine is not a listed source."""
+    return {**{url: False for url in ipv4_urls(target)}, f"http://{target.address}:8080/": True,
+            ipv6_url(target, 5432): False}
 
 
 def wait_until_answering(url: str, seconds: float = 30) -> None:
@@ -81,10 +88,8 @@ def control_address(target) -> str:
 def test_a_source_not_listed_cannot_connect(data_host, deploy_firewall, record):
     first = deploy_firewall()
     record("firewall_first_deploy_s", round(first.seconds, 1))
-    assert f"{STEP} | Enable and start mlflow-data-firewall.service" in first.changed
-    reachable = reachable_from_here(data_host)
-    assert reachable == {**{url: False for url in ipv4_urls(data_host)},
-                         f"http://{data_host.address}:8080/": True, ipv6_url(data_host, 5432): False}
+    assert f"{STEP} | Start mlflow-data-firewall.service" in first.changed
+    assert reachable_from_here(data_host) == closed_to_this_machine(data_host)
 
 
 def test_the_host_and_its_containers_still_reach_the_ports(data_host):
@@ -95,7 +100,7 @@ def test_the_host_and_its_containers_still_reach_the_ports(data_host):
     # A container beside it (as MLflow beside PostgreSQL) by name, and one through the host's port.
     client = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=3).status)"
     for network, url in (("data-net", "http://published:5432/"), ("bridge", f"http://{data_host.address}:9000/")):
-        out = data_host.ssh(f"docker run --rm --network {network} standin/python:3.12-slim python3 -c '{client}' {url}")
+        out = data_host.ssh(f"docker run --rm --network {network} {STANDIN_IMAGES['python']} python3 -c '{client}' {url}")
         assert out.stdout.strip() == "200"
     assert data_host.ssh("docker exec published true").returncode == 0
 
@@ -109,16 +114,14 @@ def test_rerun_changes_nothing(deploy_firewall, record):
 def test_the_rules_outlast_a_docker_restart_and_a_reboot(data_host, deploy_firewall):
     data_host.ssh("systemctl restart docker")
     assert data_host.ssh(CHECK_RULES, check=False).returncode == 0
-    assert not any(answers(url) for url in ipv4_urls(data_host))
+    assert reachable_from_here(data_host) == closed_to_this_machine(data_host)
     data_host.reboot()
     # At boot the unit runs before dockerd starts the container again.
     order = data_host.ssh("systemctl show -p ActiveEnterTimestampMonotonic --value "
                           "mlflow-data-firewall.service docker.service").stdout.split()
     assert int(order[0]) < int(order[1]), order
     data_host.ssh("for i in $(seq 30); do curl -sf -o /dev/null http://127.0.0.1:5432/ && exit 0; sleep 1; done; exit 1")
-    assert reachable_from_here(data_host) == {**{url: False for url in ipv4_urls(data_host)},
-                                              f"http://{data_host.address}:8080/": True,
-                                              ipv6_url(data_host, 5432): False}
+    assert reachable_from_here(data_host) == closed_to_this_machine(data_host)
     assert deploy_firewall().changed == []
 
 

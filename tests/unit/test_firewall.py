@@ -64,9 +64,12 @@ def test_a_fresh_data_host_gets_the_script_and_a_started_enabled_unit():
     assert result.uploads[SCRIPT_PATH] == SCRIPT.read_bytes()
     assert list(result.changing) == [f"{STEP} | Upload data-firewall.sh", f"{STEP} | Upload mlflow-data-firewall.service",
                                      f"{STEP} | Reload systemd's units",
-                                     f"{STEP} | Enable and start mlflow-data-firewall.service"]
-    assert result.changing[f"{STEP} | Enable and start mlflow-data-firewall.service"] == [
-        "systemctl start mlflow-data-firewall.service", "systemctl enable mlflow-data-firewall.service"]
+                                     f"{STEP} | Start mlflow-data-firewall.service",
+                                     f"{STEP} | Enable mlflow-data-firewall.service (it runs before Docker starts)"]
+    assert result.changing[f"{STEP} | Start mlflow-data-firewall.service"] == [
+        "systemctl start mlflow-data-firewall.service"]
+    assert result.changing[f"{STEP} | Enable mlflow-data-firewall.service (it runs before Docker starts)"] == [
+        "systemctl enable mlflow-data-firewall.service"]
     # Just started: applying again would only repeat it.
     assert f"{STEP} | Apply the firewall rules again (changed, or not in place)" not in result.changing
     # Asked with the arguments the unit runs the script with.
@@ -108,6 +111,25 @@ def test_rules_missing_on_the_host_are_applied_again_in_one_reload(rules):
     assert plan(firewall.restrict_published_ports, config, converged_facts(config, rules=rules)).changing == {
         f"{STEP} | Apply the firewall rules again (changed, or not in place)": [
             "systemctl reload mlflow-data-firewall.service"]}
+
+
+def test_a_disabled_unit_is_enabled_and_its_missing_rules_applied_again():
+    config = fw_config()
+    facts = converged_facts(config, rules="none")
+    facts["SystemdEnabled"] = {}
+    assert plan(firewall.restrict_published_ports, config, facts).changing == {
+        f"{STEP} | Enable mlflow-data-firewall.service (it runs before Docker starts)": [
+            "systemctl enable mlflow-data-firewall.service"],
+        f"{STEP} | Apply the firewall rules again (changed, or not in place)": [
+            "systemctl reload mlflow-data-firewall.service"]}
+
+
+def test_a_stopped_unit_is_started_which_applies_the_rules():
+    config = fw_config()
+    facts = converged_facts(config, rules="none")
+    facts["SystemdStatus"] = {"mlflow-data-firewall.service": False}
+    assert plan(firewall.restrict_published_ports, config, facts).changing == {
+        f"{STEP} | Start mlflow-data-firewall.service": ["systemctl start mlflow-data-firewall.service"]}
 
 
 def test_another_source_rewrites_the_unit_and_reloads_it():
