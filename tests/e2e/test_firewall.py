@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.support import Deployer
+from tools.harness.rootfs import SUDO_USER
 from tools.standins.build import STANDIN_IMAGES
 
 STEP = "Restrict the data host's published ports"
@@ -71,10 +72,8 @@ def data_host(container_target, settings, record):
 
 @pytest.fixture(scope="module")
 def deploy_firewall(data_host, settings):
-    deployer = Deployer(data_host, settings)
-
-    def run(role: str = "data", sources=(ELSEWHERE,)):
-        return deployer.run(deploy="tests/e2e/data_firewall.py", overrides={
+    def run(role: str = "data", sources=(ELSEWHERE,), user: str = "root"):
+        return Deployer(data_host, settings, user=user).run(deploy="tests/e2e/data_firewall.py", overrides={
             "role": role, "firewall_sources": list(sources), "firewall_ports": PORTS}).check()
 
     return run
@@ -109,6 +108,8 @@ def test_rerun_changes_nothing(deploy_firewall, record):
     again = deploy_firewall()
     record("firewall_rerun_s", round(again.seconds, 1))
     assert again.changed == [], again.changed
+    # The fact reads the rules through sudo as well.
+    assert deploy_firewall(user=SUDO_USER).changed == []
 
 
 def test_the_rules_outlast_a_docker_restart_and_a_reboot(data_host, deploy_firewall):
@@ -128,7 +129,7 @@ def test_the_rules_outlast_a_docker_restart_and_a_reboot(data_host, deploy_firew
 def test_rules_flushed_by_hand_come_back_with_the_next_run(data_host, deploy_firewall):
     data_host.ssh("iptables -w -F MLFLOW-DATA && ip6tables -w -F MLFLOW-DATA")
     assert all(answers(url) for url in ipv4_urls(data_host))
-    repaired = deploy_firewall()
+    repaired = deploy_firewall(user=SUDO_USER)  # the check through sudo notices it too
     assert repaired.changed == [f"{STEP} | Apply the firewall rules again (changed, or not in place)"]
     assert not any(answers(url) for url in ipv4_urls(data_host))
 
