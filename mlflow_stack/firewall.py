@@ -70,15 +70,16 @@ def _is_ipv4(value) -> bool:
 
 
 class DataFirewallRules(FactBase):
-    """"applied": exactly the rules for these ports and sources are in place (data-firewall.sh
-    check); "other": the script is on the host and its chain exists, with other rules; "none":
-    neither (a host that never was a data host)."""
+    """What of the data host's firewall is on the host: "applied": exactly the rules for these
+    ports and sources (data-firewall.sh check); "other": the script, and its chain with other
+    rules; "files": the script or the unit, no rules; "none": nothing (never a data host)."""
 
     def command(self, script: str, ports: str, sources: str) -> StringCommand:
         check = StringCommand("bash", QuoteString(script), "check", QuoteString(ports), QuoteString(sources))
         chain = "{ iptables -w -n -L MLFLOW-DATA || ip6tables -w -n -L MLFLOW-DATA; } >/dev/null 2>&1"
         return StringCommand("if test -f", QuoteString(script), "&&", check, ">/dev/null 2>&1; then echo applied;",
                              "elif test -f", QuoteString(script), "&&", chain, "; then echo other;",
+                             "elif test -e", QuoteString(script), "|| test -e", UNIT_PATH, "; then echo files;",
                              "else echo none; fi")
 
     @staticmethod
@@ -124,10 +125,13 @@ def restrict_published_ports(config):
 
 
 def _remove(config, rules: str) -> None:
+    if rules == "none":
+        host.noop("not a data host, and none of its firewall is here")
+        return
     stop = systemd.service(name=f"Stop {UNIT} (not a data host): its rules go", service=UNIT, running=False)
     # Rules left without the unit running (the script run by hand).
     server.shell(name="Remove the data host's firewall rules", commands=[firewall_command(config, "remove")],
-                 _if=lambda: rules != "none" and not stop.did_change())
+                 _if=lambda: rules in ("applied", "other") and not stop.did_change())
     systemd.service(name=f"Disable {UNIT}", service=UNIT, running=None, enabled=False)
     removed = [files.file(name=f"Remove {path}", path=path, present=False)
                for path in (UNIT_PATH, script_path(config))]

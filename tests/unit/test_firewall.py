@@ -168,9 +168,17 @@ def test_bad_settings_stop_the_plan_before_anything_changes(overrides, message):
 # --- every other role ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("role", ["standalone", "tracking", "balancer"])
-def test_a_host_that_never_was_a_data_host_plans_nothing(role):
+def test_a_host_that_never_was_a_data_host_plans_nothing_after_one_fact(role):
     result = plan(firewall.restrict_published_ports, fw_config(role=role, sources=(), ports=()), {})
-    assert result.changing == {} and result.uploads == {}
+    assert result.ops == [] and result.uploads == {}
+    assert result.asked == [("DataFirewallRules", None)]
+
+
+def test_a_former_data_host_without_rules_loses_its_files():
+    changing = plan(firewall.restrict_published_ports, fw_config(role="tracking"),
+                    former_data_host_facts(unit_running=False, rules="files")).changing
+    assert list(changing) == [f"{STEP} | Disable mlflow-data-firewall.service", f"{STEP} | Remove {UNIT_PATH}",
+                              f"{STEP} | Remove {SCRIPT_PATH}", f"{STEP} | Reload systemd's units"]
 
 
 def test_a_former_data_host_stops_the_unit_and_loses_its_files():
@@ -200,8 +208,10 @@ def test_the_fact_checks_the_rules_with_the_script_on_the_host():
     command = fact.command(SCRIPT_PATH, "5432,9000", "10.20.0.11,10.20.0.12").get_raw_value()
     assert command.startswith(f"if test -f {SCRIPT_PATH} && bash {SCRIPT_PATH} check 5432,9000 10.20.0.11,10.20.0.12 ")
     assert "iptables -w -n -L MLFLOW-DATA" in command and "ip6tables -w -n -L MLFLOW-DATA" in command
+    assert f"test -e {UNIT_PATH} ; then echo files;" in command
     assert fact.command(SCRIPT_PATH, "5432", "").get_raw_value().count(" check 5432 '' ") == 1
-    assert [fact.process([word]) for word in ("applied", "other", "none")] == ["applied", "other", "none"]
+    assert [fact.process([word]) for word in ("applied", "other", "files", "none")] == [
+        "applied", "other", "files", "none"]
     assert fact.process([]) == "none" and fact.default() == "none"
 
 
