@@ -9,6 +9,7 @@ run; listing this machine lets it in; another role removes unit, files and rules
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -23,13 +24,22 @@ ELSEWHERE = "10.99.250.9"  # a tracking server that is not this machine
 CHECK_RULES = f"bash /srv/mlflow/data-firewall.sh check 5432,9000 {ELSEWHERE}"
 
 
-def answers(url: str, timeout: float = 3) -> bool:
-    """Whether an HTTP GET gets an answer; DROPped packets mean a timeout."""
+def probe(url: str, timeout: float = 3) -> str:
+    """"answers", "times out" (the packets are dropped), or what else happened (refused: the
+    server is down, which must not pass for a closed port)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
-    except OSError:
-        return False
+            return "answers" if response.status == 200 else f"status {response.status}"
+    except TimeoutError:
+        return "times out"
+    except urllib.error.URLError as error:
+        return "times out" if isinstance(error.reason, TimeoutError) else repr(error.reason)
+    except OSError as error:
+        return repr(error)
+
+
+def answers(url: str, timeout: float = 3) -> bool:
+    return probe(url, timeout) == "answers"
 
 
 def ipv4_urls(target, ports=PORTS) -> list[str]:
@@ -42,14 +52,18 @@ def ipv6_url(target, port: int) -> str:
     return f"http://[{address}%ve-{target.name}]:{port}/"
 
 
-def reachable_from_here(target) -> dict[str, bool]:
-    return {url: answers(url) for url in [*ipv4_urls(target, [*PORTS, 8080]), ipv6_url(target, 5432)]}
+def reachable_from_here(target) -> dict[str, str]:
+    return {url: probe(url) for url in [*ipv4_urls(target, [*PORTS, 8080]), ipv6_url(target, 5432)]}
 
 
-def closed_to_this_machine(target) -> dict[str, bool]:
+def open_to_this_machine(target) -> dict[str, str]:
+    return {url: "answers" for url in [*ipv4_urls(target, [*PORTS, 8080]), ipv6_url(target, 5432)]}
+
+
+def closed_to_this_machine(target) -> dict[str, str]:
     """What reachable_from_here() sees while this machine is not a listed source."""
-    return {**{url: False for url in ipv4_urls(target)}, f"http://{target.address}:8080/": True,
-            ipv6_url(target, 5432): False}
+    return {**{url: "times out" for url in ipv4_urls(target)}, f"http://{target.address}:8080/": "answers",
+            ipv6_url(target, 5432): "times out"}
 
 
 def wait_until_answering(url: str, seconds: float = 30) -> None:
@@ -65,7 +79,7 @@ def data_host(container_target, settings, record):
     Deployer(container_target, settings).run(deploy="tests/e2e/published_services.py").check()
     wait_until_answering(ipv4_urls(container_target)[0])
     # Without the firewall every address reaches them, IPv6 included (docker-proxy on [::]).
-    assert all(reachable_from_here(container_target).values())
+    assert reachable_from_here(container_target) == open_to_this_machine(container_target)
     yield container_target
     record("firewall_module_s", round(time.monotonic() - started, 1))
 
@@ -131,21 +145,21 @@ def test_rules_flushed_by_hand_come_back_with_the_next_run(data_host, deploy_fir
     assert all(answers(url) for url in ipv4_urls(data_host))
     repaired = deploy_firewall(user=SUDO_USER)  # the check through sudo notices it too
     assert repaired.changed == [f"{STEP} | Apply the firewall rules again (changed, or not in place)"]
-    assert not any(answers(url) for url in ipv4_urls(data_host))
+    assert [probe(url) for url in ipv4_urls(data_host)] == ["times out", "times out"]
 
 
 def test_a_listed_source_connects(data_host, deploy_firewall):
     listed = deploy_firewall(sources=(ELSEWHERE, control_address(data_host)))
     assert f"{STEP} | Apply the firewall rules again (changed, or not in place)" in listed.changed
     assert all(answers(url) for url in ipv4_urls(data_host))
-    assert not answers(ipv6_url(data_host, 5432))  # the sources are IPv4 addresses
+    assert probe(ipv6_url(data_host, 5432)) == "times out"  # the sources are IPv4 addresses
 
 
 def test_another_role_removes_unit_files_and_rules(data_host, deploy_firewall):
     deploy_firewall(sources=(ELSEWHERE,))  # closed again: the removal must open it
     removed = deploy_firewall(role="standalone", sources=())
     assert f"{STEP} | Stop mlflow-data-firewall.service (not a data host): its rules go" in removed.changed
-    assert all(reachable_from_here(data_host).values())
+    assert reachable_from_here(data_host) == open_to_this_machine(data_host)
     leftovers = data_host.ssh("iptables -w -S; ip6tables -w -S; ls /etc/systemd/system /srv/mlflow").stdout
     assert "MLFLOW-DATA" not in leftovers and "data-firewall" not in leftovers
     assert deploy_firewall(role="standalone", sources=()).changed == []
