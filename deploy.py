@@ -1,4 +1,5 @@
-"""Provision an MLflow tracking server (PostgreSQL backend, MinIO artifacts) on each host.
+"""Provision an MLflow tracking server (PostgreSQL backend, MinIO artifacts) on each host, or
+the part of a cluster its inventory group gives it (inventory.py).
 
     pyinfra inventory.py deploy.py
 """
@@ -6,6 +7,7 @@
 from mlflow_stack.auth import ensure_user_passwords, sync_users
 from mlflow_stack.config import config_from_host
 from mlflow_stack.docker_engine import install_docker
+from mlflow_stack.firewall import restrict_published_ports
 from mlflow_stack.schedules import schedule_backups, schedule_gc
 from mlflow_stack.secrets import ensure_secrets
 from mlflow_stack.service_account import create_service_account
@@ -19,6 +21,7 @@ from mlflow_stack.verify import verify_stack
 config = config_from_host()
 
 install_docker(config)
+restrict_published_ports(config)  # a cluster's data host: its published ports for the cluster only
 create_service_account(config)
 secrets = ensure_secrets(config)
 user_passwords = ensure_user_passwords(config)
