@@ -65,6 +65,12 @@ def test_one_run_brings_up_every_member_and_the_independent_server(cluster):
         assert stack_is_healthy(status, ROLES[role_of(name)]), (name, status)
         # Only its own part: no MLflow on the data host, no database on a tracking server.
         assert set(status) == {service.name for service in ROLES[role_of(name)]}, (name, status)
+    # The first tracking server started alone: its MLflow made the schema, and the second one's
+    # migrate-db (started after it) found it current, instead of two servers racing to create it.
+    logs = {name: cluster["targets"][name].ssh("docker compose --project-name mlflow logs --no-log-prefix migrate-db")
+            .stdout for name in ("tracking1", "tracking2")}
+    assert "no MLflow schema yet" in logs["tracking1"], logs
+    assert "is the one MLflow" in logs["tracking2"], logs
 
 
 def reaches(address: str, port: int, timeout: float = 3) -> bool:
