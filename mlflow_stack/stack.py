@@ -39,10 +39,11 @@ def start_stack(config: StackConfig | None = None, changed=()):
     service is not healthy; then wait for health. Returns a callable telling whether the
     stack was (re)started, for steps that follow a start.
 
-    pyinfra runs each operation on every host before the next one, in the order of the lines
-    that call them: so in a cluster the data host is up before the balancer, the balancer
-    (which the tracking servers' S3 calls pass) before the first tracking server, and that
-    one, which migrates the schema once for the cluster, before the others."""
+    In a cluster the data host is up before the balancer, the balancer (which the tracking
+    servers' S3 calls pass) before the first tracking server, and that one, which makes or
+    migrates the schema once for the cluster, before the others. pyinfra orders operations
+    across hosts by each host's own sequence of them: so every host plans the start of every
+    role, in that order, and runs only its own (the others are skipped)."""
     config = config or config_from_host()
     healthy = stack_is_healthy(host.get_fact(ComposeServices, project=config.compose_project), config.services)
     external = config.external_database or config.external_s3
@@ -59,26 +60,28 @@ def start_stack(config: StackConfig | None = None, changed=()):
     def needs_up() -> bool:
         return not healthy or not checked or inputs_changed()
 
-    role = config.role
-    if role == "data":
-        _bring_up(config, needs_up, healthy, external)
-    if role == "balancer":
-        _bring_up(config, needs_up, healthy, external)
-    if role == "tracking" and config.keeps_cluster_state:
-        _bring_up(config, needs_up, healthy, external)
-    if role == STANDALONE or (role == "tracking" and not config.keeps_cluster_state):
-        _bring_up(config, needs_up, healthy, external)
+    role, first = config.role, config.keeps_cluster_state
+    _bring_up(config, needs_up, healthy, external, role == "data", "the data host's turn")
+    _bring_up(config, needs_up, healthy, external, role == "balancer", "the balancer's turn")
+    _bring_up(config, needs_up, healthy, external, role == "tracking" and first, "the first tracking server's turn")
+    _bring_up(config, needs_up, healthy, external, role == STANDALONE or (role == "tracking" and not first),
+              "the other servers' turn")
     return needs_up
 
 
-def _bring_up(config: StackConfig, needs_up, healthy: bool, external: bool) -> None:
+def _bring_up(config: StackConfig, needs_up, healthy: bool, external: bool, mine: bool, turn: str) -> None:
+    """The start in one role's turn: on the hosts of that role when needed, skipped elsewhere."""
+    if not mine:
+        needs_up = lambda: False  # noqa: E731 - planned only to order the turns
+    label = "" if mine else f" [{turn}]"
     if external:
         # Before anything restarts: a wrong password or an unreachable backend stops the deploy
         # here, with the running stack untouched.
-        server.shell(name="Check the external backends from the host", commands=[check_command(config)], _if=needs_up)
+        server.shell(name=f"Check the external backends from the host{label}", commands=[check_command(config)],
+                     _if=needs_up)
 
     docker.compose(
-        name="Start the stack" if healthy else "Start the stack (a service is not healthy)",
+        name=("Start the stack" if healthy else "Start the stack (a service is not healthy)") + label,
         project_directory=config.stack_dir,
         project_name=config.compose_project,
         _if=needs_up,
@@ -89,7 +92,7 @@ def _bring_up(config: StackConfig, needs_up, healthy: bool, external: bool) -> N
         compose_command=f"timeout {config.mlflow_health_timeout} docker compose",
     )
     server.shell(
-        name="Wait until every service is healthy",
+        name=f"Wait until every service is healthy{label}",
         commands=[wait_command(config, *(s.name for s in config.services if not s.oneshot),
                                oneshots=tuple(s.name for s in config.services if s.oneshot))],
         _if=needs_up,
