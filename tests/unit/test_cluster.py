@@ -258,3 +258,27 @@ def test_backup_and_restore_name_where_to_run_them_in_a_cluster(role, name, acti
     with pytest.raises(backup.DeployError, match=message):
         backup.require_bundled_backends(member_config(role, name), action)
     backup.require_bundled_backends(member_config("data", DATA.name), "backup.py")  # the data host backs up
+
+
+@pytest.mark.parametrize("role, name, own_turn", [
+    ("data", DATA.name, 0), ("balancer", BALANCER.name, 1), ("tracking", TRACKING[0].name, 2),
+    ("tracking", TRACKING[1].name, 3), ("standalone", "solo.lab", 3)])
+def test_every_host_plans_every_turn_in_order_and_starts_in_its_own(role, name, own_turn):
+    """pyinfra orders operations across hosts by each host's own sequence of them: with every
+    turn in every host's sequence, the data host starts before the balancer, the balancer
+    before the first tracking server, that one before the rest, whatever else each host does."""
+    from mlflow_stack.stack import start_stack
+    from tests.unit.plan import plan
+    from tests.unit.test_plan import fresh_facts
+
+    config = make_config(name) if role == "standalone" else member_config(role, name)
+    result = plan(start_stack, config, fresh_facts())
+    starts = [op for op in result.ops if "Start the stack" in op.name]
+    turns = ["the data host's turn", "the balancer's turn", "the first tracking server's turn",
+             "the other servers' turn"]
+    assert len(starts) == 4
+    for index, (op, turn) in enumerate(zip(starts, turns)):
+        if index == own_turn:
+            assert "[" not in op.name and op.commands, op.name  # its own: planned to run
+        else:
+            assert op.name.endswith(f"[{turn}]") and not op.commands, op.name  # skipped here
