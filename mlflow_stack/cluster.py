@@ -81,7 +81,7 @@ def member_address(name: str, data: dict, resolve=socket.gethostbyname) -> str:
 
 def cluster_of(host, inventory, resolve=socket.gethostbyname) -> Cluster:
     """The cluster `host` is part of, from pyinfra's inventory (role standalone: no members)."""
-    role = role_of(host.groups if hasattr(host, "groups") else ())
+    role = role_of(host.groups)
     if role == STANDALONE:
         return Cluster(role)
     members = {group: [h for h in inventory.get_group(group, [])] for group in ROLE_GROUPS}
@@ -106,8 +106,7 @@ def cluster_of(host, inventory, resolve=socket.gethostbyname) -> Cluster:
         raise ClusterError("; ".join(errors))
 
     def member(h) -> Member:
-        return Member(h.name, member_address(h.name, h.data.dict() if hasattr(h.data, "dict") else dict(h.data),
-                                             resolve))
+        return Member(h.name, member_address(h.name, h.data.dict(), resolve))
 
     balancers = tuple(member(h) for h in members["mlflow_balancers"])
     public_host = None

@@ -47,9 +47,16 @@ def test_a_host_in_two_role_groups_is_refused():
         role_of(("mlflow_data_hosts", "mlflow_tracking_servers"))
 
 
+class FakeData(dict):
+    """pyinfra's HostData as cluster_of reads it: get() and dict()."""
+
+    def dict(self):
+        return dict(self)
+
+
 class FakeHost:
     def __init__(self, name, groups, **data):
-        self.name, self.groups, self.data = name, groups, data
+        self.name, self.groups, self.data = name, groups, FakeData(data)
 
 
 class FakeInventory:
