@@ -77,6 +77,15 @@ class _DerivedValues:
         return ("--app-name=basic-auth",) if self.mlflow_auth else ()
 
     @property
+    def mlflow_worker_count(self) -> int:
+        """Behind this host's TLS proxy, which opens a connection per request, several workers
+        serve in parallel; clients (or a balancer) keeping connections to uvicorn itself hit its
+        ~44 ms delay with more than one."""
+        if self.mlflow_workers is not None:
+            return self.mlflow_workers
+        return 4 if "proxy" in self.service_names else 1
+
+    @property
     def scheme(self) -> str:
         """With TLS the proxy answers on the published ports, under the same names."""
         return "http" if self.tls == "off" else "https"

@@ -112,8 +112,16 @@ SETTINGS = (
             "Needs to resolve only on the clients."),
     Setting("mlflow_public_names", [], checks.list_of(checks.host_name, "a list of DNS names or IP addresses"),
             "More names/IPs clients may use (allowed Host headers).", read=tuple),
-    Setting("mlflow_workers", 1, checks.int_range(1, 64),
-            "uvicorn workers; more than one adds ~44 ms per request from keep-alive clients (uvicorn #3149)."),
+    # Behind the TLS proxy (a new upstream connection per request) more workers add throughput;
+    # a keep-alive client of uvicorn itself waits ~44 ms per call with more than one (uvicorn #3149).
+    Setting("mlflow_workers", None, checks.optional(checks.int_range(1, 64)),
+            "MLflow (uvicorn) worker processes, ~240 MiB each. `None`: 4 behind the TLS proxy, 1 without it (clients "
+            "that keep their connection to uvicorn open wait ~44 ms per call with more, uvicorn #3149)."),
+    # MLflow's default pool (5, overflow 10) opens and closes a connection per request under load,
+    # each paying PostgreSQL's SCRAM handshake in CPU on both ends.
+    Setting("mlflow_db_pool_size", 10, checks.int_range(1, 100),
+            "Database connections each MLflow worker keeps open per store (tracking, registry, users); a request "
+            "beyond them waits for one. The database must allow workers x 3 x this many (PostgreSQL's default: 100)."),
     # Lab servers often may not phone home.
     Setting("mlflow_disable_telemetry", True, checks.boolean,
             "Switch off MLflow 3's usage telemetry from the server."),
@@ -168,6 +176,12 @@ SETTINGS = (
             "Applied to MLflow's user store on every change."),
     Setting("mlflow_flask_server_secret_key", None, checks.optional_password,
             "Signs the web UI's sessions and CSRF tokens. `None`: generated on the host."),
+    # Without it every call pays a deliberately slow password hash (~280 ms here, 6 req/s for 16
+    # clients); the cache never outlives a password change or a deletion (cached_basic_auth.py).
+    Setting("mlflow_auth_cache_seconds", 300, checks.int_range(0, 86400),
+            "How long a verified password is remembered per MLflow process, so later calls skip its slow hash "
+            "check (~280 ms of CPU). A changed password, a deleted user or a removed admin flag holds from the next "
+            "call regardless (the user's row is read on every call). `0`: check the hash on every call."),
     Setting("mlflow_auth_default_permission", "READ", checks.one_of(*checks.AUTH_PERMISSIONS),
             "What every user may do with any experiment or model (its creator gets `MANAGE`); a floor: MLflow never "
             "grants less, so a `READ` user needs `NO_PERMISSIONS` or `READ` here."),

@@ -43,6 +43,7 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         proxy_network_aliases=list(config.proxy_network_aliases),
         artifacts_destination=config.artifacts_destination,
         mlflow_app_options=list(config.mlflow_app_options),
+        mlflow_worker_count=config.mlflow_worker_count,
         allowed_hosts=",".join(config.allowed_hosts),
         database_address=config.database_address,
         database_uri_options=config.database_uri_options,
@@ -54,6 +55,9 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         balancer_s3_upstream=config.balancer_s3_upstream,
     )
     if with_image:
+        # MLflow reads auth.ini at start only: its digest in the compose file recreates MLflow on a change.
+        auth_ini = _jinja.get_template("auth.ini.j2").render(**template_context(config, with_image=False))
+        context["auth_ini_digest"] = hashlib.sha256(auth_ini.encode()).hexdigest()[:16]
         context["mlflow_image_ref"] = mlflow_image_ref(config)
         context["services"] = compose_entries(context, config.services)
     return context
@@ -80,6 +84,7 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
         "migrate_db.py": (TEMPLATES / "migrate_db.py").read_bytes(),
         "auth_users.py": (TEMPLATES / "auth_users.py").read_bytes(),
         "artifacts_archive.py": (TEMPLATES / "artifacts_archive.py").read_bytes(),
+        "cached_basic_auth.py": (TEMPLATES / "cached_basic_auth.py").read_bytes(),
         "requirements.lock": config.mlflow_lock,
     }
     context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})

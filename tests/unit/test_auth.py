@@ -103,8 +103,26 @@ def test_auth_ini_names_the_tracking_database_without_a_password():
     ini = configparser.ConfigParser()
     ini.read_string(text)
     assert dict(ini["mlflow"]) == {"default_permission": "EDIT", "admin_username": "admin",
-                                   "database_uri": "postgresql+psycopg2://mlflow@postgres:5432/mlflow"}
+                                   "database_uri": "postgresql+psycopg2://mlflow@postgres:5432/mlflow",
+                                   "authorization_function": "cached_basic_auth:authenticate_request"}
+    assert dict(ini["mlflow_stack"]) == {"credential_cache_seconds": "300"}
     assert "Pg-Given.Secret_0123" not in text
+
+
+def test_auth_ini_change_recreates_mlflow():
+    """MLflow reads auth.ini at start only: the compose entry carries its digest."""
+    def label(**settings):
+        mlflow = yaml.safe_load(render("compose.yaml.j2", make_config(**settings)))["services"]["mlflow"]
+        return mlflow["labels"]["mlflow-stack.auth-ini-sha256"]
+
+    assert label() == label()
+    assert label(mlflow_auth_cache_seconds=30) != label()
+    assert label(mlflow_auth_default_permission="EDIT") != label()
+
+
+@pytest.mark.parametrize("value", [-1, 86401, "60", True])
+def test_auth_cache_seconds_range(value):
+    assert "mlflow_auth_cache_seconds" in config_error(mlflow_auth_cache_seconds=value)
 
 
 def test_compose_runs_basic_auth_with_its_secrets_from_the_env_file():

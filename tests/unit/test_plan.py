@@ -96,6 +96,7 @@ def expected_file_modes(config) -> dict[str, int]:
         f"{config.stack_dir}/build/Dockerfile": 644, f"{config.stack_dir}/build/create_bucket.py": 644,
         f"{config.stack_dir}/build/migrate_db.py": 644, f"{config.stack_dir}/build/requirements.lock": 644,
         f"{config.stack_dir}/build/auth_users.py": 644, f"{config.stack_dir}/auth.ini": 644,
+        f"{config.stack_dir}/build/cached_basic_auth.py": 644,
         f"{config.stack_dir}/compose.yaml": 644, f"{config.stack_dir}/mlflow.env": 600,
         f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
         f"{config.stack_dir}/backup-before-migrate.sh": 755, f"{config.stack_dir}/backup.sh": 755,

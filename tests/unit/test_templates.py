@@ -172,7 +172,24 @@ def test_mlflow_proxies_artifacts_to_the_bucket(config):
     assert "--serve-artifacts" in command
     expected = f"s3://{config.minio_bucket}/{config.minio_bucket_prefix}"
     assert flag(command, "--artifacts-destination") == expected
-    assert flag(command, "--workers") == str(config.mlflow_workers)
+    assert flag(command, "--workers") == str(config.mlflow_worker_count)
+
+
+@pytest.mark.parametrize("settings, workers", [
+    ({}, 4),                                  # behind the TLS proxy: a connection per request
+    ({"tls": "off"}, 1),                      # keep-alive clients on uvicorn itself (uvicorn #3149)
+    ({"tls": "off", "mlflow_workers": 3}, 3),
+    ({"mlflow_workers": 2}, 2),
+])
+def test_workers_default_to_what_the_path_to_them_allows(settings, workers):
+    command = compose(make_config(**{"mlflow_workers": None, **settings}))["services"]["mlflow"]["command"]
+    assert flag(command, "--workers") == str(workers)
+
+
+def test_database_connections_are_pooled_not_opened_per_request():
+    env = render("mlflow.env.j2", make_config(mlflow_db_pool_size=7)).splitlines()
+    assert "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=7" in env
+    assert "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=0" in env
 
 
 def test_no_local_artifact_store_anywhere(config):
@@ -283,7 +300,8 @@ def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
     config = make_config(extra_ca_certificates=[ca_cert])
     context = build_context(config)
     assert set(context) == {"Dockerfile", "create_bucket.py", "migrate_db.py", "auth_users.py", "artifacts_archive.py",
-                            "import_classic.py", "requirements.lock", "ca-certificates/corp-root.crt"}
+                            "import_classic.py", "cached_basic_auth.py", "requirements.lock",
+                            "ca-certificates/corp-root.crt"}
     with open(ca_cert, "rb") as handle:
         assert context["ca-certificates/corp-root.crt"] == handle.read()
     assert context["create_bucket.py"] == (TEMPLATES / "create_bucket.py").read_bytes()
@@ -291,7 +309,7 @@ def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
     assert context["requirements.lock"] == lock_file(config.mlflow_version).read_bytes()
     assert context["artifacts_archive.py"] == (TEMPLATES / "artifacts_archive.py").read_bytes()
     assert context["import_classic.py"] == (TEMPLATES / "import_classic.py").read_bytes()
-    assert ("COPY create_bucket.py migrate_db.py auth_users.py artifacts_archive.py import_classic.py /opt/mlflow-stack/"
+    assert ("COPY create_bucket.py migrate_db.py auth_users.py artifacts_archive.py import_classic.py cached_basic_auth.py /opt/mlflow-stack/"
             in context["Dockerfile"].decode().splitlines())
 
 
