@@ -58,6 +58,9 @@ class Op:
 class Plan:
     ops: list[Op]
     asked: list[tuple[str, Any]] = field(default_factory=list)
+    # Every ask as (fact class, args, kwargs): what mlflow_stack.fact_cache must hold.
+    calls: list[tuple[type, tuple, dict]] = field(default_factory=list)
+    prefetched: list = field(default_factory=list)  # what the deploy asked fact_cache.prefetch for
     uploads: dict[str, bytes] = field(default_factory=dict)
 
     @property
@@ -98,9 +101,11 @@ def render_command(command) -> str:
     return repr(command)
 
 
-def fake_get_fact(facts: dict, asked: list) -> Callable:
+def fake_get_fact(facts: dict, asked: list, calls: list | None = None) -> Callable:
     def get_fact(self, cls, *args, **kwargs):
         name = cls.__name__
+        if calls is not None:
+            calls.append((cls, args, kwargs))
         if name in KEYED_FACTS:
             key = kwargs.get(KEYED_FACTS[name], args[0] if args else None)
             asked.append((name, key))
@@ -126,7 +131,8 @@ def plan(step: Callable, config: StackConfig, facts: dict, data: dict | None = N
 
     asked: list = []
     result = Plan(ops=[], asked=asked)
-    with mock.patch.object(Host, "get_fact", fake_get_fact(facts, asked)):
+    with mock.patch.object(Host, "get_fact", fake_get_fact(facts, asked, result.calls)), \
+            mock.patch("mlflow_stack.fact_cache.prefetch", lambda planned: result.prefetched.extend(planned) or 0):
         add_deploy(state, step, config, **step_kwargs)
         state.is_executing = True
         with ctx_state.use(state), ctx_host.use(host):

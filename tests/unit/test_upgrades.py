@@ -100,7 +100,7 @@ def test_fact_is_asked_with_the_config_s_names():
         calls.append((cls.__name__, kwargs))
         return answer(self, cls, *args, **kwargs)
 
-    with mock.patch.object(plan_module, "fake_get_fact", lambda facts, asked: recording):
+    with mock.patch.object(plan_module, "fake_get_fact", lambda facts, asked, calls=None: recording):
         plan(upgrades.protect_data, config, facts)
     assert ("DatabaseCluster", {"stack_dir": "/opt/mlflow-stack", "project": "mlops", "user": "tracker",
                                 "database": "tracking"}) in calls
