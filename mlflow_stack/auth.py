@@ -22,15 +22,37 @@ def users_argument(config: StackConfig) -> str:
     return " ".join(f"{user.name}={user.permission}" for user in config.mlflow_auth_users)
 
 
+def passwords_command(stack_dir: str, admin: str) -> str:
+    """Shell printing `name=password` for the admin and each listed user, from the root-only files."""
+    return (f"{{ sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=/{admin}=/p' {stack_dir}/.env; "
+            f"cat {stack_dir}/users.env 2>/dev/null; }}")
+
+
+def synced_digest_command(stack_dir: str, admin: str, users: str) -> str:
+    """Shell printing one digest of what the deploy wants (passwords, users, permissions) and of
+    what MLflow's store holds for them (auth_users.py digest, no MLflow import), run where $id is
+    the MLflow container; prints nothing when the store cannot be read that way."""
+    return (f"rows=$(docker exec $id python /opt/mlflow-stack/auth_users.py digest {admin} {users} 2>/dev/null) "
+            f'&& test -n "$rows" && {{ {passwords_command(stack_dir, admin)}; echo "$rows {users}"; }} '
+            f"| sha256sum | cut -d' ' -f1")
+
+
 def sync_command(config: StackConfig, mode: str) -> str:
-    """Pipe the admin's and the users' passwords from the root-only files into the script."""
-    return (
-        f"{{ sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=/{config.mlflow_auth_admin_user}=/p' {config.secrets_file}; "
-        f"cat {config.users_file} 2>/dev/null; }} | "
-        f"docker compose --project-directory {config.stack_dir} --project-name {config.compose_project} "
-        f"exec -T mlflow python /opt/mlflow-stack/auth_users.py {mode} {config.mlflow_auth_admin_user} "
-        f"{users_argument(config)}"
+    """Pipe the admin's and the users' passwords from the root-only files into the script; after
+    `apply`, keep the digest of the synced store (`users.synced`: a later run compares it and
+    starts no MLflow when nothing moved), or none when the store cannot be digested."""
+    admin, users, stack = config.mlflow_auth_admin_user, users_argument(config), config.stack_dir
+    command = (
+        f"{passwords_command(stack, admin)} | "
+        f"docker compose --project-directory {stack} --project-name {config.compose_project} "
+        f"exec -T mlflow python /opt/mlflow-stack/auth_users.py {mode} {admin} {users}"
     ).rstrip()
+    if mode != "apply":
+        return command
+    return (f"{command} && id=$(docker compose --project-directory {stack} --project-name {config.compose_project} "
+            f"ps -q mlflow) && {{ digest=$({synced_digest_command(stack, admin, users)}); "
+            f'if [ -n "$digest" ]; then (umask 077; echo "$digest" > {stack}/users.synced); '
+            f"else rm -f {stack}/users.synced; fi; }}")
 
 
 @deploy("Ensure the MLflow users' passwords exist on the host")

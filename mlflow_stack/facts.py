@@ -161,7 +161,8 @@ class DatabaseCluster(FactBase):
 class AuthUsersState(FactBase):
     """Whether MLflow's user store holds the admin and every listed user with the password,
     admin flag and permission the deploy keeps, asked inside the running MLflow container
-    (templates/auth_users.py). The passwords go from the root-only files to the script on a
+    (templates/auth_users.py): by a digest compared with the last sync's (users.synced), else
+    by MLflow. The passwords go from the root-only files to the script on a
     pipe: never in argv, never printed; the script prints names only.
 
     ``"in-sync"``; ``"differs"``; ``"unknown"``: MLflow is not running or cannot be asked (not
@@ -169,10 +170,16 @@ class AuthUsersState(FactBase):
     """
 
     def command(self, stack_dir: str, project: str, admin: str, users: str) -> str:
+        from mlflow_stack.auth import passwords_command, synced_digest_command
+
+        # Fast: the digest of wanted and stored users equals the one kept at the last sync. Else
+        # (moved, never kept, a store it cannot read) MLflow itself is asked: seconds.
         return (
             f"{running_container(project, 'mlflow')} || {{ echo unknown; exit 0; }}; "
-            f"{{ sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=/{admin}=/p' {stack_dir}/.env; "
-            f"cat {stack_dir}/users.env 2>/dev/null; }} | "
+            f"digest=$({synced_digest_command(stack_dir, admin, users)}); "
+            f'if [ -n "$digest" ]; then [ "$digest" = "$(cat {stack_dir}/users.synced 2>/dev/null)" ] '
+            f"&& echo in-sync || echo differs; exit 0; fi; "
+            f"{passwords_command(stack_dir, admin)} | "
             f"docker exec -i $id python /opt/mlflow-stack/auth_users.py check {admin} {users} 2>/dev/null "
             f"|| echo unknown"
         )

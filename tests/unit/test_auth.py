@@ -169,10 +169,14 @@ def test_user_passwords_present_plan_nothing():
 def test_a_store_that_differs_or_cannot_be_asked_is_synced(state):
     config = make_config(mlflow_auth_users=USERS)
     result = plan(auth.sync_users, config, {"AuthUsersState": state})
-    assert result.op(SYNC_OP).commands == [
+    [command] = result.op(SYNC_OP).commands
+    assert command.startswith(
         "{ sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=/admin=/p' /srv/mlflow/.env; cat /srv/mlflow/users.env 2>/dev/null; } "
         "| docker compose --project-directory /srv/mlflow --project-name mlflow exec -T mlflow "
-        "python /opt/mlflow-stack/auth_users.py apply admin alice=READ bob=ADMIN"]
+        "python /opt/mlflow-stack/auth_users.py apply admin alice=READ bob=ADMIN && ")
+    # The synced store's digest is kept for the next run's fact, or dropped when there is none.
+    assert "auth_users.py digest admin alice=READ bob=ADMIN" in command
+    assert "> /srv/mlflow/users.synced" in command and "rm -f /srv/mlflow/users.synced" in command
 
 
 def test_a_store_in_sync_plans_nothing():
