@@ -3,7 +3,9 @@
 #   make test   - unit tests, then the end-to-end suite (container targets and the VM)
 VENV := .venv
 PY := $(VENV)/bin/python
-HOST_PACKAGES := debootstrap systemd-container iptables iproute2 docker.io qemu-system-x86 qemu-utils e2fsprogs openssh-client
+# The demo needs a container target only; the tests add the VM's qemu and their MLflow client.
+DEMO_PACKAGES := debootstrap systemd-container iptables iproute2 docker.io openssh-client
+HOST_PACKAGES := $(DEMO_PACKAGES) qemu-system-x86 qemu-utils e2fsprogs
 
 .PHONY: setup demo demo-down test unit harness-test bench
 
@@ -13,12 +15,19 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(HOST_PACKAGES); }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-test.txt
+	touch $(VENV)/.demo-installed $@
+
+$(VENV)/.demo-installed: requirements.txt
+	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v dockerd >/dev/null && command -v ssh >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEMO_PACKAGES); }
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-demo: setup
+demo: $(VENV)/.demo-installed
 	$(PY) -m tools.demo up
 
-demo-down: setup
+demo-down: $(VENV)/.demo-installed
 	$(PY) -m tools.demo down
 
 unit: setup

@@ -29,6 +29,19 @@ from mlflow_stack.checks import is_database_uri
 CONFIG_KEYS = tuple(setting.name for setting in SETTINGS)
 
 
+# MLflow opens a pool per store (tracking, model registry, users) in each worker.
+STORES_PER_WORKER = 3
+# The bundled PostgreSQL's max_connections (its default), less room for backups, gc and the deploy.
+BUNDLED_DATABASE_CONNECTIONS = 90
+
+
+def worker_count(workers: int | None, tls: str) -> int:
+    """Behind the TLS proxy, which opens a connection per request, several workers serve in
+    parallel; clients keeping connections to uvicorn itself (no proxy, or a cluster's balancer)
+    hit its ~44 ms delay with more than one."""
+    return workers if workers is not None else (4 if tls != "off" else 1)
+
+
 class ConfigError(DeployError, ValueError):
     """Raised with every problem found in the configuration, one per line. A DeployError,
     so pyinfra prints the message alone instead of a traceback."""
@@ -78,12 +91,7 @@ class _DerivedValues:
 
     @property
     def mlflow_worker_count(self) -> int:
-        """Behind this host's TLS proxy, which opens a connection per request, several workers
-        serve in parallel; clients (or a balancer) keeping connections to uvicorn itself hit its
-        ~44 ms delay with more than one."""
-        if self.mlflow_workers is not None:
-            return self.mlflow_workers
-        return 4 if "proxy" in self.service_names else 1
+        return worker_count(self.mlflow_workers, self.tls)
 
     @property
     def scheme(self) -> str:
@@ -417,6 +425,15 @@ def _cross_errors(values: dict[str, Any], inventory_name: str, role: str = STAND
         seen.setdefault(port, key)
     if values.get("stack_user") == "root":
         errors.append("stack_user = 'root': must be a dedicated unprivileged account")
+    if values.get("postgres_external_host") is None and isinstance(values.get("mlflow_db_pool_size"), int) \
+            and isinstance(values.get("mlflow_workers", 1), (int, type(None))):
+        workers = worker_count(values.get("mlflow_workers"), values.get("tls", "off"))
+        connections = workers * STORES_PER_WORKER * values["mlflow_db_pool_size"]
+        if connections > BUNDLED_DATABASE_CONNECTIONS:
+            errors.append(f"mlflow_db_pool_size = {values['mlflow_db_pool_size']}: {workers} workers x "
+                          f"{STORES_PER_WORKER} stores x {values['mlflow_db_pool_size']} = {connections} database "
+                          f"connections, more than the bundled PostgreSQL allows MLflow "
+                          f"({BUNDLED_DATABASE_CONNECTIONS}); lower it or mlflow_workers")
     # A public name equal to a service name would shadow that service on the compose network.
     public_host = values.get("mlflow_public_host") or inventory_name
     if public_host.lower() in (*SERVICE_NAMES, "localhost"):

@@ -119,9 +119,9 @@ SETTINGS = (
             "that keep their connection to uvicorn open wait ~44 ms per call with more, uvicorn #3149)."),
     # MLflow's default pool (5, overflow 10) opens and closes a connection per request under load,
     # each paying PostgreSQL's SCRAM handshake in CPU on both ends.
-    Setting("mlflow_db_pool_size", 10, checks.int_range(1, 100),
+    Setting("mlflow_db_pool_size", 5, checks.int_range(1, 100),
             "Database connections each MLflow worker keeps open per store (tracking, registry, users); a request "
-            "beyond them waits for one. The database must allow workers x 3 x this many (PostgreSQL's default: 100)."),
+            "beyond them waits for one. The database must allow workers x 3 x this many (the bundled one: 90)."),
     # Lab servers often may not phone home.
     Setting("mlflow_disable_telemetry", True, checks.boolean,
             "Switch off MLflow 3's usage telemetry from the server."),

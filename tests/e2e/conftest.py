@@ -9,6 +9,7 @@ import pytest
 from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
 from tests.e2e.support import E2E_ADMIN_PASSWORD
 from tools.standins.build import ensure_standin_archive, standin_settings
+from tools.standins.mlflow_image import with_mlflow_image
 
 
 # Figures measured by the suite (wall times, remote commands) for the README and bench/.
@@ -23,8 +24,11 @@ def standin_archive() -> Path:
 @pytest.fixture(scope="session")
 def settings(standin_archive) -> dict:
     # TLS is on by default; the modules that test other things talk plain HTTP (test_auth.py
-    # turns TLS on for the same price as its own deploy).
-    return {**standin_settings(standin_archive), "mlflow_auth_admin_password": E2E_ADMIN_PASSWORD, "tls": "off"}
+    # turns TLS on for the same price as its own deploy). The MLflow image comes built, as an
+    # air-gapped server gets it (docker_image_archives): targets skip their own pip install;
+    # settings that change the image's inputs (another release, uid) still build it on the target.
+    return with_mlflow_image({**standin_settings(standin_archive), "mlflow_auth_admin_password": E2E_ADMIN_PASSWORD,
+                              "tls": "off"})
 
 
 @pytest.fixture(scope="session")

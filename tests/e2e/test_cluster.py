@@ -156,6 +156,37 @@ def metric_throughput(uri: str, run_id: str, seconds: float = 15, threads: int =
     return done[0] / (time.monotonic() - started), failed[0]
 
 
+def status_as(uri: str, user: str, password: str, method: str = "GET", path: str = "experiments/search?max_results=1",
+              payload: dict | None = None) -> int:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", method=method,
+                                     data=json.dumps(payload).encode() if payload is not None else None,
+                                     headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_credential_changed_on_one_tracking_server_is_refused_by_the_other_at_once(cluster):
+    """Each tracking server caches verified credentials (mlflow_auth_cache_seconds); none
+    outlives a change made through another server."""
+    first, second = (f"http://{cluster['targets'][name].address}:5000" for name in ("tracking1", "tracking2"))
+    password = "cluster-user-0123456789"
+    assert status_as(first, E2E_ADMIN_USER, E2E_ADMIN_PASSWORD, "POST", "users/create",
+                     {"username": "visitor", "password": password}) == 200
+    for uri in (first, second):
+        assert {status_as(uri, "visitor", password) for _ in range(8)} == {200}  # cached on both
+    assert status_as(first, E2E_ADMIN_USER, E2E_ADMIN_PASSWORD, "PATCH", "users/update-password",
+                     {"username": "visitor", "password": password + "-new"}) == 200
+    assert {status_as(second, "visitor", password) for _ in range(8)} == {401}
+    assert status_as(second, "visitor", password + "-new") == 200
+    assert status_as(second, E2E_ADMIN_USER, E2E_ADMIN_PASSWORD, "DELETE", "users/delete",
+                     {"username": "visitor"}) == 200
+    assert {status_as(first, "visitor", password + "-new") for _ in range(8)} == {401}
+
+
 def test_with_a_tracking_server_stopped_the_balancer_keeps_serving(cluster, record):
     balancer = f"http://{BALANCER_NAME}:5000"
     experiment = call(balancer, "experiments/create", {"name": f"throughput-{uuid.uuid4().hex[:8]}"})["experiment_id"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,11 @@ def test_fresh_provision_survives_a_reboot(vm_target, settings, tmp_path, record
     deployer = Deployer(vm_target, {**settings, "mlflow_health_timeout": 1200}, workdir=tmp_path)
     first = deployer.run().check()
     record("vm_first_run_seconds", round(first.seconds, 1))
+    # The image came as an archive (docker_image_archives, as to an air-gapped server): loaded,
+    # not built again under software emulation.
+    assert "Load image archives | Load image archive " + Path(settings["docker_image_archives"][-1]).name \
+        in first.changed, first.changed
+    assert not [name for name in first.changed if "Build the MLflow image (" in name], first.changed
     assert_stack_healthy(vm_target)
 
     boot_before = vm_target.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()

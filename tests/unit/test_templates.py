@@ -428,3 +428,15 @@ def test_the_proxy_s_health_check_asks_both_of_its_ports():
     config = make_config(mlflow_port=8443, minio_api_port=9443, minio_console_port=9444)
     test = compose(config)["services"]["proxy"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "bash", "-c"] and "/dev/tcp/127.0.0.1/8443" in test[3] and "/dev/tcp/127.0.0.1/9443" in test[3]
+
+
+def test_pools_beyond_the_bundled_database_s_connections_are_refused():
+    from mlflow_stack.config import ConfigError, load_config
+
+    from .helpers import HOST_NAME, host_data
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(host_data(mlflow_workers=None, mlflow_db_pool_size=10), HOST_NAME, environ={})
+    assert "4 workers x 3 stores x 10 = 120 database connections" in str(caught.value)
+    load_config(host_data(mlflow_workers=None, mlflow_db_pool_size=7), HOST_NAME, environ={})  # 84
+    load_config(host_data(mlflow_workers=2, mlflow_db_pool_size=10), HOST_NAME, environ={})  # 60
