@@ -40,9 +40,10 @@ LOAD_SECONDS = 20
 LATENCY_CALLS = 200
 
 # MLflow's basic-auth server as its documentation starts it, beside ours: its own worker count,
-# no credential cache (the ini is ours without the auth_cache_* lines).
+# its own password check (the ini keeps only our store's settings, none of our credential cache).
 PLAIN_SERVER = (
-    "grep -v '^auth_cache' /etc/mlflow-stack/auth.ini > /tmp/plain-auth.ini && "
+    "{ echo '[mlflow]'; grep -E '^(default_permission|database_uri|admin_username) =' /etc/mlflow-stack/auth.ini; } "
+    "> /tmp/plain-auth.ini && "
     "MLFLOW_AUTH_CONFIG_PATH=/tmp/plain-auth.ini exec mlflow server --app-name basic-auth "
     f"--host 0.0.0.0 --port {PLAIN_PORT} --serve-artifacts --artifacts-destination s3://mlflow/"
 )
