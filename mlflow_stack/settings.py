@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from mlflow_stack import checks
 from mlflow_stack.checks import Check
-from mlflow_stack.services import SECRET_FILE_KEYS
+from mlflow_stack.services import SECRET_FILE_KEYS, SERVICE_NAMES as LOGGED_SERVICES
 
 # Secret setting -> the environment variable that may carry it into a run without putting it
 # in a file. The secret settings are the secrets file's keys (services.py) in lower case.
@@ -210,6 +210,16 @@ SETTINGS = (
     Setting("restore_overwrite", False, checks.boolean,
             "Let `restore.py` replace a database that already holds runs or registered models (refused otherwise, "
             "changing nothing)."),
+
+    # --- Status (status.py) -------------------------------------------------------------------
+    Setting("status_format", "text", checks.one_of("text", "json"),
+            "For `status.py`: `\"text\"`, a block per host; `\"json\"`, one JSON document of every host "
+            "(`--data status_format=json`)."),
+
+    Setting("logs_lines", 100, checks.int_range(1, 100000),
+            "For `logs.py`: how many of the last lines of each service's log to show."),
+    Setting("logs_service", None, checks.optional(checks.one_of(*LOGGED_SERVICES)),
+            "For `logs.py`: one service's log (e.g. `\"mlflow\"`); `None`: every service of the host."),
 
     # --- Secrets ---------------------------------------------------------------------------
     # A one-off request: a default other than empty would rotate again on every run.

@@ -1,0 +1,77 @@
+"""End-to-end: status.py and logs.py against a real target — healthy, degraded, stopped — as a
+sudo user, with the host known by a DNS name only this machine resolves. Read-only: no
+operation, nothing on the host changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .support import Deployer, compose_status, control_machine_hosts_entry
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(container_target, settings, tmp_path_factory):
+    name = f"status-{container_target.name}.lab.test"
+    deployer = Deployer(container_target, {**settings, "backup_schedule": "*-*-* 03:00:00"}, user="labadmin",
+                        workdir=tmp_path_factory.mktemp("status"), name=name)
+    with control_machine_hosts_entry(name, container_target.address):
+        deployer.run().check()
+        yield {"target": container_target, "deployer": deployer, "name": name}
+
+
+def status(server, fmt: str = "text"):
+    result = server["deployer"].run(overrides={"status_format": fmt}, deploy="status.py").check()
+    assert result.changed == [] and result.unchanged == [], "status.py must plan no operation"
+    return result
+
+
+def json_document(result) -> dict:
+    start = result.stdout.index('{\n  "hosts"')
+    return json.loads(result.stdout[start:result.stdout.index("\n}\n", start) + 2])["hosts"][result_host(result)]
+
+
+def result_host(result) -> str:
+    return result.stdout.split('"hosts": {\n    "', 1)[1].split('"', 1)[0]
+
+
+def test_a_healthy_stack(server):
+    before = compose_status(server["target"])
+    text = status(server).stdout
+    assert f"== {server['name']} (standalone): http://{server['name']}:5000, MLflow 3.17.2" in text
+    assert "no warnings" in text and "users" in text and "runs" in text
+    document = json_document(status(server, "json"))
+    assert document["warnings"] == []
+    assert {name: service["healthy"] for name, service in document["services"].items()} == {
+        name: True for name in before}
+    assert document["database"]["revision"] == document["schema_revision_expected"]
+    assert int(document["database"]["users"]) >= 1
+    assert "mlflow-backup" in document["schedules"] and document["schedules"]["mlflow-backup"]["next_run"]
+    assert document["disk"]["filesystem"]["free_percent"] > 0
+    assert compose_status(server["target"]) == before  # read-only
+
+
+def test_logs_of_one_service(server):
+    result = server["deployer"].run(overrides={"logs_service": "mlflow", "logs_lines": 5}, deploy="logs.py").check()
+    assert result.changed == [] and result.unchanged == []
+    assert "the last 5 lines of mlflow" in result.stdout and "mlflow-1  |" in result.stdout
+
+
+def test_a_degraded_then_stopped_stack_is_reported_not_changed(server):
+    target = server["target"]
+    target.ssh("cd /srv/mlflow && docker compose stop minio")
+    document = json_document(status(server, "json"))
+    assert "minio is not healthy (exited)" in document["warnings"], document["warnings"]
+    assert compose_status(target)["minio"]["state"] == "exited"  # status changed nothing
+    target.ssh("cd /srv/mlflow && docker compose stop")
+    document = json_document(status(server, "json"))
+    assert {service["state"] for name, service in document["services"].items()
+            if name not in ("create-bucket", "migrate-db")} == {"exited"}
+    assert sorted(document["warnings"]) == [f"{name} is not healthy (exited)" for name in ("minio", "mlflow", "postgres")]
+    assert document["database"].get("revision") is None  # nothing to ask: no error either
+    # The deploy brings it back.
+    assert server["deployer"].run().check().changed
+    assert json_document(status(server, "json"))["warnings"] == []
