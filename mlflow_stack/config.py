@@ -425,6 +425,9 @@ def _cross_errors(values: dict[str, Any], inventory_name: str, role: str = STAND
         seen.setdefault(port, key)
     if values.get("stack_user") == "root":
         errors.append("stack_user = 'root': must be a dedicated unprivileged account")
+    if values.get("uninstall_data") is True and values.get("uninstall_confirm") != inventory_name:
+        errors.append(f"uninstall_data = True deletes the database, objects, backups and secrets of {inventory_name}: "
+                      f"confirm with uninstall_confirm = {inventory_name!r}")
     if values.get("postgres_external_host") is None and isinstance(values.get("mlflow_db_pool_size"), int) \
             and isinstance(values.get("mlflow_workers", 1), (int, type(None))):
         workers = worker_count(values.get("mlflow_workers"), values.get("tls", "off"))

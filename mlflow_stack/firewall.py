@@ -124,6 +124,12 @@ def restrict_published_ports(config):
                     _if=lambda: not start.did_change() and (rules != "applied" or inputs_changed()))
 
 
+def remove_firewall(config) -> None:
+    """Stop and remove the data host's firewall (its rules, unit and script), wherever it is."""
+    ports, sources = script_arguments(config)
+    _remove(config, host.get_fact(DataFirewallRules, script=script_path(config), ports=ports, sources=sources))
+
+
 def _remove(config, rules: str) -> None:
     if rules == "none":
         host.noop("not a data host, and none of its firewall is here")

@@ -221,6 +221,15 @@ SETTINGS = (
     Setting("logs_service", None, checks.optional(checks.one_of(*LOGGED_SERVICES)),
             "For `logs.py`: one service's log (e.g. `\"mlflow\"`); `None`: every service of the host."),
 
+    # --- Uninstall (uninstall.py) ------------------------------------------------------------
+    Setting("uninstall_data", False, checks.boolean,
+            "For `uninstall.py`: remove the data too (database, objects, backups, secrets, CA, the account); only "
+            "with `uninstall_confirm` naming the host. `False`: they stay, and `deploy.py` brings them back."),
+    Setting("uninstall_confirm", None, checks.optional(checks.host_name),
+            "For `uninstall.py` with `uninstall_data`: the host's inventory name, typed again."),
+    Setting("uninstall_docker", False, checks.boolean,
+            "For `uninstall.py`: remove Docker's packages and `daemon.json` as well."),
+
     # --- Secrets ---------------------------------------------------------------------------
     # A one-off request: a default other than empty would rotate again on every run.
     Setting("rotate_secrets", [], checks.names_from(tuple(SECRET_ENV_VARS)),

@@ -1,6 +1,7 @@
-"""End-to-end: status.py and logs.py against a real target — healthy, degraded, stopped — as a
-sudo user, with the host known by a DNS name only this machine resolves. Read-only: no
-operation, nothing on the host changes."""
+"""End-to-end, the day-two verbs against one real target, as a sudo user, with the host known by
+a DNS name only this machine resolves: status.py and logs.py on a healthy, a degraded and a
+stopped stack (read-only: no operation, nothing changes); uninstall.py keeping the data, then
+deploy.py bringing the same data back; the data removed only when confirmed by the host's name."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from .support import Deployer, compose_status, control_machine_hosts_entry
+from .support import Deployer, compose_status, control_machine_hosts_entry, http_json
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +76,38 @@ def test_a_degraded_then_stopped_stack_is_reported_not_changed(server):
     # The deploy brings it back.
     assert server["deployer"].run().check().changed
     assert json_document(status(server, "json"))["warnings"] == []
+
+
+def test_uninstall_keeps_the_data_and_a_deploy_brings_it_back(server):
+    target, deployer, name = server["target"], server["deployer"], server["name"]
+    uri = f"http://{name}:5000/api/2.0/mlflow"
+    experiment = http_json(f"{uri}/experiments/create", {"name": "kept-through-uninstall"})["experiment_id"]
+    secrets_before = target.ssh("sha256sum /srv/mlflow/.env").stdout
+    removed = deployer.run(deploy="uninstall.py").check()
+    assert removed.changed
+    assert target.ssh("docker ps -aq --filter label=com.docker.compose.project=mlflow").stdout.strip() == ""
+    assert target.ssh("docker image ls -q mlflow-stack/mlflow").stdout.strip() == ""
+    assert target.ssh("ls /etc/systemd/system/ | grep -c mlflow-", check=False).stdout.strip() == "0"
+    for gone in ("compose.yaml", "mlflow.env", "auth.ini", "build", "images", "backup.sh"):
+        assert target.ssh(f"test -e /srv/mlflow/{gone}", check=False).returncode != 0, gone
+    for kept in ("data/postgres", "data/minio", ".env"):
+        assert target.ssh(f"test -e /srv/mlflow/{kept}", check=False).returncode == 0, kept
+    assert deployer.run(deploy="uninstall.py").check().changed == []  # again: nothing left to do
+    document = json_document(status(server, "json"))
+    assert {service["state"] for service in document["services"].values()} == {"missing"}
+
+    deployer.run().check()
+    assert target.ssh("sha256sum /srv/mlflow/.env").stdout == secrets_before
+    assert http_json(f"{uri}/experiments/get?experiment_id={experiment}")["experiment"]["name"] == \
+        "kept-through-uninstall"
+    assert deployer.run().check().changed == []
+
+
+def test_data_goes_only_when_confirmed_by_the_host_s_name(server):
+    target, deployer, name = server["target"], server["deployer"], server["name"]
+    refused = deployer.run(overrides={"uninstall_data": True}, deploy="uninstall.py")
+    assert refused.returncode != 0 and f"confirm with uninstall_confirm = {name!r}" in refused.stderr
+    assert compose_status(target)["mlflow"]["state"] == "running"  # refused before any change
+    deployer.run(overrides={"uninstall_data": True, "uninstall_confirm": name}, deploy="uninstall.py").check()
+    assert target.ssh("test -e /srv/mlflow", check=False).returncode != 0
+    assert target.ssh("id mlflow", check=False).returncode != 0
