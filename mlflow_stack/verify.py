@@ -119,7 +119,9 @@ def summary(config: StackConfig) -> str:
         lines += [f"clients: export MLFLOW_TRACKING_URI={config.tracking_uri} MLFLOW_TRACKING_USERNAME=<user> "
                   "MLFLOW_TRACKING_PASSWORD=<password>",
                   f"admin user {config.mlflow_auth_admin_user!r}: its password is MLFLOW_AUTH_ADMIN_PASSWORD in "
-                  f"{config.secrets_file} on {host.name} (root, 0600)"]
+                  f"{config.secrets_file} on {host.name} (root, 0600); read it with: "
+                  f"ssh {host.data.get('ssh_user') or 'root'}@{host.data.get('ssh_hostname') or host.name} "
+                  f"sudo sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=//p' {config.secrets_file}"]
         if config.mlflow_auth_users:
             names = ", ".join(user.name for user in config.mlflow_auth_users)
             lines.append(f"users {names}: passwords in {config.users_file} on {host.name} (root, 0600), "

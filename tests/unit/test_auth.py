@@ -226,6 +226,8 @@ def test_summary_says_where_credentials_are_and_warns_about_plain_http():
     text = "\n".join(lines)
     assert "MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD=<password>" in text
     assert "MLFLOW_AUTH_ADMIN_PASSWORD in /srv/mlflow/.env" in text
+    # The exact command that reads it (the value itself never printed).
+    assert f"read it with: ssh root@{HOST_NAME} sudo sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=//p' /srv/mlflow/.env" in text
     assert "users alice, bob: passwords in /srv/mlflow/users.env" in text
     assert any(line.startswith("WARNING: plain HTTP") for line in lines)
     assert "Bob-Given.Password_1" not in text
