@@ -1,6 +1,6 @@
 """What the stack costs, measured on a fresh container target (not a test: prints figures).
 
-    make bench            # or: .venv/bin/python bench/bench.py [--skip-requests] [--skip-rerun]
+    make bench            # or: .venv/bin/python bench/bench.py [--skip-requests] [--skip-deploy]
 
 Prints, from one run on one target:
 - requests: `log_metric` latency (p50/p95, one client) and 16 concurrent clients (2 processes x

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 
 from mlflow_stack.status import StackStatus, status_document, status_text
