@@ -4,7 +4,7 @@ S3 API, with a manifest; written on the host (backup_dir) and pulled here (backu
     pyinfra inventory.py backup.py
 """
 
-from mlflow_stack.backup import back_up
+from mlflow_stack.verbs.backup import back_up
 from mlflow_stack.config import config_from_host
 
 back_up(config_from_host())

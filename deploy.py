@@ -4,25 +4,25 @@ the part of a cluster its inventory group gives it (inventory.py).
     pyinfra inventory.py deploy.py
 """
 
-from mlflow_stack import fact_cache
-from mlflow_stack.auth import ensure_user_passwords, sync_users
+from mlflow_stack.facts import prefetch
+from mlflow_stack.steps.auth import ensure_user_passwords, sync_users
 from mlflow_stack.config import config_from_host
-from mlflow_stack.docker_engine import install_docker
-from mlflow_stack.firewall import restrict_published_ports
-from mlflow_stack.planned_facts import planned_facts
-from mlflow_stack.schedules import schedule_backups, schedule_gc
-from mlflow_stack.secrets import ensure_secrets
-from mlflow_stack.service_account import create_service_account
-from mlflow_stack.stack import apply_database_password, load_image_archives, start_stack
-from mlflow_stack.stack_files import upload_stack_files
-from mlflow_stack.tls import ensure_certificates, reload_certificates
-from mlflow_stack.upgrades import protect_data
-from mlflow_stack.verify import verify_stack
+from mlflow_stack.steps.docker_engine import install_docker
+from mlflow_stack.steps.firewall import restrict_published_ports
+from mlflow_stack.facts.planned import planned_facts
+from mlflow_stack.steps.schedules import schedule_backups, schedule_gc
+from mlflow_stack.steps.secrets import ensure_secrets
+from mlflow_stack.steps.service_account import create_service_account
+from mlflow_stack.steps.stack import apply_database_password, load_image_archives, start_stack
+from mlflow_stack.steps.stack_files import upload_stack_files
+from mlflow_stack.steps.tls import ensure_certificates, reload_certificates
+from mlflow_stack.steps.upgrades import protect_data
+from mlflow_stack.steps.verify import verify_stack
 
 # Validate everything first: a bad setting stops the run before the host is touched.
 config = config_from_host()
 # What the steps below read of the host, in one round trip instead of one per fact.
-fact_cache.prefetch(planned_facts(config))
+prefetch.prefetch(planned_facts(config))
 
 install_docker(config)
 restrict_published_ports(config)  # a cluster's data host: its published ports for the cluster only

@@ -8,7 +8,7 @@ the model registry. A second run imports nothing. `--dry` shows the counts.
 
 from pyinfra import local
 
-from mlflow_stack.classic_import import check_import_source, import_classic, import_plan
+from mlflow_stack.verbs.classic_import import check_import_source, import_classic, import_plan
 from mlflow_stack.config import config_from_host
 
 config = config_from_host()

@@ -6,6 +6,6 @@
 """
 
 from mlflow_stack.config import config_from_host
-from mlflow_stack.status import show_logs
+from mlflow_stack.verbs.status import show_logs
 
 show_logs(config_from_host())

@@ -8,7 +8,7 @@ restore_overwrite = True.
 from pyinfra import local
 
 from mlflow_stack.config import config_from_host
-from mlflow_stack.restore import refuse_to_overwrite, restore_backup
+from mlflow_stack.verbs.restore import refuse_to_overwrite, restore_backup
 
 config = config_from_host()
 # While planning, before the deploy below changes anything.

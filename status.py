@@ -5,6 +5,6 @@
 """
 
 from mlflow_stack.config import config_from_host
-from mlflow_stack.status import show_status
+from mlflow_stack.verbs.status import show_status
 
 show_status(config_from_host())

@@ -5,6 +5,6 @@
 """
 
 from mlflow_stack.config import config_from_host
-from mlflow_stack.uninstall import uninstall
+from mlflow_stack.verbs.uninstall import uninstall
 
 uninstall(config_from_host())

@@ -1,5 +1,12 @@
-"""pyinfra deploy steps for an MLflow tracking server with PostgreSQL and MinIO.
+"""pyinfra deploy of an MLflow tracking server with PostgreSQL and MinIO, in layers:
 
-Each module is one concern; each @deploy function can run alone:
-``pyinfra inventory.py mlflow_stack.docker_engine.install_docker``.
+- config/    every setting, its rule and the typed StackConfig (nothing touches a host)
+- services.py  which services a host runs, and each one's image, user, volumes and ports
+- facts/     what is read from a host (custom facts, and all of them in one round trip)
+- steps/     what deploy.py calls, one module per concern
+- verbs/     what the other entry points call (backup, restore, classic import, status, uninstall)
+
+Templates (templates/*.j2) and verbatim files (files/host: run on the host; files/image: in the
+MLflow image) live outside the package. Each @deploy function can run alone:
+``pyinfra inventory.py mlflow_stack.steps.docker_engine.install_docker``.
 """

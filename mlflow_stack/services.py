@@ -73,7 +73,7 @@ def stack_services(external_database: bool = False, external_s3: bool = False,
     an external S3 drops MinIO, its data directory and the bucket init (the bucket must
     exist). `postgres_ca` / `s3_ca`: the file name (in the stack directory) of a CA for the
     external backend, mounted into the services that connect to it. `tls`: the proxy runs in
-    front of MLflow and MinIO (config refuses TLS with an external S3). `role` (cluster.py): a
+    front of MLflow and MinIO (config refuses TLS with an external S3). `role` (config/cluster.py): a
     data host runs the database and MinIO only, publishing both to the cluster; a tracking server
     runs MLflow only (its backends are external to it); a balancer runs the balancer only."""
     if role == "balancer":

@@ -5,7 +5,7 @@
     python tools/lock_mlflow.py --all            # every supported release (what `make locks` runs)
     python tools/lock_mlflow.py --all --check    # ... and check each lock installs (see --check)
 
-Inputs of a lock: `mlflow[auth]==<version>` (the extra brings Flask-WTF, which basic-auth needs), the companions' defaults in mlflow_stack/settings.py
+Inputs of a lock: `mlflow[auth]==<version>` (the extra brings Flask-WTF, which basic-auth needs), the companions' defaults in mlflow_stack/config/settings.py
 (`mlflow_psycopg2_version`, `mlflow_boto3_version`; override with --psycopg2/--boto3), and the
 constraints an older release needs (CONSTRAINTS below). The resolver is uv
 (`uv pip compile --universal --generate-hashes --python-version 3.12`): one set of pins, with
@@ -40,7 +40,7 @@ LOCK_DIR = REPO / "locks"
 
 # The settings table needs no pyinfra (only the standard library and locks/).
 sys.path.insert(0, str(REPO))
-from mlflow_stack.settings import DEFAULTS  # noqa: E402
+from mlflow_stack.config.settings import DEFAULTS  # noqa: E402
 
 # The supported range: from the first 3.x release with `mlflow server --allowed-hosts` (the
 # Host-header security middleware, added in 3.5.0; 3.4.0 has neither the option nor
@@ -219,9 +219,9 @@ def main() -> int:
                         help=f"MLflow release(s) to lock, in {SUPPORTED[0]}..{SUPPORTED[-1]}")
     parser.add_argument("--all", action="store_true", help="lock every supported release")
     parser.add_argument("--psycopg2", default=DEFAULTS["mlflow_psycopg2_version"],
-                        help="psycopg2-binary version (default: mlflow_psycopg2_version of mlflow_stack/settings.py, %(default)s)")
+                        help="psycopg2-binary version (default: mlflow_psycopg2_version of mlflow_stack/config/settings.py, %(default)s)")
     parser.add_argument("--boto3", default=DEFAULTS["mlflow_boto3_version"],
-                        help="boto3 version (default: mlflow_boto3_version of mlflow_stack/settings.py, %(default)s)")
+                        help="boto3 version (default: mlflow_boto3_version of mlflow_stack/config/settings.py, %(default)s)")
     parser.add_argument("--python-version", default=DEFAULT_PYTHON,
                         help="lowest Python the lock must serve (default %(default)s)")
     parser.add_argument("--index-url", default=DEFAULT_INDEX, help="package index (default %(default)s)")

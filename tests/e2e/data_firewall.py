@@ -1,4 +1,4 @@
-"""The data host's firewall alone (mlflow_stack/firewall.py), for tests/e2e/test_firewall.py.
+"""The data host's firewall alone (mlflow_stack/steps/firewall.py), for tests/e2e/test_firewall.py.
 
     pyinfra INVENTORY tests/e2e/data_firewall.py
     (host data: role, firewall_sources, firewall_ports: the settings the step reads)
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from pyinfra import host
 
 from mlflow_stack.config import config_from_host
-from mlflow_stack.firewall import restrict_published_ports
+from mlflow_stack.steps.firewall import restrict_published_ports
 
 config = config_from_host()
 restrict_published_ports(SimpleNamespace(

@@ -12,8 +12,8 @@ from pyinfra import host
 from pyinfra.operations import files, server
 
 from mlflow_stack.config import config_from_host
-from mlflow_stack.docker_engine import install_docker
-from mlflow_stack.stack import load_image_archives
+from mlflow_stack.steps.docker_engine import install_docker
+from mlflow_stack.steps.stack import load_image_archives
 from tools.standins.build import STANDIN_IMAGES
 
 config = config_from_host()

@@ -9,8 +9,8 @@ makes one.
 from pyinfra.operations import server
 
 from mlflow_stack.config import config_from_host
-from mlflow_stack.docker_engine import install_docker
-from mlflow_stack.stack import load_image_archives
+from mlflow_stack.steps.docker_engine import install_docker
+from mlflow_stack.steps.stack import load_image_archives
 from tools.standins.build import STANDIN_IMAGES
 
 # As PID 1 in its container Python ignores SIGTERM unless told: the host's shutdown would wait 90 s.

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow_stack.facts import ComposeServices
+from mlflow_stack.facts.host import ComposeServices
 from mlflow_stack.services import active_services, stack_is_healthy
 
 REPO = Path(__file__).resolve().parents[2]

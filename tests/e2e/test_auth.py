@@ -331,7 +331,7 @@ def test_tls_files_mode_serves_the_given_certificate(server, tmp_path):
     target, name, uri = server["target"], server["name"], server["uri"]
     ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
     ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
-    subprocess.run(["sh", "templates/tls-certs.sh", "ca", str(ca_dir), str(tls_dir), "0", "0", "30", "30", f"DNS:{name}"],
+    subprocess.run(["sh", "files/host/tls-certs.sh", "ca", str(ca_dir), str(tls_dir), "0", "0", "30", "30", f"DNS:{name}"],
                    check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
     files = {"tls": "files", "tls_cert_file": str(tls_dir / "server.crt"), "tls_key_file": str(tls_dir / "server.key"),
              "tls_ca_file": str(ca_dir / "ca.crt")}

@@ -1,4 +1,4 @@
-"""The data host's firewall (mlflow_stack/firewall.py) on one container target: Docker as the
+"""The data host's firewall (mlflow_stack/steps/firewall.py) on one container target: Docker as the
 deploy installs it, a web server published on the data host's ports 5432 and 9000 and on 8080
 (a port the firewall is not told about). This machine is the outside client, at 10.99.N.1 on
 the target's link (IPv6: its link-local address). In order: a source not listed cannot connect

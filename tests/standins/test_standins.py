@@ -466,7 +466,7 @@ def test_nginx_contract(docker, tmp_path):
     import subprocess
 
     from mlflow_stack.config import load_config
-    from mlflow_stack.stack_files import render
+    from mlflow_stack.steps.stack_files import render
 
     repo = Path(__file__).resolve().parents[2]
     config = load_config({"mlflow_public_host": "mlflow.standin.test"}, "mlflow.standin.test", environ={})
@@ -474,7 +474,7 @@ def test_nginx_contract(docker, tmp_path):
     conf.write_text(render("nginx.conf.j2", config))
     ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
     ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
-    subprocess.run(["sh", str(repo / "templates" / "tls-certs.sh"), "ca", str(ca_dir), str(tls_dir), str(UID), str(UID),
+    subprocess.run(["sh", str(repo / "files" / "host" / "tls-certs.sh"), "ca", str(ca_dir), str(tls_dir), str(UID), str(UID),
                     "30", "30", "DNS:mlflow.standin.test"], check=True, capture_output=True)
     name = f"standin-nginx-{uuid.uuid4().hex[:8]}"
     docker.docker("run", "-d", "--name", name, "--user", f"{UID}:{UID}",

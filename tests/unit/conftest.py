@@ -1,6 +1,6 @@
 import pytest
 
-from mlflow_stack.config import SECRET_ENV_VARS
+from mlflow_stack.config.settings import SECRET_ENV_VARS
 
 from .helpers import make_config
 

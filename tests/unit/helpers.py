@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlflow_stack.config import StackConfig, load_config
-from mlflow_stack.settings import DEFAULTS
+from mlflow_stack.config.settings import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_NAME = "mlflow.example.org"
@@ -14,7 +14,7 @@ MISSING = object()
 
 
 def defaults() -> dict:
-    """A fresh copy of every setting's default (mlflow_stack/settings.py) as host data."""
+    """A fresh copy of every setting's default (mlflow_stack/config/settings.py) as host data."""
     return {key: (list(value) if isinstance(value, list) else value) for key, value in DEFAULTS.items()}
 
 

@@ -58,9 +58,9 @@ class Op:
 class Plan:
     ops: list[Op]
     asked: list[tuple[str, Any]] = field(default_factory=list)
-    # Every ask as (fact class, args, kwargs): what mlflow_stack.fact_cache must hold.
+    # Every ask as (fact class, args, kwargs): what mlflow_stack.facts.prefetch must hold.
     calls: list[tuple[type, tuple, dict]] = field(default_factory=list)
-    prefetched: list = field(default_factory=list)  # what the deploy asked fact_cache.prefetch for
+    prefetched: list = field(default_factory=list)  # what the deploy asked facts/prefetch.py for
     uploads: dict[str, bytes] = field(default_factory=dict)
 
     @property
@@ -132,7 +132,7 @@ def plan(step: Callable, config: StackConfig, facts: dict, data: dict | None = N
     asked: list = []
     result = Plan(ops=[], asked=asked)
     with mock.patch.object(Host, "get_fact", fake_get_fact(facts, asked, result.calls)), \
-            mock.patch("mlflow_stack.fact_cache.prefetch", lambda planned: result.prefetched.extend(planned) or 0):
+            mock.patch("mlflow_stack.facts.prefetch.prefetch", lambda planned: result.prefetched.extend(planned) or 0):
         add_deploy(state, step, config, **step_kwargs)
         state.is_executing = True
         with ctx_state.use(state), ctx_host.use(host):

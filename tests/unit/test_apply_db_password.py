@@ -1,4 +1,4 @@
-"""templates/apply-db-password.sh and the DatabasePasswordState fact's command, run for real
+"""files/host/apply-db-password.sh and the DatabasePasswordState fact's command, run for real
 by `sh` against a fake `docker` (whose `exec` runs the command here, as the container would)
 and a fake `psql`: the password travels on pipes, never in a process's argv."""
 
@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from mlflow_stack.facts import DatabasePasswordState
+from mlflow_stack.facts.host import DatabasePasswordState
 
 from .fakedocker import FakeDocker, assert_no_process_saw
 from .helpers import REPO
@@ -33,7 +33,7 @@ def stack_dir(tmp_path):
     (path / "data" / "postgres" / "PG_VERSION").write_text("17\n")
     (path / ".env").write_text(f"MINIO_ROOT_PASSWORD={'ab' * 32}\nPOSTGRES_PASSWORD={PASSWORD}\n")
     for script in ("wait-healthy.sh", "apply-db-password.sh"):
-        shutil.copy(REPO / "templates" / script, path / script)
+        shutil.copy(REPO / "files" / "host" / script, path / script)
     return path
 
 

@@ -9,10 +9,11 @@ import hashlib
 import pytest
 import yaml
 
-from mlflow_stack import auth, verify
+from mlflow_stack.steps import auth
+from mlflow_stack.steps import verify
 from mlflow_stack.config import ConfigError, load_config
-from mlflow_stack.facts import AuthUsersState
-from mlflow_stack.stack_files import render
+from mlflow_stack.facts.host import AuthUsersState
+from mlflow_stack.steps.stack_files import render
 
 from .helpers import HOST_NAME, host_data, make_config
 from .plan import plan

@@ -1,6 +1,6 @@
-"""Issue 7's host-side pieces, run for real: templates/backup-before-migrate.sh and the
+"""Issue 7's host-side pieces, run for real: files/host/backup-before-migrate.sh and the
 DatabaseCluster fact's command against the fake `docker` (tests/unit/fakedocker.py), and
-templates/migrate_db.py against a SQLite tracking store with the MLflow of the test venv."""
+files/image/migrate_db.py against a SQLite tracking store with the MLflow of the test venv."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import sys
 
 import pytest
 
-from mlflow_stack.config import SCHEMA_REVISIONS
-from mlflow_stack.facts import DatabaseCluster
+from mlflow_stack.config.releases import SCHEMA_REVISIONS
+from mlflow_stack.facts.host import DatabaseCluster
 
 from .fakedocker import FakeDocker
 from .helpers import REPO
 
 OLD_REVISION, NEW_REVISION = SCHEMA_REVISIONS["3.16.1"], SCHEMA_REVISIONS["3.17.2"]
 HEALTHY_POSTGRES = "postgres running healthy 0 0\n"
-MIGRATE_DB = REPO / "templates" / "migrate_db.py"
+MIGRATE_DB = REPO / "files" / "image" / "migrate_db.py"
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def stack_dir(tmp_path):
     (path / "data" / "postgres").mkdir(parents=True)
     (path / "data" / "postgres" / "PG_VERSION").write_text("17\n")
     for script in ("wait-healthy.sh", "backup-before-migrate.sh"):
-        shutil.copy(REPO / "templates" / script, path / script)
+        shutil.copy(REPO / "files" / "host" / script, path / script)
     return path
 
 
@@ -246,7 +246,7 @@ def test_migrate_db_compiles_and_takes_the_uri_from_the_environment_only():
 def test_compose_runs_migrate_db_without_a_password_in_argv():
     import yaml
 
-    from mlflow_stack.stack_files import render
+    from mlflow_stack.steps.stack_files import render
 
     from .helpers import make_config
 

@@ -9,7 +9,8 @@ import re
 import pytest
 from pyinfra.api import DeployError
 
-from mlflow_stack import backup, restore
+from mlflow_stack.verbs import backup
+from mlflow_stack.verbs import restore
 from mlflow_stack.config import ConfigError
 
 from .helpers import NON_DEFAULT, make_config
@@ -184,7 +185,7 @@ def test_backup_dir_defaults_below_the_stack_dir_and_can_move():
 
 
 def test_a_running_backup_container_does_not_count_as_the_service():
-    from mlflow_stack.facts import ComposeServices
+    from mlflow_stack.facts.host import ComposeServices
 
     rows = [
         {"Service": "create-bucket", "State": "exited", "ExitCode": 0, "Labels": "com.docker.compose.oneoff=False"},
@@ -198,7 +199,7 @@ def test_a_running_backup_container_does_not_count_as_the_service():
 @pytest.mark.parametrize("auth", [True, False], ids=["auth on", "auth off"])
 def test_restore_gives_the_restored_user_store_this_server_s_admin_before_the_smoke_test(local_backup, auth):
     # The user store is in the restored database: it holds the source server's admin password.
-    from mlflow_stack.auth import sync_command
+    from mlflow_stack.steps.auth import sync_command
 
     config = make_config(restore_from=str(local_backup), mlflow_auth=auth)
     result = plan(restore.restore_backup, config, {})

@@ -1,5 +1,5 @@
-"""Issue 8's host-side pieces run for real: templates/backup.sh and templates/restore.sh against
-the fake `docker` (tests/unit/fakedocker.py), and templates/artifacts_archive.py's tar stream
+"""Issue 8's host-side pieces run for real: files/host/backup.sh and files/host/restore.sh against
+the fake `docker` (tests/unit/fakedocker.py), and files/image/artifacts_archive.py's tar stream
 against an in-memory S3 double."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mlflow_stack.facts import HELD_RECORDS_QUERY
+from mlflow_stack.facts.host import HELD_RECORDS_QUERY
 
 from .fakedocker import FakeDocker
 from .helpers import REPO
@@ -54,7 +54,7 @@ def stack_dir(tmp_path):
     path = tmp_path / "srv-mlflow"
     path.mkdir()
     for script in ("wait-healthy.sh", "backup.sh", "restore.sh"):
-        shutil.copy(REPO / "templates" / script, path / script)
+        shutil.copy(REPO / "files" / "host" / script, path / script)
     # The lock the running image was built from: the manifest's MLflow version comes from it.
     (path / "build").mkdir()
     shutil.copy(REPO / "locks" / "mlflow-3.16.1.txt", path / "build" / "requirements.lock")
@@ -177,7 +177,7 @@ def test_a_damaged_backup_is_refused_before_any_docker_call(docker, stack_dir, b
 
 
 def test_restore_counts_what_the_deploy_fact_counts():
-    assert f'-c "{HELD_RECORDS_QUERY}"' in (REPO / "templates" / "restore.sh").read_text()
+    assert f'-c "{HELD_RECORDS_QUERY}"' in (REPO / "files" / "host" / "restore.sh").read_text()
 
 
 # --- artifacts_archive.py --------------------------------------------------------------------
@@ -212,7 +212,7 @@ class FakeS3:
 
 @pytest.fixture
 def archive(monkeypatch):
-    sys.path.insert(0, str(REPO / "templates"))
+    sys.path.insert(0, str(REPO / "files" / "image"))
     try:
         import artifacts_archive
     finally:

@@ -1,4 +1,4 @@
-"""templates/cached_basic_auth.py (runs inside the MLflow image) against MLflow's real auth
+"""files/image/cached_basic_auth.py (runs inside the MLflow image) against MLflow's real auth
 store on SQLite: a remembered credential skips the hash, and nothing it remembers outlives a
 password change, a deletion or a wrong password."""
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mlflow_stack.stack_files import TEMPLATES
+from mlflow_stack.steps.stack_files import IMAGE_FILES
 
 pytest.importorskip("flask_wtf")  # mlflow[auth], in requirements-test.txt
 
@@ -31,7 +31,7 @@ def auth(tmp_path, monkeypatch):
         store.init_db(f"sqlite:///{tmp_path}/auth.db")
         monkeypatch.setattr(mlflow_auth, "store", store)
         monkeypatch.setattr(mlflow_auth, "_authenticate_cached", mlflow_auth._authenticate_cached)
-        spec = importlib.util.spec_from_file_location("cached_basic_auth", TEMPLATES / "cached_basic_auth.py")
+        spec = importlib.util.spec_from_file_location("cached_basic_auth", IMAGE_FILES / "cached_basic_auth.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         checks = []

@@ -1,4 +1,4 @@
-"""templates/check_backends.py names what failed, run for real (as check-backends.sh runs it:
+"""files/host/check_backends.py names what failed, run for real (as check-backends.sh runs it:
 the script on stdin) against addresses that fail without leaving this machine."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 from .helpers import REPO
 
-SCRIPT = REPO / "templates" / "check_backends.py"
+SCRIPT = REPO / "files" / "host" / "check_backends.py"
 
 
 def closed_port() -> int:

@@ -10,8 +10,8 @@ from unittest import mock
 import pytest
 from pyinfra.api import DeployError
 
-from mlflow_stack import classic_import
-from mlflow_stack.classic_import import ClassicImportPlan, describe, parse_plan
+from mlflow_stack.verbs import classic_import
+from mlflow_stack.verbs.classic_import import ClassicImportPlan, describe, parse_plan
 from mlflow_stack.config import ConfigError
 
 from .helpers import REPO, make_config
@@ -211,12 +211,12 @@ def test_import_without_a_store_is_a_config_error():
         classic_import.import_plan(make_config())
 
 
-# --- the importer's path mapping (templates/import_classic.py) --------------------------------
+# --- the importer's path mapping (files/image/import_classic.py) --------------------------------
 
 
 @pytest.fixture
 def importer(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("import_classic", REPO / "templates" / "import_classic.py")
+    spec = importlib.util.spec_from_file_location("import_classic", REPO / "files" / "image" / "import_classic.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "ARTIFACTS", tmp_path)

@@ -1,4 +1,4 @@
-"""templates/import_classic.py against real MLflow stores, no server: an old file store made by
+"""files/image/import_classic.py against real MLflow stores, no server: an old file store made by
 the MLflow client, copied into a SQLite store standing in for the stack (the importer takes any
 MlflowClient as its destination; the e2e test gives it the stack's REST API)."""
 
@@ -26,7 +26,7 @@ def tree_digest(root: Path) -> str:
 
 @pytest.fixture
 def importer(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("import_classic", REPO / "templates" / "import_classic.py")
+    spec = importlib.util.spec_from_file_location("import_classic", REPO / "files" / "image" / "import_classic.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "STORE", tmp_path / "old")

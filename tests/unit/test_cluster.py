@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mlflow_stack.cluster import Cluster, ClusterError, Member, cluster_of, member_address, role_of
+from mlflow_stack.config.cluster import Cluster, ClusterError, Member, cluster_of, member_address, role_of
 from mlflow_stack.config import ConfigError
-from mlflow_stack.secrets import secret_values
+from mlflow_stack.steps.secrets import secret_values
 from mlflow_stack.services import port_settings, secret_keys
-from mlflow_stack.stack_files import render
+from mlflow_stack.steps.stack_files import render
 from tests.unit.helpers import make_config
 
 DATA = Member("data.lab", "10.0.0.10")
@@ -259,7 +259,7 @@ def test_each_member_plans_only_its_part(role, name):
     ("data", DATA.name, "restore.py", "does not restore a cluster yet"),
 ])
 def test_backup_and_restore_name_where_to_run_them_in_a_cluster(role, name, action, message, monkeypatch):
-    from mlflow_stack import backup
+    from mlflow_stack.verbs import backup
 
     monkeypatch.setattr(backup, "host", type("H", (), {"name": name})())
     with pytest.raises(backup.DeployError, match=message):
@@ -274,7 +274,7 @@ def test_every_host_plans_every_turn_in_order_and_starts_in_its_own(role, name, 
     """pyinfra orders operations across hosts by each host's own sequence of them: with every
     turn in every host's sequence, the data host starts before the balancer, the balancer
     before the first tracking server, that one before the rest, whatever else each host does."""
-    from mlflow_stack.stack import start_stack
+    from mlflow_stack.steps.stack import start_stack
     from tests.unit.plan import plan
     from tests.unit.test_plan import fresh_facts
 

@@ -8,10 +8,11 @@ import runpy
 
 import pytest
 
-from mlflow_stack.config import CONFIG_KEYS, SECRET_ENV_VARS, ConfigError, StackConfig, load_config
-from mlflow_stack.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS, lock_file
+from mlflow_stack.config import CONFIG_KEYS, ConfigError, StackConfig, load_config
+from mlflow_stack.config.settings import SECRET_ENV_VARS
+from mlflow_stack.config.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS, lock_file
 from mlflow_stack.services import SERVICE_NAMES
-from mlflow_stack.settings import DEFAULTS
+from mlflow_stack.config.settings import DEFAULTS
 
 from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
 
@@ -41,7 +42,7 @@ def group_data_examples() -> dict:
 
 
 def test_group_data_all_ships_without_overrides():
-    # the defaults are the package's (mlflow_stack/settings.py, the README table); a fresh checkout runs them
+    # the defaults are the package's (mlflow_stack/config/settings.py, the README table); a fresh checkout runs them
     namespace = runpy.run_path(str(REPO / "group_data" / "all.py"))
     assert {key for key in namespace if not key.startswith("_")} == set()
 

@@ -8,10 +8,13 @@ import re
 import pytest
 import yaml
 
-from mlflow_stack import backup, restore, schedules, stack
+from mlflow_stack.verbs import backup
+from mlflow_stack.verbs import restore
+from mlflow_stack.steps import schedules
+from mlflow_stack.steps import stack
 from mlflow_stack.config import ConfigError
 from mlflow_stack.services import data_dirs, port_settings, secret_keys, stack_services
-from mlflow_stack.stack_files import render
+from mlflow_stack.steps.stack_files import render
 
 from .helpers import make_config
 from .plan import plan

@@ -1,5 +1,5 @@
-"""The data host's firewall (mlflow_stack/firewall.py): facts in, commands out for each role,
-the unit it renders, and templates/data-firewall.sh run for real against the kernel's
+"""The data host's firewall (mlflow_stack/steps/firewall.py): facts in, commands out for each role,
+the unit it renders, and files/host/data-firewall.sh run for real against the kernel's
 netfilter in a private network namespace (root only, like the e2e suite)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from pyinfra.api import DeployError
 
-from mlflow_stack import firewall
+from mlflow_stack.steps import firewall
 
 from .helpers import HOST_NAME, REPO
 from .plan import plan, sha1
@@ -20,7 +20,7 @@ from .plan import plan, sha1
 STEP = "Restrict the data host's published ports"
 UNIT_PATH = "/etc/systemd/system/mlflow-data-firewall.service"
 SCRIPT_PATH = "/srv/mlflow/data-firewall.sh"
-SCRIPT = REPO / "templates" / "data-firewall.sh"
+SCRIPT = REPO / "files" / "host" / "data-firewall.sh"
 SOURCES = ("10.20.0.11", "10.20.0.12")
 
 

@@ -1,5 +1,5 @@
 """Garbage collection (issue 8's housekeeping): the settings, the mlflow-gc timer's units and
-plan (mlflow_stack/schedules.py), and templates/gc.sh run for real against the fake `docker`
+plan (mlflow_stack/steps/schedules.py), and files/host/gc.sh run for real against the fake `docker`
 with a fake `mlflow` in the "container"."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from mlflow_stack import schedules
+from mlflow_stack.steps import schedules
 from mlflow_stack.config import ConfigError
 
 from .fakedocker import FakeDocker, assert_no_process_saw
@@ -152,7 +152,7 @@ def docker(tmp_path):
 def run_gc(docker, tmp_path, keep="30d", timeout=None):
     stack_dir = tmp_path / "srv-mlflow"
     stack_dir.mkdir(exist_ok=True)
-    shutil.copy(REPO / "templates" / "gc.sh", stack_dir / "gc.sh")
+    shutil.copy(REPO / "files" / "host" / "gc.sh", stack_dir / "gc.sh")
     args = ["bash", str(stack_dir / "gc.sh"), str(stack_dir), "mlops",
             "postgresql+psycopg2://tracker@postgres:5432/tracking", keep, "admin",
             str(tmp_path / "backups")]

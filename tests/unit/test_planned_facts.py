@@ -1,5 +1,5 @@
 """planned_facts lists what deploy.py reads of a host that needs nothing (so a no-change rerun
-asks the host once), and fact_cache answers with what the facts' own commands print."""
+asks the host once), and facts/prefetch.py answers with what the facts' own commands print."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from pyinfra.facts.files import File, Sha1File
 from pyinfra.facts.server import Os
 
-from mlflow_stack.fact_cache import _key, batch_script, parse_batch
-from mlflow_stack.planned_facts import planned_facts
+from mlflow_stack.facts.prefetch import _key, batch_script, parse_batch
+from mlflow_stack.facts.planned import planned_facts
 
 from .helpers import NON_DEFAULT, host_data, make_config
 from .plan import plan

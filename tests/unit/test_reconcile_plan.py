@@ -10,9 +10,12 @@ import subprocess
 import pytest
 from pyinfra.api.command import FunctionCommand
 
-from mlflow_stack import auth, secrets, stack, stack_files
+from mlflow_stack.steps import auth
+from mlflow_stack.steps import secrets
+from mlflow_stack.steps import stack
+from mlflow_stack.steps import stack_files
 from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
-from mlflow_stack.stack_files import HELPER_SCRIPTS
+from mlflow_stack.steps.stack_files import HELPER_SCRIPTS
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
 from .plan import plan
@@ -91,7 +94,7 @@ def test_regenerate_ignores_a_key_with_a_given_value():
 
 
 def test_secret_keys_cover_every_secret_setting():
-    from mlflow_stack.config import SECRET_ENV_VARS
+    from mlflow_stack.config.settings import SECRET_ENV_VARS
 
     assert set(secrets.SECRET_KEYS) == set(SECRET_ENV_VARS)
     # The default (bundled) topology reads every secret but the external S3's key.
@@ -274,7 +277,7 @@ def test_helper_scripts_are_uploaded_executable():
                                    "restore.sh", "gc.sh", "tls-certs.sh"}
     for script in HELPER_SCRIPTS:
         path = f"{config.stack_dir}/{script}"
-        assert result.uploads[path] == (REPO / "templates" / script).read_bytes()
+        assert result.uploads[path] == (REPO / "files" / "host" / script).read_bytes()
         assert f"chmod 755 {path}" in result.commands and f"chown root:root {path}" in result.commands
 
 
@@ -313,7 +316,7 @@ def test_wait_command():
 
 
 def test_smoke_test_names_the_log_command():
-    from mlflow_stack import verify
+    from mlflow_stack.steps import verify
 
     config = make_config(**NON_DEFAULT)
     result = plan(verify.verify_stack, config, fresh_facts())

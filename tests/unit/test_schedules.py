@@ -1,10 +1,10 @@
-"""Facts in, commands out for the backup timer (mlflow_stack/schedules.py), and its units."""
+"""Facts in, commands out for the backup timer (mlflow_stack/steps/schedules.py), and its units."""
 
 from __future__ import annotations
 
 import pytest
 
-from mlflow_stack import schedules
+from mlflow_stack.steps import schedules
 
 from .helpers import NON_DEFAULT, make_config
 from .plan import plan, sha1

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from mlflow_stack.config import CONFIG_KEYS, ConfigError
-from mlflow_stack.secrets import secret_values
+from mlflow_stack.steps.secrets import secret_values
 from mlflow_stack.services import BUILT_IMAGE, PORT_SETTINGS, SERVICES, active_services, stack_is_healthy
-from mlflow_stack.stack_files import build_context, mlflow_image_ref, render
+from mlflow_stack.steps.stack_files import build_context, mlflow_image_ref, render
 
 from .helpers import NON_DEFAULT, make_config
 

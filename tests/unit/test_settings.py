@@ -6,7 +6,9 @@ from dataclasses import fields
 import pytest
 
 from mlflow_stack.config import StackConfig
-from mlflow_stack.settings import DEFAULTS, SETTINGS
+from mlflow_stack.config.settings import DEFAULTS, SETTINGS
+
+from .helpers import make_config
 
 
 def test_each_setting_is_defined_once():
@@ -16,8 +18,27 @@ def test_each_setting_is_defined_once():
 
 
 def test_the_config_has_one_field_per_setting_in_the_table_order():
-    # ...and the host's part of a cluster, which the inventory's groups decide (cluster.py).
-    assert [field.name for field in fields(StackConfig)] == ["inventory_name", *DEFAULTS, "cluster"]
+    # ...then what the load reads from local files once, and the host's part of a cluster, which
+    # the inventory's groups decide (config/cluster.py). Typed: each field's type is written out.
+    assert [field.name for field in fields(StackConfig)] == ["inventory_name", *DEFAULTS, "mlflow_lock",
+                                                               "postgres_ca_name", "s3_ca_name", "cluster"]
+    assert all(isinstance(field.type, str) and field.type for field in fields(StackConfig))
+
+
+def test_a_derived_value_reads_no_file(monkeypatch, tmp_path):
+    # Every property of StackConfig is computed from its fields: with every file gone it still answers.
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    config = make_config(postgres_external_host="db.example.org", postgres_password="x" * 20,
+                         postgres_ca_file=str(ca), tls="off")
+    ca.unlink()
+    def no_io(*args, **kwargs):
+        raise AssertionError(f"a derived value opened {args[0]!r}")
+    monkeypatch.setattr("builtins.open", no_io)
+    monkeypatch.setattr("io.open", no_io)
+    for name, value in vars(StackConfig).items():
+        if isinstance(value, property):
+            getattr(config, name)
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.name)

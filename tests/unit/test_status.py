@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from mlflow_stack.status import StackStatus, status_document, status_text
+from mlflow_stack.verbs.status import StackStatus, status_document, status_text
 
 from .helpers import make_config
 

@@ -9,11 +9,11 @@ import re
 import pytest
 import yaml
 
-from mlflow_stack.secrets import secret_values
-from mlflow_stack import releases
-from mlflow_stack.releases import lock_file
+from mlflow_stack.steps.secrets import secret_values
+from mlflow_stack.config import releases
+from mlflow_stack.config.releases import lock_file
 from mlflow_stack.services import DATA_DIRS, ONESHOT_SERVICES, long_running_services
-from mlflow_stack.stack_files import TEMPLATES, build_context, mlflow_image_ref, render
+from mlflow_stack.steps.stack_files import IMAGE_FILES, build_context, mlflow_image_ref, render
 
 from .helpers import REPO, HOST_NAME, NON_DEFAULT, make_config
 
@@ -304,11 +304,11 @@ def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
                             "ca-certificates/corp-root.crt"}
     with open(ca_cert, "rb") as handle:
         assert context["ca-certificates/corp-root.crt"] == handle.read()
-    assert context["create_bucket.py"] == (TEMPLATES / "create_bucket.py").read_bytes()
-    assert context["migrate_db.py"] == (TEMPLATES / "migrate_db.py").read_bytes()
+    assert context["create_bucket.py"] == (IMAGE_FILES / "create_bucket.py").read_bytes()
+    assert context["migrate_db.py"] == (IMAGE_FILES / "migrate_db.py").read_bytes()
     assert context["requirements.lock"] == lock_file(config.mlflow_version).read_bytes()
-    assert context["artifacts_archive.py"] == (TEMPLATES / "artifacts_archive.py").read_bytes()
-    assert context["import_classic.py"] == (TEMPLATES / "import_classic.py").read_bytes()
+    assert context["artifacts_archive.py"] == (IMAGE_FILES / "artifacts_archive.py").read_bytes()
+    assert context["import_classic.py"] == (IMAGE_FILES / "import_classic.py").read_bytes()
     assert ("COPY create_bucket.py migrate_db.py auth_users.py artifacts_archive.py import_classic.py cached_basic_auth.py /opt/mlflow-stack/"
             in context["Dockerfile"].decode().splitlines())
 
@@ -341,8 +341,8 @@ def test_image_ref_changes_only_with_the_image_inputs(change, rebuilds, ca_cert,
         lock = config.mlflow_lock + b"# regenerated\n"
         (tmp_path / f"mlflow-{config.mlflow_version}.txt").write_bytes(lock)
         monkeypatch.setattr(releases, "LOCK_DIR", tmp_path)
-        assert config.mlflow_lock == lock
-        changed = config
+        changed = make_config()
+        assert changed.mlflow_lock == lock
     elif change == "ca":
         changed = make_config(extra_ca_certificates=[ca_cert])
     else:
@@ -388,7 +388,7 @@ def test_bucket_init_reaches_minio_by_its_service_name(config):
 
 
 def test_template_context_has_the_network_values(config):
-    from mlflow_stack.stack_files import template_context
+    from mlflow_stack.steps.stack_files import template_context
 
     context = template_context(config)
     assert context["s3_internal_endpoint"] == config.s3_internal_endpoint

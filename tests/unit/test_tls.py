@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_stack import certificates, tls
-from mlflow_stack.certificates import CertificateState, renewal, subject_alt_names
+from mlflow_stack.config import certificates
+from mlflow_stack.steps import tls
+from mlflow_stack.config.certificates import CertificateState, renewal, subject_alt_names
 from mlflow_stack.config import ConfigError
-from mlflow_stack.facts import TlsCertificates
+from mlflow_stack.facts.host import TlsCertificates
 
 from .helpers import REPO, make_config
 from .plan import plan
@@ -175,7 +176,7 @@ def test_the_script_makes_what_the_fact_then_finds_current(tmp_path):
     ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
     ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
     sans = subject_alt_names(NAMES)
-    subprocess.run(["sh", str(REPO / "templates" / "tls-certs.sh"), "ca", str(ca_dir), str(tls_dir), "0", "0",
+    subprocess.run(["sh", str(REPO / "files" / "host" / "tls-certs.sh"), "ca", str(ca_dir), str(tls_dir), "0", "0",
                     "3650", "397", *sans], check=True, capture_output=True)
     assert oct((ca_dir / "ca.key").stat().st_mode & 0o777) == "0o600"
     assert oct((tls_dir / "server.key").stat().st_mode & 0o777) == "0o600"

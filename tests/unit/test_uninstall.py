@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_stack import uninstall as uninstall_module
+from mlflow_stack.verbs import uninstall as uninstall_module
 from mlflow_stack.config import ConfigError, load_config
 
 from .helpers import HOST_NAME, host_data, make_config

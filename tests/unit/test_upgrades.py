@@ -10,9 +10,9 @@ from unittest import mock
 import pytest
 from pyinfra.api import DeployError
 
-from mlflow_stack import upgrades
-from mlflow_stack.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS
-from mlflow_stack.upgrades import image_major
+from mlflow_stack.steps import upgrades
+from mlflow_stack.config.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS
+from mlflow_stack.steps.upgrades import image_major
 
 from . import plan as plan_module
 from .helpers import HOST_NAME, NON_DEFAULT, host_data, make_config
@@ -111,7 +111,7 @@ def test_fact_is_asked_with_the_config_s_names():
 
 def plan_with_reports(config, facts):
     """Plan protect_data; also returns the texts handed to the report operation."""
-    from mlflow_stack import verify
+    from mlflow_stack.steps import verify
 
     texts = []
 

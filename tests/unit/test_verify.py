@@ -13,7 +13,7 @@ import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.context import ctx_host, ctx_state
 
-from mlflow_stack import verify
+from mlflow_stack.steps import verify
 
 from .helpers import HOST_NAME, REPO
 
@@ -77,7 +77,7 @@ def test_failed_smoke_test_fails_the_pyinfra_run_without_a_traceback(tmp_path):
     deploy = tmp_path / "smoke_deploy.py"
     deploy.write_text(textwrap.dedent(f"""
         from pyinfra.operations import python
-        from mlflow_stack import verify
+        from mlflow_stack.steps import verify
 
         def refused(tracking_uri, credentials=None, ca_file=None, health_only=False):
             raise verify.SmokeTestError(f"GET {{tracking_uri}}/health -> [Errno 111] Connection refused")

@@ -1,4 +1,4 @@
-"""templates/wait-healthy.sh, run for real by `sh` against a fake `docker` whose answers
+"""files/host/wait-healthy.sh, run for real by `sh` against a fake `docker` whose answers
 change from call to call: healthy, crash loop, failed one-shot, stopped, unhealthy, timeout."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from .fakedocker import FakeDocker
 from .helpers import REPO
 
-SCRIPT = str(REPO / "templates" / "wait-healthy.sh")
+SCRIPT = str(REPO / "files" / "host" / "wait-healthy.sh")
 SERVICES = ["postgres", "minio", "mlflow"]
 ONESHOTS = ["create-bucket", "migrate-db"]
 IDS = "c-postgres\nc-minio\nc-create-bucket\nc-migrate-db\nc-mlflow\n"
@@ -216,13 +216,13 @@ def test_first_failing_service_gives_the_reason_all_waiting_ones_give_logs(docke
 
 
 def test_the_deploy_s_wait_command_runs_here(docker):
-    from mlflow_stack import stack
+    from mlflow_stack.steps import stack
     from mlflow_stack.services import ONESHOT_SERVICES, long_running_services
 
     from .helpers import make_config
 
     # The fake compose's snapshot has no proxy: the stack as deployed with TLS off.
-    config = make_config(stack_dir=str(REPO / "templates"), compose_project="mlflow", mlflow_health_timeout=30,
+    config = make_config(stack_dir=str(REPO / "files" / "host"), compose_project="mlflow", mlflow_health_timeout=30,
                          tls="off")
     command = stack.wait_command(config, *long_running_services(config.tls), oneshots=ONESHOT_SERVICES)
     docker.statuses(snapshot())

@@ -5,7 +5,7 @@
 
 What a user with an air-gapped server does: build the image elsewhere, hand it over with
 `docker_image_archives`. The deploy loads it, finds the tag it would build (the tag is a hash of
-the image's inputs: mlflow_stack.stack_files.mlflow_image_ref) and builds nothing. A target that
+the image's inputs: mlflow_stack.steps.stack_files.mlflow_image_ref) and builds nothing. A target that
 is handed it skips its own pip install of ~90 packages (a minute on a container target, over
 four in the software-emulated VM). Settings that change an input (another uid, MLflow release,
 CA) make another tag: that target builds it itself, as it would without the archive.
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from mlflow_stack.config import load_config
-from mlflow_stack.stack_files import build_context, mlflow_image_ref
+from mlflow_stack.steps.stack_files import build_context, mlflow_image_ref
 
 from .build import _docker_build, _log, _mark_in_use, ensure_standin_archive
 from .dockerd import cache_dir, host_dockerd

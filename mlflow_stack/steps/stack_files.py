@@ -1,4 +1,4 @@
-"""Render templates/ from the config and upload them, with the build context, to the host."""
+"""Render templates/ from the config and upload them, with files/ and the build context, to the host."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ from pyinfra.operations.util import any_changed
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.services import compose_entries
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO / "templates"
+# Verbatim files: scripts uploaded to the host and run there; programs copied into the MLflow image.
+HOST_FILES = REPO / "files" / "host"
+IMAGE_FILES = REPO / "files" / "image"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
 # Shell helpers the deploy runs on the host (not inputs of the stack itself).
 HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh", "restore.sh",
@@ -79,12 +83,12 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
     dockerfile = _jinja.get_template("Dockerfile.j2").render(**template_context(config, with_image=False))
     context = {
         "Dockerfile": dockerfile.encode(),
-        "create_bucket.py": (TEMPLATES / "create_bucket.py").read_bytes(),
-        "import_classic.py": (TEMPLATES / "import_classic.py").read_bytes(),
-        "migrate_db.py": (TEMPLATES / "migrate_db.py").read_bytes(),
-        "auth_users.py": (TEMPLATES / "auth_users.py").read_bytes(),
-        "artifacts_archive.py": (TEMPLATES / "artifacts_archive.py").read_bytes(),
-        "cached_basic_auth.py": (TEMPLATES / "cached_basic_auth.py").read_bytes(),
+        "create_bucket.py": (IMAGE_FILES / "create_bucket.py").read_bytes(),
+        "import_classic.py": (IMAGE_FILES / "import_classic.py").read_bytes(),
+        "migrate_db.py": (IMAGE_FILES / "migrate_db.py").read_bytes(),
+        "auth_users.py": (IMAGE_FILES / "auth_users.py").read_bytes(),
+        "artifacts_archive.py": (IMAGE_FILES / "artifacts_archive.py").read_bytes(),
+        "cached_basic_auth.py": (IMAGE_FILES / "cached_basic_auth.py").read_bytes(),
         "requirements.lock": config.mlflow_lock,
     }
     context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})
@@ -149,7 +153,7 @@ def upload_stack_files(config: StackConfig | None = None):
         changed.append(files.put(name=f"Upload {name} (CA of the external backend)", src=local,
                                  dest=f"{config.stack_dir}/{name}", user="root", group="root", mode="644"))
     for script in HELPER_SCRIPTS + (BACKEND_CHECK_SCRIPTS if config.external_database or config.external_s3 else ()):
-        files.put(name=f"Upload {script}", src=str(TEMPLATES / script),
+        files.put(name=f"Upload {script}", src=str(HOST_FILES / script),
                   dest=f"{config.stack_dir}/{script}", user="root", group="root", mode="755")
 
     server.shell(

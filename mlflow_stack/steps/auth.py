@@ -13,12 +13,12 @@ from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import AuthUsersState
-from mlflow_stack.secrets import env_secrets
+from mlflow_stack.facts.host import AuthUsersState
+from mlflow_stack.steps.secrets import env_secrets
 
 
 def users_argument(config: StackConfig) -> str:
-    """`name=PERMISSION ...` for templates/auth_users.py (names and permissions are validated)."""
+    """`name=PERMISSION ...` for files/image/auth_users.py (names and permissions are validated)."""
     return " ".join(f"{user.name}={user.permission}" for user in config.mlflow_auth_users)
 
 

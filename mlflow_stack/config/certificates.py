@@ -2,7 +2,7 @@
 TLS settings, and when the self-signed server certificate must be made anew.
 
 The keys of the self-signed CA and server are made by openssl on the host
-(templates/tls-certs.sh) and never leave it; tls.py runs that and reads the fact below.
+(files/host/tls-certs.sh) and never leave it; tls.py runs that and reads the fact below.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Back a deployed stack up on demand: the host writes the backup (templates/backup.sh), then
+"""Back a deployed stack up on demand: the host writes the backup (files/host/backup.sh), then
 pyinfra pulls it to the control machine.
 
     pyinfra inventory.py backup.py
@@ -15,11 +15,11 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.operations import files, python, server
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import ComposeServices
+from mlflow_stack.facts.host import ComposeServices
 from mlflow_stack.services import stack_is_healthy
-from mlflow_stack.verify import report
+from mlflow_stack.steps.verify import report
 
-# What a backup directory holds (templates/backup.sh writes them; restore.sh reads them).
+# What a backup directory holds (files/host/backup.sh writes them; restore.sh reads them).
 BACKUP_FILES = ("manifest.json", "SHA256SUMS", "database.dump", "artifacts.tar")
 BACKUP_PREFIX = "mlflow-backup-"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-LOCK_DIR = Path(__file__).resolve().parent.parent / "locks"
+LOCK_DIR = Path(__file__).resolve().parents[2] / "locks"
 SCHEMA_REVISIONS: dict[str, str] = json.loads((LOCK_DIR / "schema-revisions.json").read_text())
 
 

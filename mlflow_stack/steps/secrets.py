@@ -15,7 +15,7 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import Sha256File
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import EnvFileDigests
+from mlflow_stack.facts.host import EnvFileDigests
 from mlflow_stack.services import SECRET_FILE_KEYS, secret_keys
 
 _EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()

@@ -19,8 +19,8 @@ from pyinfra import host, inventory
 from pyinfra.api import FactBase
 
 from mlflow_stack.config import StackConfig
-from mlflow_stack.facts import ComposeServices
-from mlflow_stack.schedules import BACKUP_UNIT, GC_UNIT
+from mlflow_stack.facts.host import ComposeServices
+from mlflow_stack.steps.schedules import BACKUP_UNIT, GC_UNIT
 
 CERTIFICATE_WARN_DAYS = 30
 FREE_WARN_PERCENT = 10

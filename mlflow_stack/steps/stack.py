@@ -9,11 +9,11 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.operations import docker, files, server
 from pyinfra.operations.util import any_changed
 
-from mlflow_stack.cluster import STANDALONE
+from mlflow_stack.config.cluster import STANDALONE
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import BackendsChecked, ComposeServices, DatabasePasswordState
+from mlflow_stack.facts.host import BackendsChecked, ComposeServices, DatabasePasswordState
 from mlflow_stack.services import stack_is_healthy
-from mlflow_stack.stack_files import mlflow_image_ref, remove_stale_files
+from mlflow_stack.steps.stack_files import mlflow_image_ref, remove_stale_files
 
 
 @deploy("Load image archives")

@@ -7,7 +7,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import IdOwners
+from mlflow_stack.facts.host import IdOwners
 from mlflow_stack.services import data_dirs
 
 

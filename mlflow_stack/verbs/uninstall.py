@@ -20,11 +20,11 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import ComposeServices
-from mlflow_stack.docker_engine import DISTRO_PACKAGES, OFFICIAL_PACKAGES
-from mlflow_stack.firewall import remove_firewall
-from mlflow_stack.schedules import BACKUP_UNIT, GC_UNIT, UNIT_DIR
-from mlflow_stack.stack_files import BACKEND_CHECK_SCRIPTS, HELPER_SCRIPTS, HOST_CA_DIR, backend_ca_files
+from mlflow_stack.facts.host import ComposeServices
+from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES, OFFICIAL_PACKAGES
+from mlflow_stack.steps.firewall import remove_firewall
+from mlflow_stack.steps.schedules import BACKUP_UNIT, GC_UNIT, UNIT_DIR
+from mlflow_stack.steps.stack_files import BACKEND_CHECK_SCRIPTS, HELPER_SCRIPTS, HOST_CA_DIR, backend_ca_files
 
 # What the deploy writes in the stack directory besides the data and the secrets.
 WRITTEN_FILES = ("compose.yaml", "mlflow.env", "auth.ini", "nginx.conf", "balancer.conf", "users.synced",

@@ -1,7 +1,7 @@
 """Restore a backup made by backup.py onto this server (the same one or a fresh one, whatever
 its name, bucket or prefix): refuse first if the database holds runs, then (restore.py) the
 stack is deployed, and the backup is uploaded if it is on the control machine and restored
-by templates/restore.sh; the smoke test runs at the end.
+by files/host/restore.sh; the smoke test runs at the end.
 
     pyinfra inventory.py restore.py --data restore_from=backups/<host>/<backup>
 """
@@ -16,13 +16,13 @@ from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
-from mlflow_stack.auth import sync_command
-from mlflow_stack.backup import BACKUP_FILES, require_bundled_backends
+from mlflow_stack.steps.auth import sync_command
+from mlflow_stack.verbs.backup import BACKUP_FILES, require_bundled_backends
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
-from mlflow_stack.facts import HeldRecords
-from mlflow_stack.releases import version_key
-from mlflow_stack.upgrades import releases_with
-from mlflow_stack.verify import report, run_smoke_test
+from mlflow_stack.facts.host import HeldRecords
+from mlflow_stack.config.releases import version_key
+from mlflow_stack.steps.upgrades import releases_with
+from mlflow_stack.steps.verify import report, run_smoke_test
 
 HOST_SOURCE = "host:"
 

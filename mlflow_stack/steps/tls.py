@@ -17,12 +17,12 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from mlflow_stack import certificates
+from mlflow_stack.config import certificates
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import ComposeServices, TlsCertificates
-from mlflow_stack.stack import wait_command
-from mlflow_stack.secrets import secret_file
-from mlflow_stack.stack_files import render
+from mlflow_stack.facts.host import ComposeServices, TlsCertificates
+from mlflow_stack.steps.stack import wait_command
+from mlflow_stack.steps.secrets import secret_file
+from mlflow_stack.steps.stack_files import render
 
 
 @deploy("Ensure the TLS certificates")

@@ -6,7 +6,7 @@ import json
 
 from pyinfra.api import FactBase
 
-from mlflow_stack.certificates import CertificateState, parse_openssl_sans
+from mlflow_stack.config.certificates import CertificateState, parse_openssl_sans
 
 
 def key_values(output) -> dict[str, str]:
@@ -161,7 +161,7 @@ class DatabaseCluster(FactBase):
 class AuthUsersState(FactBase):
     """Whether MLflow's user store holds the admin and every listed user with the password,
     admin flag and permission the deploy keeps, asked inside the running MLflow container
-    (templates/auth_users.py): by a digest compared with the last sync's (users.synced), else
+    (files/image/auth_users.py): by a digest compared with the last sync's (users.synced), else
     by MLflow. The passwords go from the root-only files to the script on a
     pipe: never in argv, never printed; the script prints names only.
 
@@ -170,7 +170,7 @@ class AuthUsersState(FactBase):
     """
 
     def command(self, stack_dir: str, project: str, admin: str, users: str) -> str:
-        from mlflow_stack.auth import passwords_command, synced_digest_command
+        from mlflow_stack.steps.auth import passwords_command, synced_digest_command
 
         # Fast: the digest of wanted and stored users equals the one kept at the last sync. Else
         # (moved, never kept, a store it cannot read) MLflow itself is asked: seconds.

@@ -1,5 +1,5 @@
 """Every fact deploy.py reads on a host that needs nothing, listed up front so they are asked in
-one round trip (fact_cache.prefetch). A fact missing here is still asked, one command more; a
+one round trip (facts/prefetch.py). A fact missing here is still asked, one command more; a
 unit test (tests/unit/test_planned_facts.py) keeps this list equal to what the steps ask.
 """
 
@@ -14,16 +14,16 @@ from pyinfra.facts.files import Directory, File, FindFiles, Sha1File
 from pyinfra.facts.server import Groups, LinuxDistribution, Os, Users
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
-from mlflow_stack import facts
-from mlflow_stack.auth import users_argument
-from mlflow_stack.certificates import RENEW_DAYS
+from mlflow_stack.facts import host as facts
+from mlflow_stack.steps.auth import users_argument
+from mlflow_stack.config.certificates import RENEW_DAYS
 from mlflow_stack.config import StackConfig
-from mlflow_stack.docker_engine import KEYRING, LEGACY_APT_FILES
-from mlflow_stack.fact_cache import PlannedFact
-from mlflow_stack.firewall import DATA_ROLE, UNIT_PATH, DataFirewallRules, script_arguments, script_path
-from mlflow_stack.schedules import BACKUP_UNIT, GC_UNIT, UNIT_DIR
+from mlflow_stack.steps.docker_engine import KEYRING, LEGACY_APT_FILES
+from mlflow_stack.facts.prefetch import PlannedFact
+from mlflow_stack.steps.firewall import DATA_ROLE, UNIT_PATH, DataFirewallRules, script_arguments, script_path
+from mlflow_stack.steps.schedules import BACKUP_UNIT, GC_UNIT, UNIT_DIR
 from mlflow_stack.services import data_dirs
-from mlflow_stack.stack_files import (BACKEND_CHECK_SCRIPTS, HELPER_SCRIPTS, HOST_CA_DIR, backend_ca_files,
+from mlflow_stack.steps.stack_files import (BACKEND_CHECK_SCRIPTS, HELPER_SCRIPTS, HOST_CA_DIR, backend_ca_files,
                                       build_context, ca_certificates, mlflow_image_ref)
 
 

@@ -1,6 +1,6 @@
 """Import a classic MLflow data set found on the host (a file store or a SQLite file, or a
 PostgreSQL database; artifacts in a directory) into the deployed stack, through its REST API:
-templates/import_classic.py in a one-off container of the MLflow image on the compose network,
+files/image/import_classic.py in a one-off container of the MLflow image on the compose network,
 the old data mounted read-only, an old database opened in read-only sessions.
 
     pyinfra inventory.py import_classic.py --data classic_backend_store=/srv/old/mlruns
@@ -13,12 +13,12 @@ import posixpath
 from pyinfra import host
 from pyinfra.api import DeployError, FactBase, QuoteString, StringCommand, deploy, operation
 
-from mlflow_stack.checks import is_database_uri
+from mlflow_stack.config.checks import is_database_uri
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
-from mlflow_stack.facts import key_values, running_container
-from mlflow_stack.secrets import secret_file
+from mlflow_stack.facts.host import key_values, running_container
+from mlflow_stack.steps.secrets import secret_file
 
-# What the importer counts, in its output's order (templates/import_classic.py, COUNTS).
+# What the importer counts, in its output's order (files/image/import_classic.py, COUNTS).
 COUNTS = ("experiments", "runs", "logged_models", "registered_models", "model_versions", "aliases")
 # Inside the importer's container (the script's STORE and ARTIFACTS).
 STORE_MOUNT = "/classic/store"

@@ -8,9 +8,9 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from mlflow_stack.backup import backup_command
+from mlflow_stack.verbs.backup import backup_command
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.stack_files import TEMPLATES
+from mlflow_stack.steps.stack_files import TEMPLATES
 
 UNIT_DIR = "/etc/systemd/system"
 BACKUP_UNIT = "mlflow-backup"
@@ -27,7 +27,7 @@ def backup_unit_context(config: StackConfig) -> dict:
 
 
 def gc_command(config: StackConfig) -> StringCommand:
-    """The host-side garbage collection (templates/gc.sh); no secret among its arguments."""
+    """The host-side garbage collection (files/host/gc.sh); no secret among its arguments."""
     args = [f"{config.stack_dir}/gc.sh", config.stack_dir, config.compose_project, config.database_uri_without_password,
             config.gc_keep_deleted_runs, config.mlflow_auth_admin_user, config.backups_dir]
     return StringCommand("bash", *(QuoteString(arg) for arg in args))

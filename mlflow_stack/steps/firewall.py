@@ -1,7 +1,7 @@
 """The data host's firewall: the bundled PostgreSQL and MinIO it publishes for the tracking
 servers are reachable from the tracking servers and load balancers only.
 
-A data host gets templates/data-firewall.sh (the rules, and why they look the way they do)
+A data host gets files/host/data-firewall.sh (the rules, and why they look the way they do)
 and mlflow-data-firewall.service, which applies them before Docker starts; any other host
 loses both, with the rules, if it had them. Reads four settings of the config: `stack_dir`,
 `role`, `firewall_sources` (IPv4 addresses) and `firewall_ports` (the host ports Docker
@@ -17,7 +17,7 @@ from pyinfra.api import DeployError, FactBase, QuoteString, StringCommand, deplo
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from mlflow_stack.stack_files import TEMPLATES
+from mlflow_stack.steps.stack_files import HOST_FILES, TEMPLATES
 
 DATA_ROLE = "data"
 UNIT = "mlflow-data-firewall.service"
@@ -110,7 +110,7 @@ def restrict_published_ports(config):
     if config.role != DATA_ROLE:
         _remove(config, rules)
         return
-    script = files.put(name=f"Upload {SCRIPT}", src=str(TEMPLATES / SCRIPT), dest=script_path(config),
+    script = files.put(name=f"Upload {SCRIPT}", src=str(HOST_FILES / SCRIPT), dest=script_path(config),
                        user="root", group="root", mode="755", create_remote_dir=True)
     unit = files.template(name=f"Upload {UNIT}", src=str(TEMPLATES / f"{UNIT}.j2"), dest=UNIT_PATH,
                           user="root", group="root", mode="644", **unit_context(config))

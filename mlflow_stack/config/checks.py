@@ -1,4 +1,4 @@
-"""The rules a setting's value must follow (mlflow_stack/settings.py picks one per setting).
+"""The rules a setting's value must follow (mlflow_stack/config/settings.py picks one per setting).
 
 A check returns None for a valid value, or the text of what is allowed, which the error
 message shows after "must be".
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from mlflow_stack.releases import SUPPORTED_MLFLOW_VERSIONS
+from mlflow_stack.config.releases import SUPPORTED_MLFLOW_VERSIONS
 
 Check = Callable[[Any], "str | None"]
 

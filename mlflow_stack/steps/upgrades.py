@@ -13,9 +13,9 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import server
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.facts import ComposeServices, DatabaseCluster
-from mlflow_stack.releases import SCHEMA_REVISIONS, version_key
-from mlflow_stack.verify import report
+from mlflow_stack.facts.host import ComposeServices, DatabaseCluster
+from mlflow_stack.config.releases import SCHEMA_REVISIONS, version_key
+from mlflow_stack.steps.verify import report
 
 
 def image_major(image: str) -> str | None:

@@ -1,0 +1,381 @@
+"""StackConfig: every setting of one host, validated (config/load.py), frozen, typed.
+
+One field per setting of config/settings.py in the table's order (a unit test keeps them equal),
+then what the load reads once from local files, then values derived from the fields. Derived
+values never touch a file or a host: a template or step reading one costs nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from mlflow_stack.config.cluster import STANDALONE, Cluster
+from mlflow_stack.config.releases import SCHEMA_REVISIONS
+from mlflow_stack.config.settings import AuthUser
+from mlflow_stack.services import BUILT_IMAGE, POSTGRES_CA_MOUNT, S3_CA_MOUNT, Service, stack_services
+
+
+def worker_count(workers: int | None, tls: str) -> int:
+    """Behind the TLS proxy, which opens a connection per request, several workers serve in
+    parallel; clients keeping connections to uvicorn itself (no proxy, or a cluster's balancer)
+    hit its ~44 ms delay with more than one."""
+    return workers if workers is not None else (4 if tls != "off" else 1)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    inventory_name: str
+    # Docker engine
+    docker_source: str
+    docker_apt_url: str
+    docker_log_max_size: str
+    docker_log_max_file: int
+    docker_live_restore: bool
+    docker_image_archives: tuple[str, ...]
+    extra_ca_certificates: tuple[str, ...]
+    # Service account and layout
+    stack_dir: str
+    compose_project: str
+    stack_user: str
+    stack_uid: int
+    stack_gid: int
+    # MLflow
+    mlflow_version: str
+    mlflow_psycopg2_version: str
+    mlflow_boto3_version: str
+    mlflow_image: str
+    python_image: str
+    pip_index_url: str
+    mlflow_bind_address: str
+    mlflow_port: int
+    mlflow_public_host: str | None
+    mlflow_public_names: tuple[str, ...]
+    mlflow_workers: int | None
+    mlflow_db_pool_size: int
+    mlflow_disable_telemetry: bool
+    mlflow_health_timeout: int
+    # PostgreSQL (backend store)
+    postgres_image: str
+    postgres_db: str
+    postgres_user: str
+    postgres_password: str | None
+    # MinIO (artifact store)
+    minio_image: str
+    minio_root_user: str
+    minio_root_password: str | None
+    minio_api_bind_address: str
+    minio_api_port: int
+    minio_console_port: int
+    minio_bucket: str
+    minio_bucket_prefix: str
+    # Authentication
+    mlflow_auth: bool
+    mlflow_auth_admin_user: str
+    mlflow_auth_admin_password: str | None
+    mlflow_flask_server_secret_key: str | None
+    mlflow_auth_cache_seconds: int
+    mlflow_auth_default_permission: str
+    mlflow_auth_users: tuple[AuthUser, ...]
+    # Backup and restore
+    backup_dir: str | None
+    backup_local_dir: str | None
+    backup_schedule: str | None
+    backup_keep: int
+    restore_from: str | None
+    restore_overwrite: bool
+    # Status and logs (run parameters)
+    status_format: str
+    logs_lines: int
+    logs_service: str | None
+    # Uninstall (run parameters)
+    uninstall_data: bool
+    uninstall_confirm: str | None
+    uninstall_docker: bool
+    # Secrets (run parameters)
+    rotate_secrets: tuple[str, ...]
+    # Housekeeping (mlflow gc)
+    gc_keep_deleted_runs: str | None
+    gc_schedule: str
+    # External backends (instead of the bundled PostgreSQL and MinIO)
+    postgres_external_host: str | None
+    postgres_external_port: int
+    postgres_sslmode: str
+    postgres_ca_file: str | None
+    s3_endpoint_url: str | None
+    s3_region: str
+    s3_addressing_style: str
+    s3_access_key: str | None
+    s3_secret_access_key: str | None
+    s3_ca_file: str | None
+    # Import of a classic MLflow data set (run parameters)
+    classic_backend_store: str | None
+    classic_artifact_root: str | None
+    classic_database_password: str | None
+    # TLS
+    tls: str
+    proxy_image: str
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    tls_ca_file: str | None
+    tls_ca_local_dir: str
+    # Cluster
+    postgres_port: int
+    postgres_bind_address: str
+    cluster_address: str | None
+
+    # Read once by the load from local files (config/load.py)
+    mlflow_lock: bytes = field(repr=False, default=b"")  # the release's hash-locked requirements
+    postgres_ca_name: str | None = None  # the uploaded name of postgres_ca_file, by its content
+    s3_ca_name: str | None = None  # the same for s3_ca_file
+    cluster: Cluster = field(default=Cluster(STANDALONE))
+
+    @property
+    def data_dir(self) -> str:
+        return f"{self.stack_dir}/data"
+
+    @property
+    def build_dir(self) -> str:
+        return f"{self.stack_dir}/build"
+
+
+    @property
+    def mlflow_schema_revision(self) -> str:
+        """The tracking-database schema revision this MLflow release expects."""
+        return SCHEMA_REVISIONS[self.mlflow_version]
+
+    @property
+    def backups_dir(self) -> str:
+        return self.backup_dir or f"{self.stack_dir}/backups"
+
+    @property
+    def secrets_file(self) -> str:
+        # Compose reads .env in the project directory for ${...} interpolation.
+        return f"{self.stack_dir}/.env"
+
+    @property
+    def auth_config_file(self) -> str:
+        return f"{self.stack_dir}/auth.ini"
+
+    @property
+    def users_file(self) -> str:
+        """Passwords of mlflow_auth_users, by user name (root, 0600; compose does not read it)."""
+        return f"{self.stack_dir}/users.env"
+
+    @property
+    def mlflow_app_options(self) -> tuple[str, ...]:
+        return ("--app-name=basic-auth",) if self.mlflow_auth else ()
+
+    @property
+    def mlflow_worker_count(self) -> int:
+        return worker_count(self.mlflow_workers, self.tls)
+
+    @property
+    def scheme(self) -> str:
+        """With TLS the proxy answers on the published ports, under the same names."""
+        return "http" if self.tls == "off" else "https"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"{self.scheme}://{_url_host(self.mlflow_public_host)}:{self.mlflow_port}"
+
+    @property
+    def external_database(self) -> bool:
+        return self.postgres_external_host is not None
+
+    @property
+    def external_s3(self) -> bool:
+        return self.s3_endpoint_url is not None
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The services this host runs (services.py), by which backends are external."""
+        return stack_services(self.external_database, self.external_s3, postgres_ca=self.postgres_ca_name,
+                              s3_ca=self.s3_ca_name, tls=self.tls != "off", role=self.role)
+
+    @property
+    def builds_mlflow_image(self) -> bool:
+        return any(service.image == BUILT_IMAGE for service in self.services)
+
+    @property
+    def role(self) -> str:
+        """standalone, or the host's part of a cluster (config/cluster.py)."""
+        return self.cluster.role
+
+    @property
+    def keeps_cluster_state(self) -> bool:
+        """Whether this host runs what a cluster must run once: the user store's sync, gc (a
+        standalone server, or the cluster's first tracking server)."""
+        return self.role == STANDALONE or (self.role == "tracking" and self.cluster.leader.name == self.inventory_name)
+
+    @property
+    def cluster_extra_hosts(self) -> tuple[str, ...]:
+        """compose `extra_hosts` of a tracking server: the balancer's public name, where MLflow's
+        own S3 calls go (the name need not be in the DNS the containers ask)."""
+        if self.role != "tracking" or not self.cluster.balancers or _is_ip(self.cluster.public_host):
+            return ()
+        return (f"{self.cluster.public_host}:{self.cluster.balancers[0].address}",)
+
+    @property
+    def balancer_upstreams(self) -> tuple[str, ...]:
+        """address:port of each tracking server, for the balancer."""
+        return tuple(f"{member.address}:{self.mlflow_port}" for member in self.cluster.tracking_servers)
+
+    @property
+    def balancer_s3_upstream(self) -> str | None:
+        """The data host's S3 API, which the balancer fronts (None: no data host)."""
+        data_host = self.cluster.data_host
+        return f"{data_host.address}:{self.minio_api_port}" if data_host else None
+
+    @property
+    def firewall_sources(self) -> tuple[str, ...]:
+        """Who may reach a data host's published ports: the tracking servers and the balancer."""
+        return tuple(dict.fromkeys(m.address for m in (*self.cluster.tracking_servers, *self.cluster.balancers)))
+
+    @property
+    def firewall_ports(self) -> tuple[int, ...]:
+        """The host ports a data host publishes to the cluster."""
+        return (self.postgres_port, self.minio_api_port) if self.role == "data" else ()
+
+
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(service.name for service in self.services)
+
+    @property
+    def database_address(self) -> str:
+        """host:port of the database as MLflow reaches it: the compose service, or the external server."""
+        if self.external_database:
+            return f"{_url_host(self.postgres_external_host)}:{self.postgres_external_port}"
+        return "postgres:5432"
+
+    @property
+    def database_uri_without_password(self) -> str:
+        """The tracking database for tools run inside the MLflow container (gc): libpq takes the
+        password from PGPASSWORD there, so no command line carries it."""
+        return f"postgresql+psycopg2://{self.postgres_user}@{self.database_address}/{self.postgres_db}{self.database_uri_options}"
+
+    @property
+    def database_uri_options(self) -> str:
+        """The backend URI's query: TLS to an external database (the bundled one is on the compose network)."""
+        if not self.external_database:
+            return ""
+        ca = f"&sslrootcert={POSTGRES_CA_MOUNT}" if self.postgres_ca_file else ""
+        return f"?sslmode={self.postgres_sslmode}{ca}"
+
+    @property
+    def s3_access_key_id(self) -> str:
+        return self.s3_access_key if self.external_s3 else self.minio_root_user
+
+    @property
+    def s3_secret_reference(self) -> str:
+        """The compose interpolation of the S3 secret key (kept in the secrets file)."""
+        key = "S3_SECRET_ACCESS_KEY" if self.external_s3 else "MINIO_ROOT_PASSWORD"
+        return f"${{{key}:?missing in .env; rerun the deploy}}"
+
+    @property
+    def mlflow_s3_env(self) -> tuple[str, ...]:
+        """Extra mlflow.env lines for MLflow's own S3 client: an external S3's addressing and CA;
+        for the bundled MinIO with TLS, the proxy's CA (mlflow_tls_env)."""
+        if not self.external_s3:
+            return self.mlflow_tls_env
+        lines = [f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE={self.s3_addressing_style}"]
+        if self.s3_ca_file:
+            lines.append(f"AWS_CA_BUNDLE={S3_CA_MOUNT}")
+        return tuple(lines)
+
+    @property
+    def internal_tracking_uri(self) -> str:
+        """Where a one-off container on the compose network (the classic import) reaches MLflow."""
+        return "http://mlflow:5000"
+
+    @property
+    def s3_public_endpoint(self) -> str:
+        if self.external_s3:
+            return self.s3_endpoint_url
+        return f"{self.scheme}://{_url_host(self.mlflow_public_host)}:{self.minio_api_port}"
+
+    @property
+    def tls_dir(self) -> str:
+        """The proxy's certificate and key, and the CA certificate MLflow trusts."""
+        return f"{self.stack_dir}/tls"
+
+    @property
+    def ca_dir(self) -> str:
+        """The self-signed CA's key (root, 0700): mounted into no container."""
+        return f"{self.stack_dir}/ca"
+
+    @property
+    def tls_names(self) -> tuple[str, ...]:
+        """Names the server certificate covers: the public host first."""
+        return tuple(dict.fromkeys((self.mlflow_public_host, *self.mlflow_public_names)))
+
+    @property
+    def ca_local_path(self) -> str | None:
+        """The CA certificate on the control machine that clients (and the smoke test) trust."""
+        if self.tls == "self-signed":
+            return os.path.join(self.tls_ca_local_dir, self.inventory_name, "ca.crt")
+        return self.tls_ca_file if self.tls == "files" else None
+
+    @property
+    def mlflow_tls_env(self) -> tuple[str, ...]:
+        """mlflow.env lines: with TLS, MLflow's own S3 calls go to the public name through the
+        proxy and trust its CA."""
+        return () if self.tls == "off" else ("AWS_CA_BUNDLE=/etc/mlflow-stack/ca.crt",)
+
+    @property
+    def s3_internal_endpoint(self) -> str:
+        """Where the bucket init reaches MinIO: over the compose network, by service name."""
+        return f"http://minio:{self.minio_api_port}"
+
+    @property
+    def public_name_aliases(self) -> tuple[str, ...]:
+        """Inside the compose network the public name resolves to MinIO itself (with TLS: to
+        the proxy in front of it), so the MLflow server signs URLs for the public endpoint but
+        sends its own S3 traffic to the container, whatever the name resolves to on the host
+        (or if it resolves nowhere there). An IP address cannot be an alias: the server then
+        reaches MinIO through the host's published port."""
+        return () if _is_ip(self.mlflow_public_host) else (self.mlflow_public_host,)
+
+    @property
+    def minio_network_aliases(self) -> tuple[str, ...]:
+        return self.public_name_aliases if self.tls == "off" else ()
+
+    @property
+    def proxy_network_aliases(self) -> tuple[str, ...]:
+        return () if self.tls == "off" else self.public_name_aliases
+
+    @property
+    def artifacts_destination(self) -> str:
+        return f"s3://{self.minio_bucket}/{self.minio_bucket_prefix}"
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """Host headers MLflow accepts: every public name, bare and with the port."""
+        names = [self.mlflow_public_host, self.inventory_name, *self.mlflow_public_names]
+        if self.role == "tracking" and self.cluster.public_host:  # the balancer keeps the Host header
+            names.append(self.cluster.public_host)
+        # "mlflow": the service's name on the compose network (internal_tracking_uri).
+        names += ["localhost", "127.0.0.1", "mlflow"]
+        out: list[str] = []
+        for name in names:
+            for value in (_url_host(name), f"{_url_host(name)}:{self.mlflow_port}"):
+                if value not in out:
+                    out.append(value)
+        return tuple(out)
+
+
+def _url_host(name: str) -> str:
+    return f"[{name}]" if ":" in name else name
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+

@@ -1,0 +1,1 @@
+"""What deploy.py calls, in its order: one module per concern, each @deploy runnable alone."""
