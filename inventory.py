@@ -1,12 +1,12 @@
 """The servers to provision. Edit these lists; settings go in group_data/ (every setting and its
-default: README.md's settings table) or per host as a dict, e.g. {"mlflow_port": 8080}.
+default: docs/configuration.md) or per host as a dict, e.g. {"mlflow_port": 8080}.
 
 Connect as root, or as a sudo user with "_sudo": True.
 
 Each host of `mlflow_servers` is a whole MLflow server of its own (MLflow, PostgreSQL, MinIO);
 pyinfra provisions several in parallel.
 
-A cluster (README: "Several tracking servers") uses three more groups instead, each host in one:
+A cluster (docs/cluster.md) uses three more groups instead, each host in one:
   mlflow_data_hosts        at most one: runs PostgreSQL and MinIO for the tracking servers,
                            published to the cluster's members only (a firewall in Docker's chain)
   mlflow_tracking_servers  one or more: MLflow only, against the data host (or, without a data

@@ -1,9 +1,10 @@
 """Every setting of the stack, defined once: its default, the rule its value must follow and
-its one-line doc (the README's settings table shows the same text; a unit test compares them).
+its one-line doc (docs/configuration.md is generated from them by tools/settings_doc.py; a
+unit test keeps the two equal).
 
 Host data overrides a default: group_data/<group>.py, the inventory, or `pyinfra --data
 key=value`. Keys are flat and component-prefixed; an override replaces the whole value (no
-deep merge). Adding a setting: one entry here (and its README row, which the test prints).
+deep merge). Adding a setting: one entry here, then `python tools/settings_doc.py` to regenerate the docs.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ SETTINGS = (
 
     *section("MLflow",
         Setting("mlflow_version", "3.17.2", checks.supported_release,
-                "MLflow release: one of the supported 3.5.0 to 3.17.2 (each has a lock in `locks/`); see \"Upgrading\"."),
+                "MLflow release: one of the supported 3.5.0 to 3.17.2 (each has a lock in `locks/`); see docs/upgrades.md."),
         # The companions are inputs of tools/lock_mlflow.py; config.py checks they equal the lock's pins.
         Setting("mlflow_psycopg2_version", "2.9.11", checks.pattern(checks.RELEASE_VERSION, "a release version like '2.9.11'"),
                 "PostgreSQL driver; the backend URI says `postgresql+psycopg2://` (SQLAlchemy 2.1 would pick psycopg 3 "

@@ -39,7 +39,7 @@ def check_postgres_major(config: StackConfig, data_major: str | None) -> None:
             f"{config.data_dir}/postgres holds a PostgreSQL {data_major} cluster, which {wanted} cannot open. "
             "Nothing was changed. To move to another major: set postgres_image back, back the database up "
             "(pg_dump -Fc), move data/postgres aside, deploy the new major, restore with pg_restore "
-            "(README: 'Upgrading')"
+            "(docs/upgrades.md)"
         )
 
 

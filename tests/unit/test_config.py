@@ -42,7 +42,7 @@ def group_data_examples() -> dict:
 
 
 def test_group_data_all_ships_without_overrides():
-    # the defaults are the package's (mlflow_stack/config/settings.py, the README table); a fresh checkout runs them
+    # the defaults are the package's (mlflow_stack/config/settings.py, docs/configuration.md); a fresh checkout runs them
     namespace = runpy.run_path(str(REPO / "group_data" / "all.py"))
     assert {key for key in namespace if not key.startswith("_")} == set()
 
