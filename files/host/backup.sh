@@ -11,10 +11,22 @@
 # by the mlflow-backup timer.
 # The MLflow version is read from the lock the running image was built from, so the timer's
 # unit does not change with every upgrade.
-# Usage: backup.sh STACK_DIR PROJECT ROLE DATABASE BUCKET PREFIX BACKUPS KEEP [NAME]
+# Usage: backup.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME --bucket NAME
+#                  --prefix PREFIX --backups DIR --keep N [--name NAME]
 set -euo pipefail
-dir=$1 project=$2 role=$3 database=$4 bucket=$5 prefix=$6 backups=$7 keep=$8
-name=${9:-mlflow-backup-$(date -u +%Y%m%dT%H%M%SZ)}
+name=mlflow-backup-$(date -u +%Y%m%dT%H%M%SZ)
+while [ $# -gt 0 ]; do
+    case $1 in
+        --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
+        --bucket) bucket=$2 ;; --prefix) prefix=$2 ;; --backups) backups=$2 ;; --keep) keep=$2 ;;
+        --name) name=$2 ;;
+        *) echo "backup.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+: "${dir:?--stack-dir missing}" "${project:?--project missing}" "${role:?--db-role missing}"
+: "${database:?--database missing}" "${bucket:?--bucket missing}" "${prefix:?--prefix missing}"
+: "${backups:?--backups missing}" "${keep:?--keep missing}"
 umask 077
 mkdir -p "$backups"
 chmod 700 "$backups"
@@ -34,7 +46,7 @@ revision=$(docker compose --project-name "$project" exec -T postgres \
 docker compose --project-name "$project" exec -T postgres pg_dump -Fc -U "$role" -d "$database" \
     > "$part/database.dump"
 echo "database (schema revision $revision) dumped: $(stat -c %s "$part/database.dump") bytes" >&2
-docker compose --project-name "$project" run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" create-bucket \
+docker compose --project-name "$project" run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" jobs \
     python /opt/mlflow-stack/artifacts_archive.py export > "$part/artifacts.tar"
 # Object count and bytes, read back from the archive itself.
 read -r objects bytes < <(tar -tvf "$part/artifacts.tar" | awk '{n++; b+=$3} END {printf "%d %d\n", n, b}')

@@ -9,9 +9,19 @@
 # (libpq reads PGPASSWORD from the same environment).
 # Takes the backups' lock: never while a backup or a restore runs.
 # Run by the mlflow-gc timer.
-# Usage: gc.sh STACK_DIR PROJECT DATABASE_URI KEEP ADMIN_USER BACKUPS  (the URI holds no password)
+# Usage: gc.sh --stack-dir DIR --project NAME --database-uri URI --keep AGE --admin-user NAME
+#              --backups DIR   (the URI holds no password)
 set -euo pipefail
-dir=$1 project=$2 uri=$3 keep=$4 admin=$5 backups=$6
+while [ $# -gt 0 ]; do
+    case $1 in
+        --stack-dir) dir=$2 ;; --project) project=$2 ;; --database-uri) uri=$2 ;; --keep) keep=$2 ;;
+        --admin-user) admin=$2 ;; --backups) backups=$2 ;;
+        *) echo "gc.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+: "${dir:?--stack-dir missing}" "${project:?--project missing}" "${uri:?--database-uri missing}"
+: "${keep:?--keep missing}" "${admin:?--admin-user missing}" "${backups:?--backups missing}"
 umask 077
 mkdir -p "$backups"
 chmod 700 "$backups"

@@ -7,9 +7,20 @@
 # Refuses (exit 3, nothing changed) when the database holds runs or registered models (the
 # deploy's own smoke-test experiments aside), unless OVERWRITE is "yes".
 # This server's passwords (.env) are kept: a backup holds none.
-# Usage: restore.sh STACK_DIR PROJECT ROLE DATABASE PREFIX BACKUP OVERWRITE TIMEOUT
+# Usage: restore.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME --prefix PREFIX
+#                   --backup DIR --overwrite yes|no --timeout SECONDS
 set -euo pipefail
-dir=$1 project=$2 role=$3 database=$4 prefix=$5 backup=$6 overwrite=$7 timeout=$8
+while [ $# -gt 0 ]; do
+    case $1 in
+        --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
+        --prefix) prefix=$2 ;; --backup) backup=$2 ;; --overwrite) overwrite=$2 ;; --timeout) timeout=$2 ;;
+        *) echo "restore.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+: "${dir:?--stack-dir missing}" "${project:?--project missing}" "${role:?--db-role missing}"
+: "${database:?--database missing}" "${prefix:?--prefix missing}" "${backup:?--backup missing}"
+: "${overwrite:?--overwrite missing}" "${timeout:?--timeout missing}"
 cd "$backup"
 sha256sum --quiet --check SHA256SUMS
 exec 9>"$(dirname "$backup")/.lock"
@@ -17,7 +28,7 @@ flock -w 3600 9
 cd "$dir"
 compose() { docker compose --project-name "$project" "$@"; }
 
-# The same query as the deploy's HeldRecords fact (mlflow_stack/facts.py).
+# The same query as the deploy's HeldRecords fact (mlflow_stack/facts/host.py).
 held=$(compose exec -T postgres psql -X -w -At -U "$role" -d "$database" -c "select (select count(*) from runs r join experiments e on e.experiment_id = r.experiment_id where e.name not like 'pyinfra-smoke-%') + (select count(*) from registered_models)")
 if [ "$held" != 0 ] && [ "$overwrite" != yes ]; then
     echo "refusing to restore: the database holds $held runs and registered models; set restore_overwrite = True" \
@@ -29,7 +40,7 @@ compose stop mlflow
 compose exec -T postgres pg_restore --clean --if-exists --no-owner --no-privileges --exit-on-error \
     -U "$role" -d "$database" < "$backup/database.dump"
 echo "database restored from $backup/database.dump" >&2
-compose run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" create-bucket \
+compose run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" jobs \
     python /opt/mlflow-stack/artifacts_archive.py import < "$backup/artifacts.tar"
 # migrate-db runs again: a backup of an older schema is brought to this MLflow's.
 compose up -d

@@ -241,6 +241,11 @@ class StackConfig:
 
 
     @property
+    def started_services(self) -> tuple[Service, ...]:
+        """The services `compose up` starts: all but the on-demand job runner."""
+        return tuple(service for service in self.services if not service.on_demand)
+
+    @property
     def service_names(self) -> tuple[str, ...]:
         return tuple(service.name for service in self.services)
 

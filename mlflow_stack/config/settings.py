@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from mlflow_stack.config import checks
 from mlflow_stack.config.checks import Check
-from mlflow_stack.services import SECRET_FILE_KEYS, SERVICE_NAMES as LOGGED_SERVICES
+from mlflow_stack.services import ON_DEMAND_SERVICES, SECRET_FILE_KEYS, SERVICE_NAMES
 
 # Secret setting -> the environment variable that may carry it into a run without putting it
 # in a file. The secret settings are the secrets file's keys (services.py) in lower case.
@@ -233,7 +233,7 @@ SETTINGS = (
 
         Setting("logs_lines", 100, checks.int_range(1, 100000),
                 "For `logs.py`: how many of the last lines of each service's log to show.", run_parameter=True),
-        Setting("logs_service", None, checks.optional(checks.one_of(*LOGGED_SERVICES)),
+        Setting("logs_service", None, checks.optional(checks.one_of(*(name for name in SERVICE_NAMES if name not in ON_DEMAND_SERVICES))),
                 "For `logs.py`: one service's log (e.g. `\"mlflow\"`); `None`: every service of the host.", run_parameter=True),
     ),
 

@@ -4,13 +4,13 @@ same one an on-demand backup runs)."""
 
 from __future__ import annotations
 
-from pyinfra.api import QuoteString, StringCommand, deploy
+from pyinfra.api import StringCommand, deploy
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.verbs.backup import backup_command
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.steps.stack_files import TEMPLATES
+from mlflow_stack.steps.stack_files import TEMPLATES, script_command
 
 UNIT_DIR = "/etc/systemd/system"
 BACKUP_UNIT = "mlflow-backup"
@@ -28,9 +28,9 @@ def backup_unit_context(config: StackConfig) -> dict:
 
 def gc_command(config: StackConfig) -> StringCommand:
     """The host-side garbage collection (files/host/gc.sh); no secret among its arguments."""
-    args = [f"{config.stack_dir}/gc.sh", config.stack_dir, config.compose_project, config.database_uri_without_password,
-            config.gc_keep_deleted_runs, config.mlflow_auth_admin_user, config.backups_dir]
-    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+    return script_command(f"{config.stack_dir}/gc.sh", stack_dir=config.stack_dir, project=config.compose_project,
+                          database_uri=config.database_uri_without_password, keep=config.gc_keep_deleted_runs,
+                          admin_user=config.mlflow_auth_admin_user, backups=config.backups_dir)
 
 
 def gc_unit_context(config: StackConfig) -> dict:
@@ -66,7 +66,7 @@ def _timer(unit: str, schedule: str | None, context: dict) -> None:
 def schedule_backups(config: StackConfig | None = None):
     config = config or config_from_host()
     # backup.sh covers the bundled backends (backup.require_bundled_backends): a server of its
-    # own, or a cluster's data host (it dumps through postgres and reads through create-bucket).
+    # own, or a cluster's data host (it dumps through postgres and reads the bucket through the jobs service).
     bundled = not (config.external_database or config.external_s3) and config.role in ("standalone", "data")
     _timer(BACKUP_UNIT, config.backup_schedule if bundled else None, backup_unit_context(config))
 

@@ -93,8 +93,8 @@ def _bring_up(config: StackConfig, needs_up, healthy: bool, external: bool, mine
     )
     server.shell(
         name=f"Wait until every service is healthy{label}",
-        commands=[wait_command(config, *(s.name for s in config.services if not s.oneshot),
-                               oneshots=tuple(s.name for s in config.services if s.oneshot))],
+        commands=[wait_command(config, *(s.name for s in config.started_services if not s.oneshot),
+                               oneshots=tuple(s.name for s in config.started_services if s.oneshot))],
         _if=needs_up,
     )
 

@@ -1,4 +1,5 @@
-"""Render templates/ from the config and upload them, with files/ and the build context, to the host."""
+"""Write compose.yaml from the service modules, render templates/ from the config, and upload them
+with files/ and the build context to the host."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
-from mlflow_stack.services import compose_entries
+from mlflow_stack import services
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
@@ -59,12 +60,17 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         balancer_s3_upstream=config.balancer_s3_upstream,
     )
     if with_image:
-        # MLflow reads auth.ini at start only: its digest in the compose file recreates MLflow on a change.
-        auth_ini = _jinja.get_template("auth.ini.j2").render(**template_context(config, with_image=False))
-        context["auth_ini_digest"] = hashlib.sha256(auth_ini.encode()).hexdigest()[:16]
         context["mlflow_image_ref"] = mlflow_image_ref(config)
-        context["services"] = compose_entries(context, config.services)
     return context
+
+
+def compose_file(config: StackConfig) -> str:
+    """compose.yaml, written from the service modules (mlflow_stack/services/)."""
+    # MLflow reads auth.ini at start only: its digest in the compose file recreates MLflow on a change.
+    auth_ini = _jinja.get_template("auth.ini.j2").render(**template_context(config, with_image=False))
+    context = services.ComposeContext(config, mlflow_image=mlflow_image_ref(config),
+                                      auth_ini_digest=hashlib.sha256(auth_ini.encode()).hexdigest()[:16])
+    return services.compose_file(context)
 
 
 def backend_ca_files(config: StackConfig) -> dict[str, str]:
@@ -104,6 +110,16 @@ def mlflow_image_ref(config: StackConfig) -> str:
     return f"{config.mlflow_image}:{config.mlflow_version}-{digest.hexdigest()[:12]}"
 
 
+def script_command(path: str, **options: str | int | None) -> StringCommand:
+    """`bash PATH --an-option VALUE ...`: a host script (files/host/) with named options, each
+    quoted; an option of None is left out."""
+    args = [path]
+    for key, value in options.items():
+        if value is not None:
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+
+
 def remove_stale_files(directory: str, wanted: dict) -> list:
     """Remove files in `directory` that are not named in `wanted`; returns the operations."""
     present = host.get_fact(FindFiles, path=directory, quote_path=True) or []
@@ -139,7 +155,7 @@ def upload_stack_files(config: StackConfig | None = None):
             changed.append(files.put(name=f"Upload build/{relative}", src=BytesIO(data),
                                      dest=f"{config.build_dir}/{relative}", user="root", group="root", mode="644"))
 
-    changed.append(files.put(name="Upload compose.yaml", src=StringIO(render("compose.yaml.j2", config)),
+    changed.append(files.put(name="Upload compose.yaml", src=StringIO(compose_file(config)),
                              dest=f"{config.stack_dir}/compose.yaml", user="root", group="root", mode="644"))
     if "mlflow" in config.service_names:  # not on a cluster's data host or balancer
         changed.append(files.put(name="Upload mlflow.env", src=StringIO(render("mlflow.env.j2", config)),

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.api import DeployError, StringCommand, deploy
 from pyinfra.operations import files, python, server
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts.host import ComposeServices
 from mlflow_stack.services import stack_is_healthy
+from mlflow_stack.steps.stack_files import script_command
 from mlflow_stack.steps.verify import report
 
 # What a backup directory holds (files/host/backup.sh writes them; restore.sh reads them).
@@ -31,10 +32,10 @@ def backup_name(now: float | None = None) -> str:
 
 def backup_command(config: StackConfig, name: str | None = None) -> StringCommand:
     """The host-side backup; without a name (the timer's) the script stamps its own."""
-    args = [f"{config.stack_dir}/backup.sh", config.stack_dir, config.compose_project, config.postgres_user,
-            config.postgres_db, config.minio_bucket, config.minio_bucket_prefix,
-            config.backups_dir, str(config.backup_keep), *([name] if name else [])]
-    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+    return script_command(f"{config.stack_dir}/backup.sh", stack_dir=config.stack_dir, project=config.compose_project,
+                          db_role=config.postgres_user, database=config.postgres_db, bucket=config.minio_bucket,
+                          prefix=config.minio_bucket_prefix, backups=config.backups_dir, keep=config.backup_keep,
+                          name=name)
 
 
 def local_backup_dir(config: StackConfig, name: str) -> Path:

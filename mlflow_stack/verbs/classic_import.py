@@ -55,7 +55,7 @@ def importer_command(config: StackConfig, mode: str) -> StringCommand:
         "-v", q(f"{artifact_root(config)}:{ARTIFACTS_MOUNT}:ro"), *tls,
         "-e", q(f"MLFLOW_TRACKING_URI={config.internal_tracking_uri}"), *auth,
         "-e", "MLFLOW_DISABLE_TELEMETRY=true",
-        "create-bucket", "python", "/opt/mlflow-stack/import_classic.py", mode,
+        "jobs", "python", "/opt/mlflow-stack/import_classic.py", mode,
     )
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import DeployError, QuoteString, StringCommand, deploy
+from pyinfra.api import DeployError, StringCommand, deploy
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
@@ -22,6 +22,7 @@ from mlflow_stack.config import ConfigError, StackConfig, config_from_host
 from mlflow_stack.facts.host import HeldRecords
 from mlflow_stack.config.releases import version_key
 from mlflow_stack.steps.upgrades import releases_with
+from mlflow_stack.steps.stack_files import script_command
 from mlflow_stack.steps.verify import report, run_smoke_test
 
 HOST_SOURCE = "host:"
@@ -60,10 +61,10 @@ def check_manifest(config: StackConfig, manifest: dict) -> None:
 
 
 def restore_command(config: StackConfig, remote: str) -> StringCommand:
-    args = [f"{config.stack_dir}/restore.sh", config.stack_dir, config.compose_project, config.postgres_user,
-            config.postgres_db, config.minio_bucket_prefix, remote, "yes" if config.restore_overwrite else "no",
-            str(config.mlflow_health_timeout)]
-    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+    return script_command(f"{config.stack_dir}/restore.sh", stack_dir=config.stack_dir, project=config.compose_project,
+                          db_role=config.postgres_user, database=config.postgres_db, prefix=config.minio_bucket_prefix,
+                          backup=remote, overwrite="yes" if config.restore_overwrite else "no",
+                          timeout=config.mlflow_health_timeout)
 
 
 @deploy("Check that the restore may replace this server's data")

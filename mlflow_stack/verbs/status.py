@@ -107,7 +107,7 @@ def status_document(config: StackConfig, sections: dict, now: float | None = Non
         containers[name] = {"started": started, "restarts": int(restarts) if restarts.isdigit() else None}
     warnings = []
     services = {}
-    for service in config.services:
+    for service in config.started_services:
         entry = compose.get(service.name, {})
         healthy = service.is_healthy(entry)
         started = containers.get(service.name, {}).get("started", "")
@@ -241,7 +241,7 @@ class ServiceLogs(FactBase):
 
 
 def show_logs(config: StackConfig) -> list[str]:
-    services = config.logs_service or " ".join(service.name for service in config.services)
+    services = config.logs_service or " ".join(service.name for service in config.started_services)
     lines = host.get_fact(ServiceLogs, project=config.compose_project, lines=config.logs_lines, services=services)
     print(f"== {config.inventory_name}: the last {config.logs_lines} lines of {services}", flush=True)
     print("\n".join(lines), flush=True)

@@ -13,7 +13,7 @@ from mlflow_stack.steps import auth
 from mlflow_stack.steps import verify
 from mlflow_stack.config import ConfigError, load_config
 from mlflow_stack.facts.host import AuthUsersState
-from mlflow_stack.steps.stack_files import render
+from mlflow_stack.steps.stack_files import compose_file, render
 
 from .helpers import HOST_NAME, host_data, make_config
 from .plan import plan
@@ -113,7 +113,7 @@ def test_auth_ini_names_the_tracking_database_without_a_password():
 def test_auth_ini_change_recreates_mlflow():
     """MLflow reads auth.ini at start only: the compose entry carries its digest."""
     def label(**settings):
-        mlflow = yaml.safe_load(render("compose.yaml.j2", make_config(**settings)))["services"]["mlflow"]
+        mlflow = yaml.safe_load(compose_file(make_config(**settings)))["services"]["mlflow"]
         return mlflow["labels"]["mlflow-stack.auth-ini-sha256"]
 
     assert label() == label()
@@ -128,7 +128,7 @@ def test_auth_cache_seconds_range(value):
 
 def test_compose_runs_basic_auth_with_its_secrets_from_the_env_file():
     config = make_config()
-    mlflow = yaml.safe_load(render("compose.yaml.j2", config))["services"]["mlflow"]
+    mlflow = yaml.safe_load(compose_file(config))["services"]["mlflow"]
     assert "--app-name=basic-auth" in mlflow["command"]
     environment = mlflow["environment"]
     for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
@@ -139,7 +139,7 @@ def test_compose_runs_basic_auth_with_its_secrets_from_the_env_file():
 
 
 def test_auth_off_is_one_setting_and_drops_the_app():
-    mlflow = yaml.safe_load(render("compose.yaml.j2", make_config(mlflow_auth=False)))["services"]["mlflow"]
+    mlflow = yaml.safe_load(compose_file(make_config(mlflow_auth=False)))["services"]["mlflow"]
     assert not any(arg.startswith("--app-name") for arg in mlflow["command"])
 
 

@@ -246,16 +246,16 @@ def test_migrate_db_compiles_and_takes_the_uri_from_the_environment_only():
 def test_compose_runs_migrate_db_without_a_password_in_argv():
     import yaml
 
-    from mlflow_stack.steps.stack_files import render
+    from mlflow_stack.steps.stack_files import compose_file
 
     from .helpers import make_config
 
     given = "Pg-Literal.Secret_0123"
     config = make_config(postgres_password=given)
-    service = yaml.safe_load(render("compose.yaml.j2", config))["services"]["migrate-db"]
+    service = yaml.safe_load(compose_file(config))["services"]["migrate-db"]
     assert service["command"] == ["python", "/opt/mlflow-stack/migrate_db.py"]
     assert not any("postgres" in item.lower() or "$" in item for item in service["command"])
-    assert given not in render("compose.yaml.j2", config)
+    assert given not in compose_file(config)
 
 
 # One Python process imports MLflow once (seconds) and runs migrate_db.py, as compose does

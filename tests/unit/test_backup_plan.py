@@ -35,9 +35,9 @@ def test_backup_runs_the_host_script_then_downloads_every_file(extra, tmp_path):
     remote = f"{config.backups_dir}/{name}"
     assert result.ops[0].name == f"Back up the stack | Back up the database, then the artifacts, to {remote}"
     assert result.ops[0].commands == [
-        f"bash {config.stack_dir}/backup.sh {config.stack_dir} {config.compose_project} {config.postgres_user} "
-        f"{config.postgres_db} {config.minio_bucket} {config.minio_bucket_prefix} "
-        f"{config.backups_dir} 7 {name}"]
+        f"bash {config.stack_dir}/backup.sh --stack-dir {config.stack_dir} --project {config.compose_project} "
+        f"--db-role {config.postgres_user} --database {config.postgres_db} --bucket {config.minio_bucket} "
+        f"--prefix {config.minio_bucket_prefix} --backups {config.backups_dir} --keep 7 --name {name}"]
     downloads = [op for op in result.ops if op.name.startswith("Back up the stack | Download ")]
     local = tmp_path / "local" / config.inventory_name / name
     assert [op.raw[0].src for op in downloads] == [f"{remote}/{f}" for f in backup.BACKUP_FILES]
@@ -127,8 +127,9 @@ def test_restore_from_the_control_machine_uploads_then_restores_then_smoke_tests
     assert f"chmod 700 {remote}" in result.commands
     step = result.op(f"Restore a backup | Restore {local_backup.name} (MLflow stopped meanwhile)")
     assert step.commands == [
-        f"bash {config.stack_dir}/restore.sh {config.stack_dir} {config.compose_project} {config.postgres_user} "
-        f"{config.postgres_db} {config.minio_bucket_prefix} {remote} no {config.mlflow_health_timeout}"]
+        f"bash {config.stack_dir}/restore.sh --stack-dir {config.stack_dir} --project {config.compose_project} "
+        f"--db-role {config.postgres_user} --database {config.postgres_db} --prefix {config.minio_bucket_prefix} "
+        f"--backup {remote} --overwrite no --timeout {config.mlflow_health_timeout}"]
     names = [op.name for op in result.ops]
     assert names.index(step.name) < names.index(f"Restore a backup | Smoke-test MLflow at {config.tracking_uri}")
 
@@ -140,7 +141,7 @@ def test_restore_from_the_host_reads_its_manifest_there():
     result = plan(restore.restore_backup, config, facts)
     assert result.uploads == {}
     step = result.op("Restore a backup | Restore mlflow-backup-1 (MLflow stopped meanwhile)")
-    assert step.commands[0].endswith("/var/backups/mlflow-backup-1 yes 300")
+    assert step.commands[0].endswith("--backup /var/backups/mlflow-backup-1 --overwrite yes --timeout 300")
 
 
 def test_restore_of_a_missing_host_backup_is_refused():

@@ -63,8 +63,9 @@ def stack_dir(tmp_path):
 
 def run_backup(docker, stack_dir, backups, keep=7, name="mlflow-backup-20260102T030000Z"):
     docker.write("psql.out", f"{REVISION}\n")
-    args = ["bash", str(stack_dir / "backup.sh"), str(stack_dir), "mlflow", "tracker", "tracking", "lab-bucket",
-            "team/artifacts", str(backups), str(keep), name]
+    args = ["bash", str(stack_dir / "backup.sh"), "--stack-dir", str(stack_dir), "--project", "mlflow",
+            "--db-role", "tracker", "--database", "tracking", "--bucket", "lab-bucket", "--prefix", "team/artifacts",
+            "--backups", str(backups), "--keep", str(keep), "--name", name]
     return docker.run(args, stdin=""), backups / name
 
 
@@ -94,7 +95,7 @@ def test_backup_dumps_the_database_before_it_exports_the_objects(docker, stack_d
     assert proc.returncode == 0, proc.stderr
     calls = [line for line in docker.argv if line.startswith("pg_dump") or " run " in line]
     assert calls[0].startswith("pg_dump -Fc -U tracker -d tracking")
-    assert "run --rm --no-deps -T -e ARTIFACT_PREFIX=team/artifacts create-bucket python " \
+    assert "run --rm --no-deps -T -e ARTIFACT_PREFIX=team/artifacts jobs python " \
            "/opt/mlflow-stack/artifacts_archive.py export" in calls[1]
 
 
@@ -134,8 +135,9 @@ def backup(docker, stack_dir, tmp_path):
 
 def run_restore(docker, stack_dir, backup, held="0", overwrite="no"):
     docker.write("psql.out", f"{held}\n")
-    args = ["bash", str(stack_dir / "restore.sh"), str(stack_dir), "mlflow", "tracker", "tracking",
-            "other/prefix", str(backup), overwrite, "30"]
+    args = ["bash", str(stack_dir / "restore.sh"), "--stack-dir", str(stack_dir), "--project", "mlflow",
+            "--db-role", "tracker", "--database", "tracking", "--prefix", "other/prefix", "--backup", str(backup),
+            "--overwrite", overwrite, "--timeout", "30"]
     return docker.run(args, stdin="", timeout=90)
 
 
@@ -146,7 +148,7 @@ def test_restore_stops_mlflow_restores_database_then_objects_and_starts_the_stac
              and not line.startswith("docker compose --project-name mlflow exec")]
     assert steps[0].endswith("compose --project-name mlflow stop mlflow")
     assert steps[1] == "pg_restore --clean --if-exists --no-owner --no-privileges --exit-on-error -U tracker -d tracking"
-    assert "run --rm --no-deps -T -e ARTIFACT_PREFIX=other/prefix create-bucket python " \
+    assert "run --rm --no-deps -T -e ARTIFACT_PREFIX=other/prefix jobs python " \
            "/opt/mlflow-stack/artifacts_archive.py import" in steps[2]
     assert steps[3].endswith("compose --project-name mlflow up -d")
     assert (docker.dir / "pg_restore.stdin").read_bytes() == (backup / "database.dump").read_bytes()

@@ -90,7 +90,7 @@ def test_the_old_data_is_mounted_read_only_and_the_password_comes_on_a_pipe():
     assert f"-v {STORE}:/classic/store:ro -v /srv/old-mlflow:/classic/artifacts:ro" in command
     assert "-e MLFLOW_TRACKING_URI=http://mlflow:5000 -e MLFLOW_TRACKING_USERNAME=admin" in command
     assert "PASSWORD=" not in command.split("|", 1)[1]
-    assert command.endswith("create-bucket python /opt/mlflow-stack/import_classic.py apply")
+    assert command.endswith("jobs python /opt/mlflow-stack/import_classic.py apply")
 
 
 def test_a_database_is_named_by_its_uri_and_its_password_read_from_its_root_only_file():

@@ -11,7 +11,7 @@ from mlflow_stack.config.cluster import Cluster, ClusterError, Member, cluster_o
 from mlflow_stack.config import ConfigError
 from mlflow_stack.steps.secrets import secret_values
 from mlflow_stack.services import port_settings, secret_keys
-from mlflow_stack.steps.stack_files import render
+from mlflow_stack.steps.stack_files import compose_file, render
 from tests.unit.helpers import make_config
 
 DATA = Member("data.lab", "10.0.0.10")
@@ -134,19 +134,19 @@ def test_an_unresolvable_member_names_cluster_address():
 
 def test_a_data_host_runs_the_backends_and_publishes_them_to_the_cluster():
     config = member_config("data", DATA.name)
-    assert config.service_names == ("postgres", "minio", "create-bucket")
+    assert config.service_names == ("postgres", "minio", "create-bucket", "jobs")
     assert port_settings(config.services) == ("postgres_port", "minio_api_port", "minio_console_port")
     assert set(secret_values(config)) == {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"}
     assert config.firewall_sources == ("10.0.0.11", "10.0.0.12", "10.0.0.20")
     assert config.firewall_ports == (5432, 9000)
-    compose = yaml.safe_load(render("compose.yaml.j2", config))
+    compose = yaml.safe_load(compose_file(config))
     assert compose["services"]["postgres"]["ports"] == ["0.0.0.0:5432:5432"]
-    assert set(compose["services"]) == {"postgres", "minio", "create-bucket"}
+    assert set(compose["services"]) == {"postgres", "minio", "create-bucket", "jobs"}
 
 
 def test_a_tracking_server_uses_the_data_host_and_the_balancers_name_for_s3():
     config = member_config("tracking", TRACKING[1].name)
-    assert config.service_names == ("migrate-db", "mlflow")
+    assert config.service_names == ("migrate-db", "mlflow", "jobs")
     assert (config.postgres_external_host, config.postgres_external_port) == ("10.0.0.10", 5432)
     assert config.s3_endpoint_url == "http://mlflow.lab:9000"
     assert config.s3_secret_access_key == SECRETS["minio_root_password"]
@@ -154,9 +154,9 @@ def test_a_tracking_server_uses_the_data_host_and_the_balancers_name_for_s3():
                                                   "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}
     # The balancer keeps the Host header: MLflow must accept the cluster's name.
     assert "mlflow.lab:5000" in config.allowed_hosts
-    compose = yaml.safe_load(render("compose.yaml.j2", config))
+    compose = yaml.safe_load(compose_file(config))
     assert compose["services"]["mlflow"]["extra_hosts"] == ["mlflow.lab:10.0.0.20"]
-    assert set(compose["services"]) == {"migrate-db", "mlflow"}
+    assert set(compose["services"]) == {"migrate-db", "mlflow", "jobs"}
     assert not config.keeps_cluster_state  # the second one: the first keeps the users, runs gc
 
 
@@ -183,7 +183,7 @@ def test_the_balancer_spreads_over_the_tracking_servers_and_fronts_the_data_host
     # servers (else the Host header MLflow checks and SigV4 signs is lost).
     assert "proxy_set_header" not in conf[conf.index("upstream tracking_servers"):]
     assert "proxy_set_header Host $http_host;" in conf
-    compose = yaml.safe_load(render("compose.yaml.j2", config))
+    compose = yaml.safe_load(compose_file(config))
     assert compose["services"]["balancer"]["ports"] == ["0.0.0.0:5000:5000", "0.0.0.0:9000:9000"]
     assert not config.builds_mlflow_image
 

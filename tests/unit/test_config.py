@@ -366,10 +366,10 @@ def test_inventory_name_equal_to_a_service_name_is_refused_when_it_is_the_public
 
 
 def test_service_names_are_the_compose_services():
-    from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES
+    from mlflow_stack.services import LONG_RUNNING_SERVICES, ON_DEMAND_SERVICES, ONESHOT_SERVICES
 
     # Every service of a server of its own, and a cluster balancer's.
-    assert set(SERVICE_NAMES) == {*ONESHOT_SERVICES, *LONG_RUNNING_SERVICES, "balancer"}
+    assert set(SERVICE_NAMES) == {*ONESHOT_SERVICES, *LONG_RUNNING_SERVICES, *ON_DEMAND_SERVICES, "balancer"}
     assert "migrate-db" in SERVICE_NAMES
 
 

@@ -14,7 +14,7 @@ from mlflow_stack.steps import schedules
 from mlflow_stack.steps import stack
 from mlflow_stack.config import ConfigError
 from mlflow_stack.services import data_dirs, port_settings, secret_keys, stack_services
-from mlflow_stack.steps.stack_files import render
+from mlflow_stack.steps.stack_files import compose_file, render
 
 from .helpers import make_config
 from .plan import plan
@@ -38,18 +38,18 @@ def short(name: str) -> str:
 
 
 @pytest.mark.parametrize("database, s3, names, ports, secrets, dirs", [
-    (False, False, ["postgres", "minio", "create-bucket", "migrate-db", "mlflow"],
+    (False, False, ["postgres", "minio", "create-bucket", "migrate-db", "mlflow", "jobs"],
      ["minio_api_port", "minio_console_port", "mlflow_port"],
      ["POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"],
      {"postgres": "700", "minio": "750", "mlruns": "750"}),
-    (True, False, ["minio", "create-bucket", "migrate-db", "mlflow"],
+    (True, False, ["minio", "create-bucket", "migrate-db", "mlflow", "jobs"],
      ["minio_api_port", "minio_console_port", "mlflow_port"],
      ["MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"],
      {"minio": "750", "mlruns": "750"}),
-    (False, True, ["postgres", "migrate-db", "mlflow"], ["mlflow_port"],
+    (False, True, ["postgres", "migrate-db", "mlflow", "jobs"], ["mlflow_port"],
      ["POSTGRES_PASSWORD", "S3_SECRET_ACCESS_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"],
      {"postgres": "700", "mlruns": "750"}),
-    (True, True, ["migrate-db", "mlflow"], ["mlflow_port"],
+    (True, True, ["migrate-db", "mlflow", "jobs"], ["mlflow_port"],
      ["POSTGRES_PASSWORD", "S3_SECRET_ACCESS_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"],
      {"mlruns": "750"}),
 ])
@@ -85,7 +85,7 @@ def test_config_picks_the_topology_by_its_switches(topology):
 
 
 def compose(config) -> dict:
-    return yaml.safe_load(render("compose.yaml.j2", config))
+    return yaml.safe_load(compose_file(config))
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
@@ -141,7 +141,7 @@ def test_external_s3_in_compose_and_mlflow_env(tmp_path):
                  "AWS_DEFAULT_REGION=eu-central-1", "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE=virtual",
                  "AWS_CA_BUNDLE=/etc/mlflow-stack/s3-ca.crt"):
         assert line in env
-    assert S3["s3_secret_access_key"] not in render("compose.yaml.j2", config) + "\n".join(env)
+    assert S3["s3_secret_access_key"] not in compose_file(config) + "\n".join(env)
 
 
 # --- Settings refused ------------------------------------------------------------------------
@@ -248,8 +248,8 @@ def test_unchecked_inputs_are_checked_then_the_stack_brought_up(topology):
     assert [short(name) for name in result.changing] == [
         "Check the external backends from the host", "Start the stack", "Wait until every service is healthy"]
     wait = result.op(f"{START} | Wait until every service is healthy").commands[0]
-    oneshots = "".join(f" --oneshot {s.name}" for s in config.services if s.oneshot)
-    assert wait.endswith(f"{oneshots} {' '.join(s.name for s in config.services if not s.oneshot)}")
+    oneshots = "".join(f" --oneshot {s.name}" for s in config.started_services if s.oneshot)
+    assert wait.endswith(f"{oneshots} {' '.join(s.name for s in config.started_services if not s.oneshot)}")
     assert "postgres" not in wait
 
 

@@ -60,10 +60,11 @@ def test_a_retention_uploads_the_units_and_starts_the_timer(extra):
     config = make_config(**extra, **GC_ON)
     result = plan(schedules.schedule_gc, config, fresh_facts())
     service, timer = result.uploads[SERVICE].decode(), result.uploads[TIMER].decode()
-    assert (f"ExecStart=/bin/bash {config.stack_dir}/gc.sh {config.stack_dir} {config.compose_project} "
-            f"postgresql+psycopg2://{config.postgres_user}@postgres:5432/{config.postgres_db} 30d "
-            f"{config.mlflow_auth_admin_user} "
-            f"{config.backups_dir}\n") in service
+    assert (f"ExecStart=/bin/bash {config.stack_dir}/gc.sh --stack-dir {config.stack_dir} "
+            f"--project {config.compose_project} "
+            f"--database-uri postgresql+psycopg2://{config.postgres_user}@postgres:5432/{config.postgres_db} "
+            f"--keep 30d --admin-user {config.mlflow_auth_admin_user} "
+            f"--backups {config.backups_dir}\n") in service
     assert "Type=oneshot\n" in service and "Requires=docker.service\n" in service and "After=docker.service\n" in service
     assert "deleted longer ago than 30d" in service
     assert "OnCalendar=*-*-* 04:30:00\n" in timer and "Persistent=true\n" in timer and "WantedBy=timers.target\n" in timer
@@ -153,9 +154,9 @@ def run_gc(docker, tmp_path, keep="30d", timeout=None):
     stack_dir = tmp_path / "srv-mlflow"
     stack_dir.mkdir(exist_ok=True)
     shutil.copy(REPO / "files" / "host" / "gc.sh", stack_dir / "gc.sh")
-    args = ["bash", str(stack_dir / "gc.sh"), str(stack_dir), "mlops",
-            "postgresql+psycopg2://tracker@postgres:5432/tracking", keep, "admin",
-            str(tmp_path / "backups")]
+    args = ["bash", str(stack_dir / "gc.sh"), "--stack-dir", str(stack_dir), "--project", "mlops",
+            "--database-uri", "postgresql+psycopg2://tracker@postgres:5432/tracking", "--keep", keep,
+            "--admin-user", "admin", "--backups", str(tmp_path / "backups")]
     # `timeout` ends the script's whole process group (flock included).
     args = ["timeout", str(timeout), *args] if timeout else args
     # The container's environment holds the admin password (compose interpolates it from .env).
@@ -217,4 +218,4 @@ def test_gc_reaches_an_external_database_with_its_tls_options_and_no_password():
                          postgres_sslmode="require")
     service = plan(schedules.schedule_gc, config, fresh_facts()).uploads[SERVICE].decode()
     uri = f"postgresql+psycopg2://{config.postgres_user}@db.institute.example:5432/{config.postgres_db}?sslmode=require"
-    assert f" '{uri}' 30d " in service and "x" * 20 not in service
+    assert f" --database-uri '{uri}' --keep 30d " in service and "x" * 20 not in service

@@ -16,7 +16,7 @@ from mlflow_stack.config import certificates
 from mlflow_stack.steps import (auth, docker_engine, schedules, secrets, service_account, stack, stack_files, tls,
                                 upgrades)
 from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, secret_keys
-from mlflow_stack.steps.stack_files import HOST_CA_DIR, mlflow_image_ref, render
+from mlflow_stack.steps.stack_files import HOST_CA_DIR, mlflow_image_ref, compose_file, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
 from .plan import plan, sha1, sha256
@@ -464,7 +464,7 @@ def test_converged_secrets_run_nothing(given):
 def test_fresh_upload_writes_the_rendered_files_and_validates_them(ca_cert):
     config = make_config(extra_ca_certificates=[ca_cert])
     result = plan(stack_files.upload_stack_files, config, fresh_facts())
-    assert result.uploads[f"{config.stack_dir}/compose.yaml"].decode() == render("compose.yaml.j2", config)
+    assert result.uploads[f"{config.stack_dir}/compose.yaml"].decode() == compose_file(config)
     assert result.uploads[f"{config.stack_dir}/mlflow.env"].decode() == render("mlflow.env.j2", config)
     assert result.uploads[f"{config.stack_dir}/wait-healthy.sh"] == (REPO / "files/host/wait-healthy.sh").read_bytes()
     with open(ca_cert, "rb") as handle:

@@ -19,9 +19,10 @@ def test_fresh_host_gets_the_units_and_a_started_enabled_timer(extra):
     config = make_config(**extra)
     result = plan(schedules.schedule_backups, config, fresh_facts())
     service, timer = result.uploads[SERVICE].decode(), result.uploads[TIMER].decode()
-    assert (f"ExecStart=/bin/bash {config.stack_dir}/backup.sh {config.stack_dir} {config.compose_project} "
-            f"{config.postgres_user} {config.postgres_db} {config.minio_bucket} {config.minio_bucket_prefix} "
-            f"{config.backups_dir} {config.backup_keep}\n") in service
+    assert (f"ExecStart=/bin/bash {config.stack_dir}/backup.sh --stack-dir {config.stack_dir} "
+            f"--project {config.compose_project} --db-role {config.postgres_user} --database {config.postgres_db} "
+            f"--bucket {config.minio_bucket} --prefix {config.minio_bucket_prefix} "
+            f"--backups {config.backups_dir} --keep {config.backup_keep}\n") in service
     assert "Type=oneshot\n" in service and "After=docker.service\n" in service
     assert f"OnCalendar={config.backup_schedule}\n" in timer and "Persistent=true\n" in timer
     assert "WantedBy=timers.target\n" in timer

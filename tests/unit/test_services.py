@@ -12,7 +12,7 @@ import yaml
 from mlflow_stack.config import CONFIG_KEYS, ConfigError
 from mlflow_stack.steps.secrets import secret_values
 from mlflow_stack.services import BUILT_IMAGE, PORT_SETTINGS, SERVICES, active_services, stack_is_healthy
-from mlflow_stack.steps.stack_files import build_context, mlflow_image_ref, render
+from mlflow_stack.steps.stack_files import build_context, mlflow_image_ref, compose_file, render
 
 from .helpers import NON_DEFAULT, make_config
 
@@ -27,7 +27,7 @@ def config(request):
 
 
 def compose_text(config) -> str:
-    return render("compose.yaml.j2", config)
+    return compose_file(config)
 
 
 def service_sections(text: str) -> dict[str, str]:
@@ -128,7 +128,7 @@ def test_with_tls_the_proxy_publishes_the_api_ports_and_mlflow_and_minio_publish
     services = yaml.safe_load(compose_text(config))["services"]
     assert config.tls == "self-signed"  # the default
     assert services["proxy"]["ports"] == ["0.0.0.0:5000:5000", "10.0.0.5:9000:9000"]
-    assert services["mlflow"]["ports"] == [] and services["minio"]["ports"] == ["127.0.0.1:9001:9001"]
+    assert "ports" not in services["mlflow"] and services["minio"]["ports"] == ["127.0.0.1:9001:9001"]
     # The public name is the proxy's on the compose network: MLflow's S3 calls go through it.
     assert services["proxy"]["networks"]["default"]["aliases"] == ["mlflow.lab.example.org"]
     assert services["minio"]["networks"]["default"]["aliases"] == []

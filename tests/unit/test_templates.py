@@ -12,8 +12,8 @@ import yaml
 from mlflow_stack.steps.secrets import secret_values
 from mlflow_stack.config import releases
 from mlflow_stack.config.releases import lock_file
-from mlflow_stack.services import DATA_DIRS, ONESHOT_SERVICES, long_running_services
-from mlflow_stack.steps.stack_files import IMAGE_FILES, build_context, mlflow_image_ref, render
+from mlflow_stack.services import DATA_DIRS, ON_DEMAND_SERVICES, ONESHOT_SERVICES, long_running_services
+from mlflow_stack.steps.stack_files import IMAGE_FILES, build_context, mlflow_image_ref, compose_file, render
 
 from .helpers import REPO, HOST_NAME, NON_DEFAULT, make_config
 
@@ -31,13 +31,13 @@ def config(request):
 
 
 def rendered_files(config) -> dict[str, str]:
-    files = {"compose.yaml": render("compose.yaml.j2", config), "mlflow.env": render("mlflow.env.j2", config)}
+    files = {"compose.yaml": compose_file(config), "mlflow.env": render("mlflow.env.j2", config)}
     files.update({f"build/{name}": data.decode() for name, data in build_context(config).items()})
     return files
 
 
 def compose(config) -> dict:
-    return yaml.safe_load(render("compose.yaml.j2", config))
+    return yaml.safe_load(compose_file(config))
 
 
 def env_file(text: str) -> dict[str, str]:
@@ -62,7 +62,7 @@ def test_compose_is_a_valid_model(config):
     model = compose(config)
     assert model["name"] == config.compose_project
     services = model["services"]
-    assert set(services) == {*ONESHOT_SERVICES, *long_running_services(config.tls)}
+    assert set(services) == {*ONESHOT_SERVICES, *long_running_services(config.tls), *ON_DEMAND_SERVICES}
     for name, service in services.items():
         assert isinstance(service["image"], str) and service["image"], name
         assert re.fullmatch(r"\d+:\d+", service["user"]), name
@@ -251,7 +251,7 @@ def test_passwords_come_from_env_file_interpolation(config):
 
 
 def test_interpolated_variables_are_the_ones_the_secrets_step_writes(config):
-    referenced = set(INTERPOLATION.findall(render("compose.yaml.j2", config)))
+    referenced = set(INTERPOLATION.findall(compose_file(config)))
     assert referenced == set(secret_values(config))
 
 
@@ -403,7 +403,7 @@ def test_non_default_minio_ports_everywhere():
     assert minio["ports"] == ["0.0.0.0:19000:19000", "127.0.0.1:19001:19001"]
     assert minio["environment"]["MC_HOST_local"] == "http://127.0.0.1:19000"
     assert compose(config)["services"][BUCKET_INIT]["environment"]["S3_ENDPOINT_URL"] == "http://minio:19000"
-    text = render("compose.yaml.j2", config)
+    text = compose_file(config)
     assert ":9000" not in text and ":9001" not in text
 
 

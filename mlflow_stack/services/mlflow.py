@@ -1,0 +1,77 @@
+"""The MLflow tracking server: basic-auth, artifacts proxied to the bucket."""
+
+from __future__ import annotations
+
+from .migrate_db import database_ca, database_uri, runs_mlflow
+from .model import (BUILT_IMAGE, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDir, Port, Service, Topology, base,
+                    healthcheck, mounts_and_ports, secret)
+
+ORDER = 50
+
+
+def s3_secret(topology: Topology) -> str:
+    """The secrets file's key of the S3 secret: an external S3's, or the bundled MinIO's root password."""
+    return "S3_SECRET_ACCESS_KEY" if topology.external_s3 else "MINIO_ROOT_PASSWORD"
+
+
+def s3_ca(topology: Topology) -> tuple[ConfigFile, ...]:
+    return (ConfigFile(topology.s3_ca, S3_CA_MOUNT),) if topology.external_s3 and topology.s3_ca else ()
+
+
+def service(topology: Topology) -> Service | None:
+    if not runs_mlflow(topology):
+        return None
+    # The admin password creates the admin on the first start only (auth.py keeps it current).
+    return Service("mlflow", image=BUILT_IMAGE,
+                   secrets=("POSTGRES_PASSWORD", s3_secret(topology), "MLFLOW_AUTH_ADMIN_PASSWORD",
+                            "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+                   data_dirs=(DataDir("mlruns", "750", "/mlflow"),),
+                   # MLflow's auth config (MLFLOW_AUTH_CONFIG_PATH in mlflow.env names the mount).
+                   # ca.crt: its own S3 calls go to the public name, through the proxy (AWS_CA_BUNDLE).
+                   config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"), *database_ca(topology),
+                                 *s3_ca(topology), ConfigFile("tls/ca.crt", "/etc/mlflow-stack/ca.crt", tls_only=True)),
+                   # With TLS the proxy publishes the port instead: plain HTTP stays in the compose network.
+                   ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000, plain_only=True),),
+                   compose=compose)
+
+
+def compose(service: Service, context: ComposeContext) -> dict:
+    config = context.config
+    entry = {
+        **base(service, context, restart="unless-stopped"),
+        "env_file": ["mlflow.env"],
+        # auth.ini is read at start only: a new digest recreates MLflow.
+        "labels": {"mlflow-stack.auth-ini-sha256": context.auth_ini_digest},
+    }
+    if config.cluster_extra_hosts:
+        # The balancer's name, where MLflow's own S3 calls go (they carry it, like presigned URLs).
+        entry["extra_hosts"] = list(config.cluster_extra_hosts)
+    entry["environment"] = {
+        # Passed by environment, never on the command line (ps would show it).
+        "MLFLOW_BACKEND_STORE_URI": database_uri(context),
+        "AWS_SECRET_ACCESS_KEY": config.s3_secret_reference,
+        # The user store's URI in auth.ini holds no password: libpq takes it from PGPASSWORD.
+        "PGPASSWORD": secret("POSTGRES_PASSWORD"),
+        # Used by MLflow only to create the admin on the first start; the deploy keeps it current.
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secret("MLFLOW_AUTH_ADMIN_PASSWORD"),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret("MLFLOW_FLASK_SERVER_SECRET_KEY"),
+    }
+    entry["command"] = [
+        "mlflow", "server", "--host=0.0.0.0", "--port=5000", f"--workers={config.mlflow_worker_count}",
+        "--serve-artifacts", f"--artifacts-destination={config.artifacts_destination}",
+        f"--allowed-hosts={','.join(config.allowed_hosts)}", *config.mlflow_app_options,
+    ]
+    entry.update(mounts_and_ports(service, context))
+    entry["healthcheck"] = healthcheck(
+        ["CMD", "python", "-c",
+         "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=4)"],
+        retries=30,
+        # Its first start may take as long as the deploy waits for it (slow or emulated hosts):
+        # failed checks before then do not mark it unhealthy; the first passing one ends the wait.
+        start_period=f"{config.mlflow_health_timeout}s")
+    # It starts once the database is up, the bucket exists and the schema is this MLflow's.
+    waits_for = {"postgres": "service_healthy", "create-bucket": "service_completed_successfully"}
+    entry["depends_on"] = {name: {"condition": condition} for name, condition in waits_for.items()
+                           if name in config.service_names}
+    entry["depends_on"]["migrate-db"] = {"condition": "service_completed_successfully"}
+    return entry

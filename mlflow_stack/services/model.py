@@ -1,0 +1,143 @@
+"""What a service is: the parts every service has (image, user, data, config files, secrets,
+ports) that the directories, secrets, port-clash and health steps read, and the compose entry
+its own module writes from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping
+
+if TYPE_CHECKING:
+    from mlflow_stack.config import StackConfig
+
+LOOPBACK = "127.0.0.1"
+# The image built on the host (its tag: stack_files.mlflow_image_ref).
+BUILT_IMAGE = "mlflow_image_ref"
+# Where a service reads the CA file the deploy uploads for an external backend (stack_files.py).
+POSTGRES_CA_MOUNT = "/etc/mlflow-stack/postgres-ca.crt"
+S3_CA_MOUNT = "/etc/mlflow-stack/s3-ca.crt"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    name: str   # under data/, owned by the stack account
+    mode: str   # what the service writing it needs (PostgreSQL insists on 0700)
+    mount: str  # where the service sees it
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    name: str   # in the stack directory, written by the deploy (rendered files: root, 0644, no secret)
+    mount: str  # where the service reads it, read-only
+    tls_only: bool = False  # mounted only when TLS is on (the certificate files of tls.py)
+
+
+@dataclass(frozen=True)
+class Port:
+    setting: str                        # holds the host port; named when two ports clash
+    address_setting: str | None = None  # holds the host address; None: loopback only
+    container_port: int | None = None   # None: the host port, which the service listens on inside
+    # With TLS the proxy publishes this port (TLS) and the service publishes nothing:
+    # plain HTTP to it never leaves the compose network.
+    plain_only: bool = False
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What decides which services a host runs and how they are wired."""
+    role: str = "standalone"  # config/cluster.py: standalone, data, tracking or balancer
+    external_database: bool = False
+    external_s3: bool = False
+    postgres_ca: str | None = None  # the CA file's name in the stack directory, if given
+    s3_ca: str | None = None
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class ComposeContext:
+    """What a service's compose entry is written from: the config, and the two values the
+    deploy computes from files (the built image's tag, auth.ini's digest)."""
+    config: StackConfig
+    mlflow_image: str
+    auth_ini_digest: str
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    image: str  # the setting naming its image, or BUILT_IMAGE
+    # Healthy: a one-shot has exited 0; any other service is running and passes its health check.
+    oneshot: bool = False
+    # Never started by `compose up`: run on demand (`compose run --rm NAME ...`) by a job.
+    on_demand: bool = False
+    data_dirs: tuple[DataDir, ...] = ()
+    config_files: tuple[ConfigFile, ...] = ()
+    secrets: tuple[str, ...] = ()  # keys of the secrets file compose interpolates into it
+    ports: tuple[Port, ...] = ()
+    tls_only: bool = False  # present only when TLS is on (the proxy)
+    # Its whole compose entry (the service's module); the parts above are filled in by `entry`.
+    compose: Callable[[Service, ComposeContext], dict] | None = field(default=None, compare=False, repr=False)
+
+    def is_healthy(self, status: Mapping) -> bool:
+        """`status`: the service's entry of the ComposeServices fact ({} when it has no container)."""
+        if self.on_demand:
+            return True
+        if self.oneshot:
+            return status.get("state") == "exited" and status.get("exit_code") == 0
+        return status.get("state") == "running" and status.get("health") == "healthy"
+
+    def entry(self, context: ComposeContext) -> dict:
+        """The service's compose entry: its module's, with image, user, volumes and ports from the table."""
+        assert self.compose is not None, f"{self.name}: no compose entry"
+        return self.compose(self, context)
+
+
+def secret(key: str) -> str:
+    """A password in the compose file: interpolated by compose from .env (root-only), never written."""
+    return f"${{{key}:?missing in .env; rerun the deploy}}"
+
+
+def image(service: Service, context: ComposeContext) -> str:
+    return context.mlflow_image if service.image == BUILT_IMAGE else getattr(context.config, service.image)
+
+
+def user(context: ComposeContext) -> str:
+    # Every service runs as the stack account, which owns data/.
+    return f"{context.config.stack_uid}:{context.config.stack_gid}"
+
+
+def volumes(service: Service, context: ComposeContext) -> list[str]:
+    config = context.config
+    return ([f"{config.data_dir}/{d.name}:{d.mount}" for d in service.data_dirs]
+            + [f"{config.stack_dir}/{f.name}:{f.mount}:ro" for f in service.config_files])
+
+
+def ports(service: Service, context: ComposeContext) -> list[str]:
+    published = []
+    for port in service.ports:
+        address = getattr(context.config, port.address_setting) if port.address_setting else LOOPBACK
+        host_port = getattr(context.config, port.setting)
+        published.append(f"{address}:{host_port}:{port.container_port or host_port}")
+    return published
+
+
+def base(service: Service, context: ComposeContext, restart: str) -> dict:
+    """The keys every entry starts with."""
+    return {"image": image(service, context), "user": user(context), "restart": restart}
+
+
+def mounts_and_ports(service: Service, context: ComposeContext) -> dict:
+    """volumes and ports, each only when it has any."""
+    parts = {"volumes": volumes(service, context), "ports": ports(service, context)}
+    return {key: value for key, value in parts.items() if value}
+
+
+def healthcheck(test: list[str], retries: int, start_period: str) -> dict:
+    return {"test": test, "interval": "5s", "timeout": "5s", "retries": retries, "start_period": start_period}
+
+
+def listens(*ports: int) -> list[str]:
+    """A health check that the ports accept connections (bash: in the official Debian-based
+    nginx image, and its stand-in)."""
+    opens = " && ".join(f"exec {fd}<>/dev/tcp/127.0.0.1/{port}" for fd, port in enumerate(ports, start=3))
+    return ["CMD", "bash", "-c", opens]

@@ -1,0 +1,33 @@
+"""The TLS proxy (nginx): terminates TLS for the tracking API and the presigned S3 traffic,
+under the public name, on the ports MLflow and MinIO publish without TLS (templates/nginx.conf.j2)."""
+
+from __future__ import annotations
+
+from .migrate_db import runs_mlflow
+from .model import ComposeContext, ConfigFile, Port, Service, Topology, base, healthcheck, listens, mounts_and_ports
+
+ORDER = 60
+
+
+def service(topology: Topology) -> Service | None:
+    if not runs_mlflow(topology):
+        return None
+    return Service("proxy", image="proxy_image", tls_only=True,
+                   config_files=(ConfigFile("nginx.conf", "/etc/nginx/nginx.conf"),
+                                 ConfigFile("tls/server.crt", "/etc/nginx/tls/server.crt"),
+                                 ConfigFile("tls/server.key", "/etc/nginx/tls/server.key")),
+                   ports=(Port("mlflow_port", "mlflow_bind_address"), Port("minio_api_port", "minio_api_bind_address")),
+                   compose=compose)
+
+
+def compose(service: Service, context: ComposeContext) -> dict:
+    config = context.config
+    return {
+        **base(service, context, restart="unless-stopped"),
+        "command": ["nginx", "-g", "daemon off;"],
+        # The public name resolves to the proxy on the compose network: MLflow's own S3
+        # traffic goes through it by the name its presigned URLs carry.
+        "networks": {"default": {"aliases": list(config.proxy_network_aliases)}},
+        **mounts_and_ports(service, context),
+        "healthcheck": healthcheck(listens(config.mlflow_port, config.minio_api_port), retries=20, start_period="10s"),
+    }
