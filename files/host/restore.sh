@@ -9,9 +9,12 @@
 # This server's passwords (.env) are kept: a backup holds none.
 # Usage: restore.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME --prefix PREFIX
 #                   --backup DIR --overwrite yes|no --timeout SECONDS
+#                   [--oneshot NAME]... --service NAME...   (what to wait for once it is up again)
 set -euo pipefail
+wait_for=()
 while [ $# -gt 0 ]; do
     case $1 in
+        --oneshot) wait_for+=(--oneshot "$2") ;; --service) wait_for+=("$2") ;;
         --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
         --prefix) prefix=$2 ;; --backup) backup=$2 ;; --overwrite) overwrite=$2 ;; --timeout) timeout=$2 ;;
         *) echo "restore.sh: unknown option $1" >&2; exit 2 ;;
@@ -21,6 +24,7 @@ done
 : "${dir:?--stack-dir missing}" "${project:?--project missing}" "${role:?--db-role missing}"
 : "${database:?--database missing}" "${prefix:?--prefix missing}" "${backup:?--backup missing}"
 : "${overwrite:?--overwrite missing}" "${timeout:?--timeout missing}"
+[ ${#wait_for[@]} -gt 0 ] || { echo "restore.sh: no --service to wait for" >&2; exit 2; }
 cd "$backup"
 sha256sum --quiet --check SHA256SUMS
 exec 9>"$(dirname "$backup")/.lock"
@@ -44,5 +48,5 @@ compose run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" jobs \
     python /opt/mlflow-stack/artifacts_archive.py import < "$backup/artifacts.tar"
 # migrate-db runs again: a backup of an older schema is brought to this MLflow's.
 compose up -d
-sh "$dir/wait-healthy.sh" "$project" "$timeout" --oneshot create-bucket --oneshot migrate-db postgres minio mlflow
+sh "$dir/wait-healthy.sh" "$project" "$timeout" "${wait_for[@]}"
 echo "restored $backup in $(( $(date +%s) - started )) s"

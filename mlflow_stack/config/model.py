@@ -190,7 +190,7 @@ class StackConfig:
 
     @property
     def services(self) -> tuple[Service, ...]:
-        """The services this host runs (services.py), by which backends are external."""
+        """The services this host runs (mlflow_stack/services/), by which backends are external."""
         return stack_services(self.external_database, self.external_s3, postgres_ca=self.postgres_ca_name,
                               s3_ca=self.s3_ca_name, tls=self.tls != "off", role=self.role)
 

@@ -17,7 +17,7 @@ from mlflow_stack.config.checks import Check
 from mlflow_stack.services import ON_DEMAND_SERVICES, SECRET_FILE_KEYS, SERVICE_NAMES
 
 # Secret setting -> the environment variable that may carry it into a run without putting it
-# in a file. The secret settings are the secrets file's keys (services.py) in lower case.
+# in a file. The secret settings are the secrets file's keys (mlflow_stack/services/) in lower case.
 SECRET_ENV_VARS = {key.lower(): f"MLFLOW_STACK_{key}" for key in SECRET_FILE_KEYS}
 # Secrets only handed to one run (on stdin), never kept on the host: an environment variable too.
 PASSED_SECRET_ENV_VARS = {"classic_database_password": "MLFLOW_STACK_CLASSIC_DATABASE_PASSWORD"}

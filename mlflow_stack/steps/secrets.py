@@ -23,7 +23,7 @@ _EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 _RANDOM_HEX = "$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -dc 0-9a-f)"
 
 # Setting -> the key it is kept under in the env file: every key a service of any topology reads
-# (services.py), from the setting of the same name in lower case.
+# (mlflow_stack/services/), from the setting of the same name in lower case.
 SECRET_KEYS = {key.lower(): key for key in SECRET_FILE_KEYS}
 
 

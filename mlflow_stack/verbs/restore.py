@@ -64,7 +64,10 @@ def restore_command(config: StackConfig, remote: str) -> StringCommand:
     return script_command(f"{config.stack_dir}/restore.sh", stack_dir=config.stack_dir, project=config.compose_project,
                           db_role=config.postgres_user, database=config.postgres_db, prefix=config.minio_bucket_prefix,
                           backup=remote, overwrite="yes" if config.restore_overwrite else "no",
-                          timeout=config.mlflow_health_timeout)
+                          timeout=config.mlflow_health_timeout,
+                          # What to wait for once the stack is up again: this host's services.
+                          oneshot=tuple(s.name for s in config.started_services if s.oneshot),
+                          service=tuple(s.name for s in config.started_services if not s.oneshot))
 
 
 @deploy("Check that the restore may replace this server's data")

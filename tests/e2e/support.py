@@ -133,7 +133,7 @@ def compose_status(target, project: str = "mlflow") -> dict[str, dict]:
 
 
 def assert_stack_healthy(target, services=None, tls: str = "off") -> None:
-    """Healthy as the deploy decides it (mlflow_stack/services.py); `services`: the target's
+    """Healthy as the deploy decides it (mlflow_stack/services/); `services`: the target's
     topology (config.services), else all bundled with the `tls` setting (the suite's shared
     settings have "off")."""
     status = compose_status(target)

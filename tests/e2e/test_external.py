@@ -142,6 +142,28 @@ def test_rerun_changes_nothing(server, record):
     assert again.changed == [], again.changed
 
 
+def test_a_classic_file_store_is_imported_into_the_external_bucket(server, backends, record):
+    """The importer runs in the jobs service, which an external-S3 stack has too (it has no
+    bucket init); the old artifacts become objects in the institute's bucket."""
+    from tests.e2e.test_import import COUNTED, FILE_STORE, make_classic_data
+
+    target, deployer = server["target"], server["deployer"]
+    s3 = institute_s3(backends.address)
+
+    def models() -> int:
+        keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/").get("Contents", [])]
+        return sum(key.endswith("/MLmodel") for key in keys)
+
+    before = models()
+    make_classic_data(target, FILE_STORE, "file:///app/mlruns", "classic-model")
+    imported = deployer.run(overrides={"classic_backend_store": f"{FILE_STORE}/mlruns"},
+                            deploy="import_classic.py").check()
+    record("external_import_s", round(imported.seconds, 1))
+    assert f"Import {FILE_STORE}/mlruns into the stack: {COUNTED}" in imported.stdout + imported.stderr
+    assert models() == before + 2  # the data set's two logged models
+    assert S3_SECRET not in imported.stdout + imported.stderr
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"postgres_password": "wrong-password-123"}, "authentication: connection to server at \"{backends}\", port 5432 "
                                                   "failed: FATAL:  password authentication failed for user \"institute\""),

@@ -129,7 +129,9 @@ def test_restore_from_the_control_machine_uploads_then_restores_then_smoke_tests
     assert step.commands == [
         f"bash {config.stack_dir}/restore.sh --stack-dir {config.stack_dir} --project {config.compose_project} "
         f"--db-role {config.postgres_user} --database {config.postgres_db} --prefix {config.minio_bucket_prefix} "
-        f"--backup {remote} --overwrite no --timeout {config.mlflow_health_timeout}"]
+        f"--backup {remote} --overwrite no --timeout {config.mlflow_health_timeout} "
+        f"--oneshot create-bucket --oneshot migrate-db --service postgres --service minio --service mlflow"
+        f"{' --service proxy' if config.tls != 'off' else ''}"]
     names = [op.name for op in result.ops]
     assert names.index(step.name) < names.index(f"Restore a backup | Smoke-test MLflow at {config.tracking_uri}")
 
@@ -141,7 +143,7 @@ def test_restore_from_the_host_reads_its_manifest_there():
     result = plan(restore.restore_backup, config, facts)
     assert result.uploads == {}
     step = result.op("Restore a backup | Restore mlflow-backup-1 (MLflow stopped meanwhile)")
-    assert step.commands[0].endswith("--backup /var/backups/mlflow-backup-1 --overwrite yes --timeout 300")
+    assert "--backup /var/backups/mlflow-backup-1 --overwrite yes --timeout 300 " in step.commands[0]
 
 
 def test_restore_of_a_missing_host_backup_is_refused():

@@ -1,4 +1,4 @@
-"""The service table (mlflow_stack/services.py) is what the compose file, the directories
+"""The service table (mlflow_stack/services/) is what the compose file, the directories
 step, the secrets step, the port-clash check and the health decision use."""
 
 from __future__ import annotations
@@ -151,3 +151,57 @@ def test_without_tls_there_is_no_proxy_and_mlflow_and_minio_publish_their_ports(
     assert services["minio"]["networks"]["default"]["aliases"] == ["mlflow.lab.example.org"]
     assert not any("ca.crt" in volume for volume in services["mlflow"]["volumes"])
     assert stack_is_healthy({k: v for k, v in HEALTHY.items() if k != "proxy"}, active_services("off"))
+
+
+# --- the package: one module per service ---------------------------------------------------
+
+
+def test_every_module_of_the_package_is_a_service_found_by_itself():
+    import pkgutil
+
+    from mlflow_stack import services as package
+
+    modules = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name != "model"]
+    # A module found on disk is a service the package asks, under the module's name.
+    assert {name.replace("_", "-") for name in modules} == set(package.SERVICE_NAMES)
+    orders = [getattr(package, name).ORDER for name in modules]
+    assert len(set(orders)) == len(orders), "two services share an ORDER"
+
+
+@pytest.mark.parametrize("topology, bundled", [
+    (dict(), True), (dict(external_database=True), True), (dict(external_s3=True), False),
+    (dict(external_database=True, external_s3=True), False), (dict(role="data"), True),
+    (dict(role="tracking", external_database=True, external_s3=True), False)])
+def test_the_job_runner_exists_wherever_the_mlflow_image_does(topology, bundled):
+    from mlflow_stack.services import stack_services
+
+    services = {service.name: service for service in stack_services(**topology)}
+    jobs = services["jobs"]
+    assert jobs.image == BUILT_IMAGE and jobs.on_demand and not jobs.oneshot and not jobs.ports
+    assert jobs.secrets == (("MINIO_ROOT_PASSWORD",) if bundled else ("S3_SECRET_ACCESS_KEY",))
+    # Never waited for, always healthy: `compose up` does not start it.
+    assert jobs.is_healthy({})
+
+
+def test_a_balancer_has_no_job_runner():
+    from mlflow_stack.services import stack_services
+
+    assert [service.name for service in stack_services(role="balancer")] == ["balancer"]
+
+
+@pytest.mark.parametrize("settings", [{}, dict(
+    s3_endpoint_url="https://s3.example.org", s3_region="eu-central-1", s3_access_key="LABKEY",
+    s3_secret_access_key="abc/DEF+ghi=123", minio_bucket="lab-artifacts", tls="off")], ids=["bundled", "external-s3"])
+def test_the_job_runner_is_started_by_compose_run_only_and_reaches_the_bucket(settings):
+    config = make_config(**settings)
+    jobs = yaml.safe_load(compose_file(config))["services"]["jobs"]
+    assert jobs["profiles"] == ["jobs"]  # no `compose up` names the profile
+    assert "ports" not in jobs and "depends_on" not in jobs and jobs["restart"] == "no"
+    env = jobs["environment"]
+    assert env["ARTIFACT_BUCKET"] == config.minio_bucket
+    if config.external_s3:
+        assert env["S3_ENDPOINT_URL"] == "https://s3.example.org" and env["AWS_ACCESS_KEY_ID"] == "LABKEY"
+        assert INTERPOLATION.findall(env["AWS_SECRET_ACCESS_KEY"]) == ["S3_SECRET_ACCESS_KEY"]
+    else:
+        assert env["S3_ENDPOINT_URL"] == f"http://minio:{config.minio_api_port}"
+        assert INTERPOLATION.findall(env["AWS_SECRET_ACCESS_KEY"]) == ["MINIO_ROOT_PASSWORD"]
