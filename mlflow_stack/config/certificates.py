@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 # Validity of what the deploy makes, and how close to the end a rerun makes it anew.
 CA_DAYS = 3650
 SERVER_DAYS = 397  # what browsers accept for a server certificate
 RENEW_DAYS = 30
+# A certificate the deploy does not renew (the lab's own: tls = 'files') is warned of this long
+# before its end, by the deploy's summary and by status.py.
+WARN_DAYS = 30
 
 
 def _ip(name: str):
@@ -56,14 +60,32 @@ def covers(dns_names: Iterable[str], ip_addresses: Iterable[Any], name: str) -> 
     return False
 
 
-def certificate_problem(path: str, name: str) -> str | None:
+def _first_certificate(path: str):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificates(open(path, "rb").read())[0]
+
+
+def expires(path: str) -> datetime:
+    """When the (first) certificate of the PEM file at `path` ends, in UTC."""
+    return _first_certificate(path).not_valid_after_utc
+
+
+def days_left(path: str, now: datetime | None = None) -> int:
+    """Whole days until the certificate at `path` ends (negative: ended)."""
+    return (expires(path) - (now or datetime.now(timezone.utc))).days
+
+
+def certificate_problem(path: str, name: str, now: datetime | None = None) -> str | None:
     """Why the PEM certificate at `path` cannot serve `name`; None when it can."""
     from cryptography import x509
 
     try:
-        certificate = x509.load_pem_x509_certificates(open(path, "rb").read())[0]
+        certificate = _first_certificate(path)
     except (OSError, ValueError) as error:
         return f"not a PEM certificate ({error})"
+    if certificate.not_valid_after_utc <= (now or datetime.now(timezone.utc)):
+        return f"expired on {certificate.not_valid_after_utc:%Y-%m-%d}; clients would refuse it"
     try:
         sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns_names, ips = sans.get_values_for_type(x509.DNSName), sans.get_values_for_type(x509.IPAddress)

@@ -18,7 +18,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.arguments import pop_global_arguments
 from pyinfra.operations import python
 
-from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.config import StackConfig, certificates, config_from_host
 
 
 logger = logging.getLogger("pyinfra")
@@ -130,6 +130,13 @@ def summary(config: StackConfig) -> str:
             lines.append("WARNING: plain HTTP: user names and passwords cross the network in clear text; use the "
                          "server only on a network you trust (or through an SSH tunnel)")
     lines.append(f"secrets: {config.secrets_file} on {host.name} (root, 0600)")
+    if config.tls == "files" and config.tls_cert_file:
+        # The deploy renews its own certificate; the lab's own files are the lab's to renew.
+        left = certificates.days_left(config.tls_cert_file)
+        if left < certificates.WARN_DAYS:
+            lines.append(f"WARNING: the TLS certificate {config.tls_cert_file} (tls_cert_file) expires in {left} days, "
+                         f"on {certificates.expires(config.tls_cert_file):%Y-%m-%d}: put a new one in its place "
+                         "and rerun the deploy")
     return " | ".join(lines)
 
 

@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from pyinfra import host, inventory
 from pyinfra.api import FactBase
 
-from mlflow_stack.config import StackConfig
+from mlflow_stack.config import StackConfig, certificates
 from mlflow_stack.facts.host import ComposeServices
 from mlflow_stack.steps.schedules import BACKUP_UNIT, GC_UNIT
 
-CERTIFICATE_WARN_DAYS = 30
+CERTIFICATE_WARN_DAYS = certificates.WARN_DAYS
 FREE_WARN_PERCENT = 10
 SECTION = "@@status"
 

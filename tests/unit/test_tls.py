@@ -22,11 +22,11 @@ CURRENT = CertificateState(True, True, True, True, subject_alt_names(NAMES))
 MAKE = "Ensure the TLS certificates | Make a new"
 
 
-def self_signed(tmp_path: Path, *sans: str) -> tuple[str, str]:
+def self_signed(tmp_path: Path, *sans: str, days: int = 30) -> tuple[str, str]:
     """A certificate and key made by openssl, as a lab's own PKI would hand them out."""
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", "/CN=test",
+                    "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", "/CN=test",
                     "-addext", f"subjectAltName={','.join(sans)}"], check=True, capture_output=True)
     return str(cert), str(key)
 
@@ -63,6 +63,34 @@ def test_files_mode_accepts_a_certificate_for_the_name_or_a_wildcard(tmp_path):
     config = make_config(tls="files", tls_cert_file=cert, tls_key_file=key, tls_ca_file=cert,
                          mlflow_public_host="mlflow.lab.example.org")
     assert config.ca_local_path == cert and config.tracking_uri.startswith("https://")
+
+
+def test_files_mode_refuses_an_expired_certificate(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    cert, key = self_signed(tmp_path, "DNS:mlflow.lab.example.org", days=1)
+    later = datetime.now(timezone.utc) + timedelta(days=2)
+    assert certificates.certificate_problem(cert, "mlflow.lab.example.org", now=later).startswith("expired on ")
+    assert certificates.certificate_problem(cert, "mlflow.lab.example.org") is None
+
+
+@pytest.mark.parametrize("days, warned", [(20, True), (29, True), (90, False)])
+def test_the_summary_warns_when_the_lab_s_certificate_ends_within_30_days(tmp_path, days, warned):
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.context import ctx_host, ctx_state
+
+    from mlflow_stack.steps.verify import summary
+
+    cert, key = self_signed(tmp_path, "DNS:mlflow.lab.example.org", days=days)
+    config = make_config(tls="files", tls_cert_file=cert, tls_key_file=key, tls_ca_file=cert,
+                         mlflow_public_host="mlflow.lab.example.org")
+    inventory = Inventory((["mlflow.lab.example.org"], {}))
+    state = State(inventory, Config())
+    with ctx_state.use(state), ctx_host.use(inventory.get_host("mlflow.lab.example.org")):
+        text = summary(config)
+    assert (f"WARNING: the TLS certificate {cert} (tls_cert_file) expires in " in text) is warned
+    if warned:
+        assert f"expires in {days - 1} days" in text or f"expires in {days} days" in text
 
 
 def test_a_missing_certificate_file_is_named():
