@@ -9,11 +9,13 @@
 # This server's passwords (.env) are kept: a backup holds none.
 # Usage: restore.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME --prefix PREFIX
 #                   --backup DIR --overwrite yes|no --timeout SECONDS
+#                   [--stop NAME]...     (what to stop meanwhile: MLflow, where it runs here)
 #                   [--oneshot NAME]... --service NAME...   (what to wait for once it is up again)
 set -euo pipefail
-wait_for=()
+wait_for=() stop=()
 while [ $# -gt 0 ]; do
     case $1 in
+        --stop) stop+=("$2") ;;
         --oneshot) wait_for+=(--oneshot "$2") ;; --service) wait_for+=("$2") ;;
         --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
         --prefix) prefix=$2 ;; --backup) backup=$2 ;; --overwrite) overwrite=$2 ;; --timeout) timeout=$2 ;;
@@ -40,7 +42,7 @@ if [ "$held" != 0 ] && [ "$overwrite" != yes ]; then
     exit 3
 fi
 started=$(date +%s)
-compose stop mlflow
+[ ${#stop[@]} -eq 0 ] || compose stop "${stop[@]}"
 compose exec -T postgres pg_restore --clean --if-exists --no-owner --no-privileges --exit-on-error \
     -U "$role" -d "$database" < "$backup/database.dump"
 echo "database restored from $backup/database.dump" >&2

@@ -45,10 +45,6 @@ def local_backup_dir(config: StackConfig, name: str) -> Path:
 def require_bundled_backends(config: StackConfig, action: str) -> None:
     """Backups dump the database through its container and read the bucket through MinIO's
     bucket-init service: with an external backend neither exists here."""
-    if action == "restore.py" and config.role != "standalone":
-        raise DeployError(f"on {host.name}: restore.py does not restore a cluster yet (its tracking servers would "
-                          "keep writing meanwhile): stop MLflow on every tracking server, restore the data host's "
-                          "database.dump with pg_restore and artifacts.tar into the bucket by hand. Nothing was changed.")
     if config.role in ("tracking", "balancer"):
         data_host = config.cluster.data_host.name if config.cluster.data_host else "the data host"
         raise DeployError(f"on {host.name}: {action} backs a cluster up on its data host: run it with "

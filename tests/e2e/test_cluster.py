@@ -226,6 +226,39 @@ def test_the_data_host_backs_the_cluster_up(cluster):
         assert cluster["targets"][name].ssh("systemctl cat mlflow-backup.timer", check=False).returncode != 0
 
 
+def test_restore_brings_the_whole_cluster_back_to_its_backup(cluster, record):
+    """restore.py on the cluster's groups: the tracking servers stop, the data host restores
+    the backup the timer made (above), the tracking servers start one after the other; a run
+    logged after the backup is gone, the model logged before it loads through the balancer."""
+    data, balancer_uri = cluster["targets"]["data"], f"http://{BALANCER_NAME}:5000"
+    name = data.ssh("cd /srv/mlflow/backups && ls -1d mlflow-backup-* | tail -n 1").stdout.strip()
+    later = call(balancer_uri, "runs/create", {"experiment_id": "0"})["run"]["info"]["run_id"]
+    cluster_only = tuple(arg for group in ("mlflow_data_hosts", "mlflow_tracking_servers", "mlflow_balancers")
+                         for arg in ("--limit", group))
+    restore = {"restore_from": f"host:/srv/mlflow/backups/{name}", "restore_overwrite": True}
+
+    # Without every tracking server in the run nothing happens.
+    partial = cluster["deployer"].run(env=SECRETS, deploy="restore.py", overrides=restore,
+                                      extra_args=("--limit", "mlflow_data_hosts"))
+    assert partial.returncode != 0 and "restores a cluster as a whole" in partial.stdout + partial.stderr
+    assert call(balancer_uri, "runs/get", {"run_id": later})["run"]["info"]["run_id"] == later
+
+    restored = cluster["deployer"].run(env=SECRETS, deploy="restore.py", overrides=restore, extra_args=cluster_only)
+    restored.check()
+    record("cluster_restore_seconds", round(restored.seconds, 1))
+    order = restored.changed
+    assert order.index("Restore a backup | Stop MLflow while the data host restores") \
+        < order.index(f"Restore a backup | Restore {name} (MLflow stopped meanwhile)") \
+        < order.index("Restore a backup | Start MLflow on the first tracking server") \
+        < order.index("Restore a backup | Start MLflow on the other tracking servers"), order
+    assert call(balancer_uri, "runs/get", {"run_id": later}, allow_error=True) == 404
+    prediction = run_client("client_load_model.py", balancer_uri, cluster["workdir"] / "restored", cluster["run_id"])
+    assert float(prediction) == pytest.approx(31.0)
+    for role in ("tracking1", "tracking2"):
+        target = cluster["targets"][role]
+        assert stack_is_healthy(compose_status(target), ROLES["tracking"]), role
+
+
 def test_a_rerun_changes_nothing_on_any_host(cluster, record):
     rerun = cluster["deployer"].run(env=SECRETS).check()
     assert rerun.changed_on == {}, rerun.changed_on

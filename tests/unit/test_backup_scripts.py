@@ -137,7 +137,7 @@ def run_restore(docker, stack_dir, backup, held="0", overwrite="no"):
     docker.write("psql.out", f"{held}\n")
     args = ["bash", str(stack_dir / "restore.sh"), "--stack-dir", str(stack_dir), "--project", "mlflow",
             "--db-role", "tracker", "--database", "tracking", "--prefix", "other/prefix", "--backup", str(backup),
-            "--overwrite", overwrite, "--timeout", "30", "--oneshot", "create-bucket", "--oneshot", "migrate-db",
+            "--overwrite", overwrite, "--timeout", "30", "--stop", "mlflow", "--oneshot", "create-bucket", "--oneshot", "migrate-db",
             "--service", "postgres", "--service", "minio", "--service", "mlflow"]
     return docker.run(args, stdin="", timeout=90)
 

@@ -256,7 +256,6 @@ def test_each_member_plans_only_its_part(role, name):
 @pytest.mark.parametrize("role, name, action, message", [
     ("tracking", TRACKING[0].name, "backup.py", "--limit data.lab"),
     ("balancer", BALANCER.name, "backup.py", "--limit data.lab"),
-    ("data", DATA.name, "restore.py", "does not restore a cluster yet"),
 ])
 def test_backup_and_restore_name_where_to_run_them_in_a_cluster(role, name, action, message, monkeypatch):
     from mlflow_stack.verbs import backup
@@ -289,3 +288,71 @@ def test_every_host_plans_every_turn_in_order_and_starts_in_its_own(role, name, 
             assert "[" not in op.name and op.commands, op.name  # its own: planned to run
         else:
             assert op.name.endswith(f"[{turn}]") and not op.commands, op.name  # skipped here
+
+
+# --- restore.py on a cluster --------------------------------------------------------------------
+
+
+def _run_with(hosts: list[str], limit: list[str] | None = None):
+    """pyinfra's state for a run over `hosts`, limited to `limit` (--limit) when given."""
+    from pyinfra.api import Config, Inventory, State
+
+    inventory = Inventory((hosts, {}))
+    return State(inventory, Config(), initial_limit=[inventory.get_host(n) for n in limit] if limit else None)
+
+
+MEMBERS = [DATA.name, *(m.name for m in TRACKING), BALANCER.name]
+
+
+@pytest.mark.parametrize("limit, missing", [
+    (None, None), (MEMBERS, None), ([DATA.name, TRACKING[0].name], TRACKING[1].name),
+    ([DATA.name], f"{TRACKING[0].name}, {TRACKING[1].name}")])
+def test_a_cluster_is_restored_as_a_whole_or_not_at_all(limit, missing, monkeypatch):
+    from mlflow_stack.verbs import restore
+
+    monkeypatch.setattr(restore, "state", _run_with(MEMBERS, limit))
+    monkeypatch.setattr(restore, "host", type("H", (), {"name": DATA.name})())
+    config = member_config("data", DATA.name, restore_from="host:/srv/mlflow/backups/mlflow-backup-1")
+    if missing is None:
+        restore.check_restore_allowed(config, 0)
+    else:
+        with pytest.raises(restore.DeployError, match=f"and {missing} (is|are) not in this run"):
+            restore.check_restore_allowed(config, 0)
+
+
+TURNS = ["Stop MLflow while the data host restores", "Restore ", "Start MLflow on the first tracking server",
+         "Start MLflow on the other tracking servers", "Give the restored user store this server's admin and users"]
+
+
+@pytest.mark.parametrize("role, name, own", [
+    ("data", DATA.name, {1}), ("tracking", TRACKING[0].name, {0, 2, 4}), ("tracking", TRACKING[1].name, {0, 3}),
+    ("balancer", BALANCER.name, set())])
+def test_every_member_plans_every_restore_turn_and_runs_its_own(role, name, own, monkeypatch, tmp_path):
+    """The data host restores between the tracking servers' stop and their start, the first
+    tracking server (which migrates) before the others: every member plans every turn, so
+    pyinfra orders them across hosts."""
+    from mlflow_stack.verbs import restore
+    from tests.unit.plan import plan
+    from tests.unit.test_plan import fresh_facts
+
+    monkeypatch.setattr(restore, "require_whole_cluster", lambda config: None)
+    monkeypatch.setattr(restore, "run_smoke_test", lambda config: None)
+    backup = tmp_path / "mlflow-backup-1"
+    backup.mkdir()
+    (backup / "manifest.json").write_text('{"name": "mlflow-backup-1", "schema_revision": "dc11669786a5"}')
+    for filename in restore.BACKUP_FILES:
+        if not (backup / filename).exists():
+            (backup / filename).write_text("x")
+    config = member_config(role, name, restore_from=str(backup))
+    result = plan(restore.restore_backup, config, fresh_facts())
+    turns = [op for op in result.ops if any(op.name.split(" | ", 1)[-1].startswith(turn) for turn in TURNS)]
+    assert len(turns) == len(TURNS), [op.name for op in result.ops]
+    for index, op in enumerate(turns):
+        assert op.name.split(" | ", 1)[-1].startswith(TURNS[index])
+        if index in own:
+            assert "[" not in op.name and op.commands, op.name
+        else:
+            assert op.name.endswith("]") and not op.commands, op.name
+    commands = " ".join(c for op in result.ops for c in op.commands)
+    if role == "data":  # nothing to stop: its tracking servers stopped MLflow
+        assert "--stop" not in commands and "--service postgres --service minio" in commands

@@ -12,7 +12,7 @@ import yaml
 from mlflow_stack.config import CONFIG_KEYS, ConfigError
 from mlflow_stack.steps.secrets import secret_values
 from mlflow_stack.services import BUILT_IMAGE, PORT_SETTINGS, SERVICES, active_services, stack_is_healthy
-from mlflow_stack.steps.stack_files import build_context, mlflow_image_ref, compose_file, render
+from mlflow_stack.steps.stack_files import build_context, mlflow_image_ref, compose_file
 
 from .helpers import NON_DEFAULT, make_config
 
