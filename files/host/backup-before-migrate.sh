@@ -5,10 +5,22 @@
 # image): then the backup is taken anyway.
 # Run by the deploy only when it planned one of these (or could not ask a stopped database).
 # Refuses (exit 1, nothing changed) a revision this MLflow cannot migrate from (a downgrade).
-# Usage: backup-before-migrate.sh STACK_DIR PROJECT ROLE DATABASE EXPECTED_REVISION FILE TIMEOUT
-#        KNOWN_OLDER_REVISIONS (comma-separated) [REASON]
+# Usage: backup-before-migrate.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME
+#        --expected-revision REV --file FILE --timeout SECONDS --known-revisions REV,REV,... [--reason TEXT]
 set -eu
-dir=$1 project=$2 role=$3 database=$4 expected=$5 file=$6 timeout=$7 known=$8 reason=${9:-}
+reason=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
+        --expected-revision) expected=$2 ;; --file) file=$2 ;; --timeout) timeout=$2 ;;
+        --known-revisions) known=$2 ;; --reason) reason=$2 ;;
+        *) echo "backup-before-migrate.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+: "${dir:?--stack-dir missing}" "${project:?--project missing}" "${role:?--db-role missing}"
+: "${database:?--database missing}" "${expected:?--expected-revision missing}" "${file:?--file missing}"
+: "${timeout:?--timeout missing}" "${known:?--known-revisions missing}"
 if [ ! -s "$dir/data/postgres/PG_VERSION" ]; then
     echo "no database yet: nothing to back up"
     exit 0

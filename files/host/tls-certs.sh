@@ -1,16 +1,26 @@
 #!/bin/sh
 # Make the self-signed CA and/or the server certificate with openssl, on the host: the keys
 # never leave it. Run by the deploy (mlflow_stack/tls.py) when its fact says so.
-#   tls-certs.sh ca|server CA_DIR TLS_DIR UID GID CA_DAYS SERVER_DAYS SAN...   (SAN: DNS:name or IP:address)
+#   tls-certs.sh --make ca|server --ca-dir DIR --tls-dir DIR --uid UID --gid GID --ca-days N
+#                --server-days N --san SAN [--san SAN]...   (SAN: DNS:name or IP:address)
 # ca: a new CA (key root 0600 in CA_DIR), then a new server certificate; server: only the latter.
 # TLS_DIR gets server.key (UID:GID 0600, for the proxy), server.crt and ca.crt (0644).
 set -eu
-what=$1 ca_dir=$2 tls_dir=$3 uid=$4 gid=$5 ca_days=$6 server_days=$7
-shift 7
+sans= cn=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --make) what=$2 ;; --ca-dir) ca_dir=$2 ;; --tls-dir) tls_dir=$2 ;; --uid) uid=$2 ;; --gid) gid=$2 ;;
+        --ca-days) ca_days=$2 ;; --server-days) server_days=$2 ;; --san) sans=${sans:+$sans,}$2; cn=${cn:-${2#*:}} ;;
+        *) echo "tls-certs.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+: "${what:?--make missing}" "${ca_dir:?--ca-dir missing}" "${tls_dir:?--tls-dir missing}" "${uid:?--uid missing}"
+: "${gid:?--gid missing}" "${ca_days:?--ca-days missing}" "${server_days:?--server-days missing}"
+: "${sans:?--san missing}"
 umask 077
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sans=$(printf '%s,' "$@"); sans=${sans%,}
 
 if [ "$what" = ca ]; then
     cat > "$work/ca.cnf" <<CNF
@@ -41,7 +51,7 @@ subjectAltName = $sans
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 CNF
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -subj "/CN=${1#*:}" \
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -subj "/CN=$cn" \
     -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
 openssl x509 -req -in "$work/server.csr" -CA "$ca_dir/ca.crt" -CAkey "$ca_dir/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
     -days "$server_days" -extfile "$work/server.ext" -out "$work/server.crt" 2>/dev/null

@@ -110,14 +110,14 @@ def mlflow_image_ref(config: StackConfig) -> str:
     return f"{config.mlflow_image}:{config.mlflow_version}-{digest.hexdigest()[:12]}"
 
 
-def script_command(path: str, **options: str | int | tuple[str, ...] | None) -> StringCommand:
+def script_command(path: str, *, shell: str = "bash", **options: str | int | tuple[str, ...] | None) -> StringCommand:
     """`bash PATH --an-option VALUE ...`: a host script (files/host/) with named options, each
     quoted; an option of None is left out, a tuple's values each get the option."""
     args = [path]
     for key, value in options.items():
         for item in value if isinstance(value, tuple) else () if value is None else (value,):
             args += [f"--{key.replace('_', '-')}", str(item)]
-    return StringCommand("bash", *(QuoteString(arg) for arg in args))
+    return StringCommand(shell, *(QuoteString(arg) for arg in args))
 
 
 def remove_stale_files(directory: str, wanted: dict) -> list:

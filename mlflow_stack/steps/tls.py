@@ -22,7 +22,7 @@ from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts.host import ComposeServices, TlsCertificates
 from mlflow_stack.steps.stack import wait_command
 from mlflow_stack.steps.secrets import secret_file
-from mlflow_stack.steps.stack_files import render
+from mlflow_stack.steps.stack_files import render, script_command
 
 
 @deploy("Ensure the TLS certificates")
@@ -57,13 +57,14 @@ def ensure_certificates(config: StackConfig | None = None):
     new_ca, new_server = certificates.renewal(state, config.tls_names)
     made = None
     if new_server:
-        sans = " ".join(certificates.subject_alt_names(config.tls_names))
+        sans = certificates.subject_alt_names(config.tls_names)
         made = server.shell(
             name="Make a new CA and server certificate" if new_ca else "Make a new server certificate "
                  "(missing, close to its end, or for other names)",
-            commands=[f"sh {config.stack_dir}/tls-certs.sh {'ca' if new_ca else 'server'} {config.ca_dir} "
-                      f"{config.tls_dir} {config.stack_uid} {config.stack_gid} {certificates.CA_DAYS} "
-                      f"{certificates.SERVER_DAYS} {sans}"],
+            commands=[script_command(f"{config.stack_dir}/tls-certs.sh", shell="sh", make="ca" if new_ca else "server",
+                                     ca_dir=config.ca_dir, tls_dir=config.tls_dir, uid=config.stack_uid,
+                                     gid=config.stack_gid, ca_days=certificates.CA_DAYS,
+                                     server_days=certificates.SERVER_DAYS, san=sans)],
         )
     # For clients' REQUESTS_CA_BUNDLE (the smoke test uses it too).
     files.get(name=f"Fetch the CA certificate to {config.ca_local_path}", src=f"{config.ca_dir}/ca.crt",

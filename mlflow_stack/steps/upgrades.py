@@ -5,7 +5,6 @@ which MLflow waits for."""
 from __future__ import annotations
 
 import re
-import shlex
 import time
 
 from pyinfra import host
@@ -15,6 +14,7 @@ from pyinfra.operations import server
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts.host import ComposeServices, DatabaseCluster
 from mlflow_stack.config.releases import SCHEMA_REVISIONS, version_key
+from mlflow_stack.steps.stack_files import script_command
 from mlflow_stack.steps.verify import report
 
 
@@ -99,13 +99,14 @@ def protect_data(config: StackConfig | None = None):
     # Revisions this release can migrate from: those of the supported releases up to it.
     older = ",".join(sorted({revision for version, revision in SCHEMA_REVISIONS.items()
                              if version_key(version) <= version_key(config.mlflow_version)}))
-    reason = f" {shlex.quote(image_change)}" if image_change else ""
     operation = server.shell(
         name=("Back up the database before the MinIO image changes" if image_change and not migrate else
               f"Back up the database before migrating its schema to {config.mlflow_schema_revision}"),
-        commands=[f"sh {config.stack_dir}/backup-before-migrate.sh {config.stack_dir} {config.compose_project} "
-                  f"{config.postgres_user} {config.postgres_db} {config.mlflow_schema_revision} {backup} "
-                  f"{config.mlflow_health_timeout} {older}{reason}"],
+        commands=[script_command(f"{config.stack_dir}/backup-before-migrate.sh", shell="sh",
+                                 stack_dir=config.stack_dir, project=config.compose_project,
+                                 db_role=config.postgres_user, database=config.postgres_db,
+                                 expected_revision=config.mlflow_schema_revision, file=backup,
+                                 timeout=config.mlflow_health_timeout, known_revisions=older, reason=image_change)],
     )
     if migrate:
         report(name="Backup before the migration",

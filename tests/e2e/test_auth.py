@@ -331,11 +331,14 @@ def test_tls_files_mode_serves_the_given_certificate(server, tmp_path):
     target, name, uri = server["target"], server["name"], server["uri"]
     ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
     ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
-    subprocess.run(["sh", "files/host/tls-certs.sh", "ca", str(ca_dir), str(tls_dir), "0", "0", "30", "30", f"DNS:{name}"],
+    subprocess.run(["sh", "files/host/tls-certs.sh", "--make", "ca", "--ca-dir", str(ca_dir), "--tls-dir", str(tls_dir),
+                    "--uid", "0", "--gid", "0", "--ca-days", "30", "--server-days", "30", "--san", f"DNS:{name}"],
                    check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
     files = {"tls": "files", "tls_cert_file": str(tls_dir / "server.crt"), "tls_key_file": str(tls_dir / "server.key"),
              "tls_ca_file": str(ca_dir / "ca.crt")}
     given = server["deployer"].run(overrides=files, extra_args=("-vv", "--diff")).check()
+    # 30 days: the summary warns that the lab's certificate ends soon (the deploy renews only its own).
+    assert "(tls_cert_file) expires in 29 days" in given.stdout + given.stderr
     assert "Load new TLS certificates | Restart proxy to load the new certificate" in given.changed
     assert "Load new TLS certificates | Restart mlflow to load the new CA" in given.changed
     key = (tls_dir / "server.key").read_text()

@@ -47,8 +47,9 @@ def stack_dir(tmp_path):
 def backup(docker: FakeDocker, stack_dir, expected=NEW_REVISION, timeout=30, file=None,
            known=f"{OLD_REVISION},{NEW_REVISION}", reason=None):
     file = file or stack_dir / "backups" / f"mlflow-db-20260101T000000Z-schema-{OLD_REVISION}.dump"
-    args = ["sh", str(stack_dir / "backup-before-migrate.sh"), str(stack_dir), "mlflow", "tracker",
-            "tracking", expected, str(file), str(timeout), known] + ([reason] if reason else [])
+    args = ["sh", str(stack_dir / "backup-before-migrate.sh"), "--stack-dir", str(stack_dir), "--project", "mlflow",
+            "--db-role", "tracker", "--database", "tracking", "--expected-revision", expected, "--file", str(file),
+            "--timeout", str(timeout), "--known-revisions", known] + (["--reason", reason] if reason else [])
     proc = docker.run(args, timeout=timeout + 30, stdin="")
     return proc, file
 

@@ -137,8 +137,9 @@ def test_a_fresh_host_gets_a_ca_and_a_certificate_for_every_public_name_and_ip()
     config = config_for()
     result = plan(tls.ensure_certificates, config, {})
     (make,) = [op for op in result.ops if op.name.startswith(MAKE)]
-    assert make.commands == [f"sh /srv/mlflow/tls-certs.sh ca /srv/mlflow/ca /srv/mlflow/tls 10001 10001 "
-                             f"{certificates.CA_DAYS} {certificates.SERVER_DAYS} DNS:mlflow.lab.example.org IP:10.0.0.5"]
+    assert make.commands == [f"sh /srv/mlflow/tls-certs.sh --make ca --ca-dir /srv/mlflow/ca --tls-dir /srv/mlflow/tls "
+                             f"--uid 10001 --gid 10001 --ca-days {certificates.CA_DAYS} "
+                             f"--server-days {certificates.SERVER_DAYS} --san DNS:mlflow.lab.example.org --san IP:10.0.0.5"]
     assert "chmod 700 /srv/mlflow/ca" in result.commands
     # Fetched for clients to <tls_ca_local_dir>/<inventory name>/ca.crt.
     (fetch,) = [op for op in result.ops if "Fetch the CA certificate" in op.name]
@@ -154,7 +155,7 @@ def test_other_names_make_a_new_server_certificate_under_the_same_ca():
     result = plan(tls.ensure_certificates, config_for(), {"TlsCertificates": CertificateState(
         True, True, True, True, subject_alt_names(["old.example.org"]))})
     (make,) = [op for op in result.ops if op.name.startswith(MAKE)]
-    assert make.commands[0].startswith("sh /srv/mlflow/tls-certs.sh server ")
+    assert make.commands[0].startswith("sh /srv/mlflow/tls-certs.sh --make server ")
 
 
 @pytest.mark.parametrize("new_ca, restarted", [(False, ["proxy"]), (True, ["proxy", "mlflow"])])
@@ -204,8 +205,9 @@ def test_the_script_makes_what_the_fact_then_finds_current(tmp_path):
     ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
     ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
     sans = subject_alt_names(NAMES)
-    subprocess.run(["sh", str(REPO / "files" / "host" / "tls-certs.sh"), "ca", str(ca_dir), str(tls_dir), "0", "0",
-                    "3650", "397", *sans], check=True, capture_output=True)
+    subprocess.run(["sh", str(REPO / "files" / "host" / "tls-certs.sh"), "--make", "ca", "--ca-dir", str(ca_dir),
+                    "--tls-dir", str(tls_dir), "--uid", "0", "--gid", "0", "--ca-days", "3650", "--server-days", "397",
+                    *(arg for san in sans for arg in ("--san", san))], check=True, capture_output=True)
     assert oct((ca_dir / "ca.key").stat().st_mode & 0o777) == "0o600"
     assert oct((tls_dir / "server.key").stat().st_mode & 0o777) == "0o600"
     assert not (tls_dir / "ca.key").exists()

@@ -41,9 +41,10 @@ def backup_command(config, backup_file: str) -> str:
     # The last argument: every revision this release can migrate from (its own and older ones).
     known = sorted({r for v, r in SCHEMA_REVISIONS.items()
                     if tuple(map(int, v.split("."))) <= tuple(map(int, config.mlflow_version.split(".")))})
-    return (f"sh {config.stack_dir}/backup-before-migrate.sh {config.stack_dir} {config.compose_project} "
-            f"{config.postgres_user} {config.postgres_db} {config.mlflow_schema_revision} {backup_file} "
-            f"{config.mlflow_health_timeout} {','.join(known)}")
+    return (f"sh {config.stack_dir}/backup-before-migrate.sh --stack-dir {config.stack_dir} "
+            f"--project {config.compose_project} --db-role {config.postgres_user} --database {config.postgres_db} "
+            f"--expected-revision {config.mlflow_schema_revision} --file {backup_file} "
+            f"--timeout {config.mlflow_health_timeout} --known-revisions {','.join(known)}")
 
 
 def backup_file_of(command: str, config) -> str:
@@ -198,8 +199,8 @@ def test_another_running_minio_image_plans_a_backup_naming_both(extra):
     assert [op.name for op in result.ops] == [MINIO_BACKUP_OP, MINIO_REPORT_OP]
     (command,) = result.op(MINIO_BACKUP_OP).commands
     reason = f"the MinIO image changes from {old_image} to {config.minio_image}"
-    assert command.endswith(" '" + reason + "'"), command
-    backup = backup_file_of(command[: -len(reason) - 3], config)
+    assert command.endswith(" --reason '" + reason + "'"), command
+    backup = backup_file_of(command.split(" --reason ")[0], config)
     assert backup.endswith(f"-schema-{config.mlflow_schema_revision}.dump")
     assert texts == [f"{reason}: database backed up to {backup} on {HOST_NAME} first"]
 
