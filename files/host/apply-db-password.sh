@@ -4,9 +4,18 @@
 # the image trusts; the password goes from .env to psql on a pipe: never in a process's
 # argv, never printed. Stops with a reason, changing nothing else, when the cluster in
 # data/postgres does not hold the configured role and database.
-# Usage: apply-db-password.sh STACK_DIR PROJECT ROLE DATABASE TIMEOUT_SECONDS
+# Usage: apply-db-password.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME --timeout SECONDS
 set -eu
-dir=$1 project=$2 role=$3 database=$4 timeout=$5
+while [ $# -gt 0 ]; do
+    case $1 in
+        --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
+        --timeout) timeout=$2 ;;
+        *) echo "apply-db-password.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+: "${dir:?--stack-dir missing}" "${project:?--project missing}" "${role:?--db-role missing}"
+: "${database:?--database missing}" "${timeout:?--timeout missing}"
 if [ ! -s "$dir/data/postgres/PG_VERSION" ]; then
     echo "no database cluster yet: it will be created with the password in .env"
     exit 0

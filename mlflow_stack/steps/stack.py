@@ -13,7 +13,7 @@ from mlflow_stack.config.cluster import STANDALONE
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts.host import BackendsChecked, ComposeServices, DatabasePasswordState
 from mlflow_stack.services import stack_is_healthy
-from mlflow_stack.steps.stack_files import mlflow_image_ref, remove_stale_files
+from mlflow_stack.steps.stack_files import mlflow_image_ref, remove_stale_files, script_command
 
 
 @deploy("Load image archives")
@@ -132,7 +132,8 @@ def apply_database_password(config: StackConfig | None = None, secrets=None):
     secrets_changed = secrets.did_change if secrets is not None else (lambda: False)
     return server.shell(
         name="Give the database role the password in the secrets file",
-        commands=[f"sh {config.stack_dir}/apply-db-password.sh {config.stack_dir} {config.compose_project} "
-                  f"{config.postgres_user} {config.postgres_db} {config.mlflow_health_timeout}"],
+        commands=[script_command(f"{config.stack_dir}/apply-db-password.sh", shell="sh", stack_dir=config.stack_dir,
+                                 project=config.compose_project, db_role=config.postgres_user,
+                                 database=config.postgres_db, timeout=config.mlflow_health_timeout)],
         _if=lambda: state in ("differs", "unknown") or (state != "none" and secrets_changed()),
     )

@@ -38,8 +38,9 @@ def stack_dir(tmp_path):
 
 
 def apply(docker: FakeDocker, stack_dir, role="mlflow", database="mlflow", timeout=30):
-    return docker.run(["sh", str(stack_dir / "apply-db-password.sh"), str(stack_dir), "mlflow", role, database,
-                       str(timeout)], timeout=timeout + 30)
+    return docker.run(["sh", str(stack_dir / "apply-db-password.sh"), "--stack-dir", str(stack_dir), "--project",
+                       "mlflow", "--db-role", role, "--database", database, "--timeout", str(timeout)],
+                      timeout=timeout + 30)
 
 
 # --- apply-db-password.sh ------------------------------------------------------------------------

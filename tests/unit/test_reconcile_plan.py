@@ -28,8 +28,9 @@ HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def apply_script(config) -> str:
-    return (f"sh {config.stack_dir}/apply-db-password.sh {config.stack_dir} {config.compose_project} "
-            f"{config.postgres_user} {config.postgres_db} {config.mlflow_health_timeout}")
+    return (f"sh {config.stack_dir}/apply-db-password.sh --stack-dir {config.stack_dir} "
+            f"--project {config.compose_project} --db-role {config.postgres_user} --database {config.postgres_db} "
+            f"--timeout {config.mlflow_health_timeout}")
 
 
 def generate_command(commands: list[str]) -> str:
@@ -148,7 +149,8 @@ def test_database_not_accepting_the_file_password_gets_it(state):
 def test_apply_script_arguments_come_from_the_config():
     config = make_config(**NON_DEFAULT)
     assert apply_script(config) == (
-        "sh /opt/mlflow-stack/apply-db-password.sh /opt/mlflow-stack mlops tracker tracking 120")
+        "sh /opt/mlflow-stack/apply-db-password.sh --stack-dir /opt/mlflow-stack --project mlops --db-role tracker "
+        "--database tracking --timeout 120")
 
 
 @pytest.mark.parametrize("state", ["matches", "none"])
