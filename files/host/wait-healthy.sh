@@ -3,7 +3,8 @@
 # one-shot services, if given, exited 0). Fails fast, with the failing service's last log
 # lines and a one-line reason, when a service crash-loops (restarted twice while waiting),
 # has exited, or the one-shot failed; otherwise fails after TIMEOUT_SECONDS (slow but
-# progressing starts).
+# progressing starts). An unhealthy service that runs is waited for too: Docker keeps checking,
+# and on a slow or loaded host a check that timed out 20 times in a row passes again later.
 # Usage: wait-healthy.sh PROJECT TIMEOUT_SECONDS [--oneshot SERVICE]... SERVICE...
 set -u
 project=$1 timeout=$2
@@ -31,7 +32,7 @@ restarts_at_start=$(status)
 
 while :; do
     current=$(status)
-    waiting="" reason=""
+    waiting="" reason="" unhealthy=""
     for oneshot in $oneshots; do
         state=$(field "$oneshot" 2) code=$(field "$oneshot" 4)
         if [ "$state" = exited ] && [ "$code" != 0 ]; then
@@ -57,9 +58,9 @@ while :; do
         elif [ -z "$reason" ] && [ "$state" = created ] && [ -z "$oneshots_pending" ]; then
             # compose up has returned: a container left in "created" could not be started.
             reason="$service could not be started (created, never ran: is its port taken?)"
-        elif [ -z "$reason" ] && [ "$health" = unhealthy ] && [ "$state" = running ]; then
+        elif [ "$health" = unhealthy ] && [ "$state" = running ]; then
             # (A restarting container keeps its last health status: the restart count tells.)
-            reason="$service is unhealthy (its health check keeps failing)"
+            unhealthy="$unhealthy $service"
         fi
     done
     if [ -z "$waiting" ]; then
@@ -67,7 +68,7 @@ while :; do
         exit 0
     fi
     if [ -z "$reason" ] && [ "$(date +%s)" -ge "$deadline" ]; then
-        reason="not healthy after ${timeout}s (mlflow_health_timeout):$waiting"
+        reason="not healthy after ${timeout}s (mlflow_health_timeout):$waiting${unhealthy:+ (unhealthy, its health check keeps failing:$unhealthy)}"
     fi
     [ -n "$reason" ] && break
     sleep 2

@@ -155,12 +155,22 @@ def test_service_left_created_after_compose_up_fails_fast(docker):
     assert "----- last log lines of mlflow -----" in proc.stderr
 
 
-def test_unhealthy_service_fails_fast(docker):
+def test_an_unhealthy_service_that_runs_is_waited_for_until_the_timeout(docker):
+    # Seen in CI on the software-emulated VM under load: MinIO's check timed out 20 times in a
+    # row (unhealthy), then passed again; failing fast there failed a deploy that would finish.
     docker.statuses(snapshot(minio="running unhealthy 0 0"))
-    proc, elapsed = wait_healthy(docker)
-    assert proc.returncode == 1 and elapsed < 10
-    assert "FAILED: minio is unhealthy" in proc.stderr
+    proc, elapsed = wait_healthy(docker, timeout=3)
+    assert proc.returncode == 1 and 2 <= elapsed < 10
+    assert ("FAILED: not healthy after 3s (mlflow_health_timeout): minio (unhealthy, its health check keeps "
+            "failing: minio)") in proc.stderr, proc.stderr
     assert "log line two of minio" in proc.stderr
+
+
+def test_an_unhealthy_service_that_recovers_passes(docker):
+    docker.statuses(snapshot(minio="running unhealthy 0 0"), snapshot(minio="running unhealthy 0 0"),
+                    snapshot(minio="running healthy 0 0"))
+    proc, _ = wait_healthy(docker)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_crash_loop_that_kept_an_unhealthy_status_is_reported_as_a_crash_loop(docker):
@@ -204,10 +214,10 @@ def test_without_oneshot_only_the_named_services_count(docker):
 
 
 def test_first_failing_service_gives_the_reason_all_waiting_ones_give_logs(docker):
-    docker.statuses(snapshot(postgres="running unhealthy 0 0", mlflow="running starting 0 0"))
+    docker.statuses(snapshot(postgres="exited none 1 0", mlflow="running starting 0 0"))
     proc, _ = wait_healthy(docker)
     assert proc.returncode == 1
-    assert "FAILED: postgres is unhealthy" in proc.stderr
+    assert "FAILED: postgres stopped (exited, exit code 1)" in proc.stderr
     assert "----- last log lines of postgres -----" in proc.stderr
     assert "----- last log lines of mlflow -----" in proc.stderr
 
