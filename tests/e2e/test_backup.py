@@ -134,9 +134,10 @@ def test_round_trip_onto_a_fresh_server_with_another_bucket(source, backup, sett
 
 
 def test_a_one_off_container_running_beside_the_stack_is_not_the_service(container_target, source):
-    """A backup runs its archive export as `docker compose run create-bucket` (a one-off): while
-    one runs, `ps --all` lists it as create-bucket. The deploy's fact and wait-healthy.sh must
-    not take it for the bucket init (a deploy rerun would restart the stack)."""
+    """A one-off of a service the stack runs (`docker compose run create-bucket`, as backups ran
+    their export before the jobs service, and as an admin may): while it runs, `ps --all` lists
+    it as create-bucket. The deploy's fact and wait-healthy.sh must not take it for the bucket
+    init (a deploy rerun would restart the stack)."""
     target, deployer = container_target, source["deployer"]
     compose = "cd /srv/mlflow && docker compose --project-name mlflow"
     oneoff = target.ssh(f"{compose} run -d --no-deps --name backup-e2e-oneoff create-bucket "
