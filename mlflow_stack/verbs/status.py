@@ -12,6 +12,7 @@ healthy, a schema behind or ahead). No secret is read into the output (counts, d
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from datetime import datetime, timezone
 
@@ -27,9 +28,38 @@ FREE_WARN_PERCENT = 10
 SECTION = "@@status"
 
 
-def _psql(project: str, user: str, database: str, query: str) -> str:
-    return (f"docker compose --project-name {project} exec -T postgres psql -U {user} -d {database} -AtX "
-            f"-c \"{query}\" 2>/dev/null")
+# What status reads of the tracking database: key, query.
+DATABASE_QUERIES = (
+    ("revision", "select version_num from alembic_version"),
+    ("users", "select count(*) from users"),
+    ("experiments", "select count(*) from experiments where lifecycle_stage = 'active'"),
+    ("runs", "select count(*) from runs where lifecycle_stage = 'active'"),
+    ("server_version", "show server_version"),
+)
+# Where the database is not a container here (external, or a cluster's data host): asked from the
+# MLflow container with the URI MLflow uses (in its environment, never on a command line).
+_QUERY_THROUGH_MLFLOW = f"""import os, sqlalchemy
+engine = sqlalchemy.create_engine(os.environ["MLFLOW_BACKEND_STORE_URI"])
+with engine.connect() as connection:
+    for key, query in {DATABASE_QUERIES!r}:
+        try:
+            value = connection.execute(sqlalchemy.text(query)).scalar()
+        except Exception:
+            value = ""
+            connection.rollback()
+        print(key, value)
+"""
+
+
+def _database_lines(project: str, user: str, database: str, via: str | None) -> list[str]:
+    """Commands printing `key value` for each of DATABASE_QUERIES (nothing when it cannot be asked)."""
+    if via == "postgres":
+        return [f"echo {key} $(docker compose --project-name {project} exec -T postgres psql -U {user} -d {database} "
+                f"-AtX -c \"{query}\" 2>/dev/null)" for key, query in DATABASE_QUERIES]
+    if via == "mlflow":
+        return [f"docker compose --project-name {project} exec -T mlflow python -c {shlex.quote(_QUERY_THROUGH_MLFLOW)} "
+                "2>/dev/null"]
+    return []
 
 
 class StackStatus(FactBase):
@@ -37,7 +67,8 @@ class StackStatus(FactBase):
 
     default = dict
 
-    def command(self, stack_dir: str, project: str, user: str, database: str, data_dirs: str) -> str:
+    def command(self, stack_dir: str, project: str, user: str, database: str, data_dirs: str,
+                database_via: str | None = "postgres") -> str:
         units = " ".join(f"{unit}.service {unit}.timer" for unit in (BACKUP_UNIT, GC_UNIT))
         return "; ".join([
             f"echo '{SECTION} compose'",
@@ -47,13 +78,7 @@ class StackStatus(FactBase):
             "docker inspect -f '{{index .Config.Labels \"com.docker.compose.service\"}} {{.State.StartedAt}} "
             "{{.RestartCount}}' $id; done",
             f"echo '{SECTION} database'",
-            "echo revision $(" + _psql(project, user, database, "select version_num from alembic_version") + ")",
-            "echo users $(" + _psql(project, user, database, "select count(*) from users") + ")",
-            "echo experiments $(" + _psql(project, user, database,
-                                           "select count(*) from experiments where lifecycle_stage = 'active'") + ")",
-            "echo runs $(" + _psql(project, user, database,
-                                    "select count(*) from runs where lifecycle_stage = 'active'") + ")",
-            "echo server_version $(" + _psql(project, user, database, "show server_version") + ")",
+            *_database_lines(project, user, database, database_via),
             f"echo '{SECTION} certificates'",
             f"for f in {stack_dir}/tls/server.crt {stack_dir}/tls/ca.crt; do test -f $f && "
             "echo $(basename $f) $(openssl x509 -enddate -noout -in $f 2>/dev/null | cut -d= -f2); done",
@@ -121,10 +146,9 @@ def status_document(config: StackConfig, sections: dict, now: float | None = Non
     database = dict((line.split(" ", 1) + [""])[:2] for line in sections.get("database", []))
     database = {key: value.strip() or None for key, value in database.items()}
     expected = config.mlflow_schema_revision
-    if "postgres" in config.service_names:
-        if database.get("revision") and database["revision"] != expected:
-            warnings.append(f"schema revision {database['revision']}, MLflow {config.mlflow_version} expects {expected} "
-                            "(rerun the deploy to migrate; a newer schema needs the newer MLflow)")
+    if database.get("revision") and database["revision"] != expected:
+        warnings.append(f"schema revision {database['revision']}, MLflow {config.mlflow_version} expects {expected} "
+                        "(rerun the deploy to migrate; a newer schema needs the newer MLflow)")
     certificates = {}
     for line in sections.get("certificates", []):
         name, _, date = line.partition(" ")
@@ -216,8 +240,11 @@ def show_status(config: StackConfig) -> dict:
     document of every host once the last one is read."""
     data_dirs = " ".join([f"{config.data_dir}/{name}" for name in ("postgres", "minio", "mlruns")]
                          + [config.backups_dir])
+    # The database through its container here, else through MLflow's (external, or a cluster's data host).
+    via = next((name for name in ("postgres", "mlflow") if name in config.service_names), None)
     sections = host.get_fact(StackStatus, stack_dir=config.stack_dir, project=config.compose_project,
-                             user=config.postgres_user, database=config.postgres_db, data_dirs=data_dirs)
+                             user=config.postgres_user, database=config.postgres_db, data_dirs=data_dirs,
+                             database_via=via)
     document = status_document(config, sections)
     if config.status_format == "json":
         _documents[host.name] = document

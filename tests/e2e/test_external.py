@@ -164,6 +164,19 @@ def test_a_classic_file_store_is_imported_into_the_external_bucket(server, backe
     assert S3_SECRET not in imported.stdout + imported.stderr
 
 
+def test_status_reads_the_external_database_through_mlflow(server):
+    from tests.e2e.test_status import json_document
+
+    result = server["deployer"].run(overrides={"status_format": "json"}, deploy="status.py").check()
+    assert result.changed == [] and result.unchanged == [], "status.py must plan no operation"
+    document = json_document(result)
+    assert set(document["services"]) == {"migrate-db", "mlflow"}
+    assert document["database"]["revision"] == document["schema_revision_expected"], document["database"]
+    assert int(document["database"]["runs"]) >= 1 and int(document["database"]["users"]) >= 1
+    assert document["warnings"] == [], document["warnings"]
+    assert DB_PASSWORD not in result.stdout + result.stderr and S3_SECRET not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"postgres_password": "wrong-password-123"}, "authentication: connection to server at \"{backends}\", port 5432 "
                                                   "failed: FATAL:  password authentication failed for user \"institute\""),

@@ -83,3 +83,24 @@ def test_a_stopped_stack_is_all_warnings_and_no_error():
 def test_the_fact_prints_no_secret():
     command = StackStatus().command("/srv/mlflow", "mlflow", "mlflow", "mlflow", "/srv/mlflow/data/postgres")
     assert ".env" not in command and "PASSWORD" not in command and "users.env" not in command
+
+
+def test_without_a_database_container_the_database_is_asked_through_mlflow():
+    command = StackStatus().command("/srv/mlflow", "mlflow", "mlflow", "mlflow", "/srv/mlflow/data/mlruns",
+                                    database_via="mlflow")
+    assert "exec -T mlflow python -c" in command and "exec -T postgres" not in command
+    assert "PASSWORD" not in command and "/.env" not in command  # the URI is in the container's environment
+    from mlflow_stack.verbs import status
+
+    compile(status._QUERY_THROUGH_MLFLOW, "query", "exec")  # the program it runs is valid Python
+    assert StackStatus().command("/srv/mlflow", "mlflow", "mlflow", "mlflow", "/x", database_via=None).count(
+        "@@status database'; echo '@@status certificates'") == 1  # a balancer: no database to ask
+
+
+def test_an_external_database_s_old_schema_is_warned_of_too():
+    from .helpers import make_config
+
+    config = make_config(postgres_external_host="db.example.org", postgres_password="Db-Given.Secret_0123")
+    document = status_document(config, StackStatus().process(["@@status compose", "@@status database",
+                                                              "revision 0000old", "runs 3"]))
+    assert any(w.startswith("schema revision 0000old, MLflow") for w in document["warnings"]), document["warnings"]
