@@ -26,6 +26,9 @@ BALANCER_NAME = "mlflow.cluster.test"
 SECRETS = {"MLFLOW_STACK_POSTGRES_PASSWORD": "pg-" + uuid.uuid4().hex,
            "MLFLOW_STACK_MINIO_ROOT_PASSWORD": "minio-" + uuid.uuid4().hex,
            "MLFLOW_STACK_MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
+# The cluster's hosts only (the inventory also holds two servers of their own).
+CLUSTER_ONLY = tuple(arg for group in ("mlflow_data_hosts", "mlflow_tracking_servers", "mlflow_balancers")
+                     for arg in ("--limit", group))
 ROLES = {"data": stack_services(role="data"), "tracking": stack_services(True, True, role="tracking"),
          "balancer": stack_services(role="balancer"), "standalone": stack_services()}
 
@@ -233,8 +236,6 @@ def test_restore_brings_the_whole_cluster_back_to_its_backup(cluster, record):
     data, balancer_uri = cluster["targets"]["data"], f"http://{BALANCER_NAME}:5000"
     name = data.ssh("cd /srv/mlflow/backups && ls -1d mlflow-backup-* | tail -n 1").stdout.strip()
     later = call(balancer_uri, "runs/create", {"experiment_id": "0"})["run"]["info"]["run_id"]
-    cluster_only = tuple(arg for group in ("mlflow_data_hosts", "mlflow_tracking_servers", "mlflow_balancers")
-                         for arg in ("--limit", group))
     restore = {"restore_from": f"host:/srv/mlflow/backups/{name}", "restore_overwrite": True}
 
     # Without every tracking server in the run nothing happens.
@@ -243,7 +244,7 @@ def test_restore_brings_the_whole_cluster_back_to_its_backup(cluster, record):
     assert partial.returncode != 0 and "restores a cluster as a whole" in partial.stdout + partial.stderr
     assert call(balancer_uri, "runs/get", {"run_id": later})["run"]["info"]["run_id"] == later
 
-    restored = cluster["deployer"].run(env=SECRETS, deploy="restore.py", overrides=restore, extra_args=cluster_only)
+    restored = cluster["deployer"].run(env=SECRETS, deploy="restore.py", overrides=restore, extra_args=CLUSTER_ONLY)
     restored.check()
     record("cluster_restore_seconds", round(restored.seconds, 1))
     order = restored.changed
@@ -257,6 +258,25 @@ def test_restore_brings_the_whole_cluster_back_to_its_backup(cluster, record):
     for role in ("tracking1", "tracking2"):
         target = cluster["targets"][role]
         assert stack_is_healthy(compose_status(target), ROLES["tracking"]), role
+
+
+def test_status_of_every_member_of_the_cluster(cluster):
+    """status.py on the cluster: each role its own services; the data host reads the database
+    through its container, the tracking servers through MLflow's; no warning, no secret."""
+    result = cluster["deployer"].run(env=SECRETS, deploy="status.py", overrides={"status_format": "json"},
+                                     extra_args=CLUSTER_ONLY).check()
+    assert result.changed == [] and result.unchanged == [], "status.py must plan no operation"
+    start = result.stdout.index('{\n  "hosts"')
+    hosts = json.loads(result.stdout[start:result.stdout.index("\n}\n", start) + 2])["hosts"]
+    assert sorted(document["role"] for document in hosts.values()) == ["balancer", "data", "tracking", "tracking"]
+    for name, document in hosts.items():
+        assert document["warnings"] == [], (name, document["warnings"])
+        assert set(document["services"]) == {s.name for s in ROLES[document["role"]] if not s.on_demand}, name
+        if document["role"] != "balancer":
+            assert document["database"]["revision"] == document["schema_revision_expected"], (name, document)
+            assert int(document["database"]["runs"]) >= 1, (name, document["database"])
+    for secret in SECRETS.values():
+        assert secret not in result.stdout + result.stderr
 
 
 def test_a_rerun_changes_nothing_on_any_host(cluster, record):
