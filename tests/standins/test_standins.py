@@ -474,8 +474,9 @@ def test_nginx_contract(docker, tmp_path):
     conf.write_text(render("nginx.conf.j2", config))
     ca_dir, tls_dir = tmp_path / "ca", tmp_path / "tls"
     ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
-    subprocess.run(["sh", str(repo / "files" / "host" / "tls-certs.sh"), "ca", str(ca_dir), str(tls_dir), str(UID), str(UID),
-                    "30", "30", "DNS:mlflow.standin.test"], check=True, capture_output=True)
+    subprocess.run(["sh", str(repo / "files" / "host" / "tls-certs.sh"), "--make", "ca", "--ca-dir", str(ca_dir),
+                    "--tls-dir", str(tls_dir), "--uid", str(UID), "--gid", str(UID), "--ca-days", "30",
+                    "--server-days", "30", "--san", "DNS:mlflow.standin.test"], check=True, capture_output=True)
     name = f"standin-nginx-{uuid.uuid4().hex[:8]}"
     docker.docker("run", "-d", "--name", name, "--user", f"{UID}:{UID}",
                   "-v", f"{conf}:/etc/nginx/nginx.conf:ro",
