@@ -217,3 +217,9 @@ def files_under(path: Path) -> list[str]:
 
 def cleanup_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def stack_warnings(document: dict) -> list[str]:
+    """status.py's warnings of a host but the free space of its filesystem: a container target's
+    filesystem is this machine's, shared with everything else that runs here."""
+    return [warning for warning in document["warnings"] if "% free on the filesystem of" not in warning]

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from mlflow_stack.services import stack_is_healthy, stack_services
-from tests.e2e.support import (E2E_ADMIN_PASSWORD, E2E_ADMIN_USER, InventoryDeployer, compose_status,
+from tests.e2e.support import (E2E_ADMIN_PASSWORD, E2E_ADMIN_USER, InventoryDeployer, compose_status, stack_warnings,
                                control_machine_hosts_entry, run_client)
 from tests.harness.fixtures import _FACTORY_RANGE, _start_in_range
 
@@ -270,7 +270,7 @@ def test_status_of_every_member_of_the_cluster(cluster):
     hosts = json.loads(result.stdout[start:result.stdout.index("\n}\n", start) + 2])["hosts"]
     assert sorted(document["role"] for document in hosts.values()) == ["balancer", "data", "tracking", "tracking"]
     for name, document in hosts.items():
-        assert document["warnings"] == [], (name, document["warnings"])
+        assert stack_warnings(document) == [], (name, document["warnings"])
         assert set(document["services"]) == {s.name for s in ROLES[document["role"]] if not s.on_demand}, name
         if document["role"] != "balancer":
             assert document["database"]["revision"] == document["schema_revision_expected"], (name, document)
