@@ -233,7 +233,8 @@ SETTINGS = (
 
         Setting("logs_lines", 100, checks.int_range(1, 100000),
                 "For `logs.py`: how many of the last lines of each service's log to show.", run_parameter=True),
-        Setting("logs_service", None, checks.optional(checks.one_of(*(name for name in SERVICE_NAMES if name not in ON_DEMAND_SERVICES))),
+        Setting("logs_service", None,
+                checks.optional(checks.one_of(*(name for name in SERVICE_NAMES if name not in ON_DEMAND_SERVICES))),
                 "For `logs.py`: one service's log (e.g. `\"mlflow\"`); `None`: every service of the host.", run_parameter=True),
     ),
 

@@ -38,7 +38,7 @@ def render(template: str, config: StackConfig) -> str:
     return _jinja.get_template(template).render(**template_context(config))
 
 
-def template_context(config: StackConfig, with_image: bool = True) -> dict:
+def template_context(config: StackConfig) -> dict:
     context = {name: getattr(config, name) for name in config.__dataclass_fields__}
     context.update(
         data_dir=config.data_dir,
@@ -59,15 +59,13 @@ def template_context(config: StackConfig, with_image: bool = True) -> dict:
         balancer_upstreams=list(config.balancer_upstreams),
         balancer_s3_upstream=config.balancer_s3_upstream,
     )
-    if with_image:
-        context["mlflow_image_ref"] = mlflow_image_ref(config)
     return context
 
 
 def compose_file(config: StackConfig) -> str:
     """compose.yaml, written from the service modules (mlflow_stack/services/)."""
     # MLflow reads auth.ini at start only: its digest in the compose file recreates MLflow on a change.
-    auth_ini = _jinja.get_template("auth.ini.j2").render(**template_context(config, with_image=False))
+    auth_ini = _jinja.get_template("auth.ini.j2").render(**template_context(config))
     context = services.ComposeContext(config, mlflow_image=mlflow_image_ref(config),
                                       auth_ini_digest=hashlib.sha256(auth_ini.encode()).hexdigest()[:16])
     return services.compose_file(context)
@@ -86,7 +84,7 @@ def ca_certificates(config: StackConfig) -> dict[str, bytes]:
 
 def build_context(config: StackConfig) -> dict[str, bytes]:
     """Relative path in build/ -> content: everything the MLflow image is made from."""
-    dockerfile = _jinja.get_template("Dockerfile.j2").render(**template_context(config, with_image=False))
+    dockerfile = _jinja.get_template("Dockerfile.j2").render(**template_context(config))
     context = {
         "Dockerfile": dockerfile.encode(),
         "create_bucket.py": (IMAGE_FILES / "create_bucket.py").read_bytes(),
