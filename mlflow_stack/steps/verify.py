@@ -37,27 +37,38 @@ def basic_auth(user: str, password: str) -> dict[str, str]:
 
 
 def _plain_request(method: str, url: str, body: bytes | None = None, content_type: str = "application/json",
-             headers: dict[str, str] | None = None, ca_file: str | None = None) -> bytes:
+                   headers: dict[str, str] | None = None, ca_file: str | None = None, timeout: float = 30) -> bytes:
     request = urllib.request.Request(url, data=body, method=method,
                                      headers={"Content-Type": content_type, **(headers or {})})
     context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.read()
     except urllib.error.HTTPError as error:
         raise SmokeTestError(f"{method} {url} -> HTTP {error.code}: {error.read()[:300]!r}") from None
     except urllib.error.URLError as error:
         raise SmokeTestError(f"{method} {url} -> {error.reason}") from None
+    except TimeoutError:  # a read timeout is not wrapped in URLError
+        raise SmokeTestError(f"{method} {url} -> no answer within {timeout:g} s") from None
+    except OSError as error:  # a connection dropped mid-answer
+        raise SmokeTestError(f"{method} {url} -> {error}") from None
+
+
+def request_timeout(health_timeout: int) -> int:
+    """Seconds one smoke-test call may take: a host slow enough to need a longer health
+    timeout (an emulated VM) answers its first calls slowly too (cold imports, the first
+    password check of each worker)."""
+    return max(30, health_timeout // 5)
 
 
 def smoke_test(tracking_uri: str, attempts: int = 10, credentials: tuple[str, str] | None = None,
-               ca_file: str | None = None, health_only: bool = False) -> str:
+               ca_file: str | None = None, health_only: bool = False, timeout: float = 30) -> str:
     """Experiment, run, metric, artifact up and down through the proxy, then clean up, as the
     user of `credentials` (None: anonymously), trusting `ca_file` (None: the system's CAs)
     for https. Returns a one-line report; raises SmokeTestError naming the failing call."""
     api = f"{tracking_uri}/api/2.0/mlflow"
     auth = basic_auth(*credentials) if credentials else {}
-    _request = functools.partial(_plain_request, ca_file=ca_file)
+    _request = functools.partial(_plain_request, ca_file=ca_file, timeout=timeout)
 
     def call(path: str, payload: dict) -> dict:
         return json.loads(_request("POST", f"{api}/{path}", json.dumps(payload).encode(), headers=auth) or b"{}")
@@ -155,7 +166,7 @@ def read_host_secret(state, host, path: str, key: str) -> str:
 
 
 def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple[str, str, str] | None = None,
-                    ca_file: str | None = None, health_only: bool = False) -> bool:
+                    ca_file: str | None = None, health_only: bool = False, timeout: float = 30) -> bool:
     """pyinfra callback: True on success; on failure one error line and False, which fails
     the operation without a traceback (pyinfra uses the return value only of callbacks that
     take `state, host` first). `admin`: (user, secrets file, key of its password) when the
@@ -165,7 +176,8 @@ def _run_smoke_test(state, host, tracking_uri: str, logs_hint: str, admin: tuple
         if admin:
             user, path, key = admin
             credentials = (user, read_host_secret(state, host, path, key))
-        outcome = smoke_test(tracking_uri, credentials=credentials, ca_file=ca_file, health_only=health_only)
+        outcome = smoke_test(tracking_uri, credentials=credentials, ca_file=ca_file, health_only=health_only,
+                             timeout=timeout)
         logger.info(f"{host.print_prefix}{outcome}")
         return True
     except SmokeTestError as error:
@@ -210,6 +222,7 @@ def run_smoke_test(config: StackConfig, **op_args):
         admin=admin,
         ca_file=config.ca_local_path,
         health_only=health_only,
+        timeout=request_timeout(config.mlflow_health_timeout),
         **op_args,
     )
 
