@@ -7,7 +7,8 @@ Prints, from one run on one target:
   8 threads, log_metric/log_batch mix) for the default deploy (basic-auth + TLS proxy) and, in
   the same run on the same target, a plain `mlflow server --app-name basic-auth` with MLflow's
   own defaults (same image, same PostgreSQL and bucket, plain HTTP), and the ratios;
-  memory of each MLflow container;
+  memory of each MLflow container (behind the proxy: mlflow-api, the tracking API under gunicorn,
+  and mlflow, the rest under uvicorn);
 - the deploy: first-run wall time, no-change rerun (median of 5) and its remote commands,
   and `docker compose up` to every service healthy.
 The machine is shared and noisy: compare the ratios of one run, not figures across runs.
@@ -97,12 +98,13 @@ def bench_requests(target, deployer: Deployer) -> None:
     ours_memory = memory_mib(target, "mlflow-mlflow")
     # One server at a time holds database connections (PostgreSQL allows 100; MLflow's default
     # pools could take more with both up): ours stops while the plain one is measured.
-    target.ssh("cd /srv/mlflow && docker compose stop mlflow")
+    servers = "mlflow mlflow-api"  # the default deploy's MLflow servers (TLS on): the API's and the rest's
+    target.ssh(f"cd /srv/mlflow && docker compose stop {servers}")
     start_plain_server(target)
     plain = measure(f"http://{target.address}:{PLAIN_PORT}", None)
     plain_memory = memory_mib(target, "bench-plain")
     target.ssh("docker stop bench-plain", check=False)
-    target.ssh("cd /srv/mlflow && docker compose start mlflow && sh wait-healthy.sh mlflow 300 mlflow proxy")
+    target.ssh(f"cd /srv/mlflow && docker compose start {servers} && sh wait-healthy.sh mlflow 300 {servers} proxy")
     ours_again = measure(f"https://{target.address}:5000", ca)  # a noisy machine: ours before and after
 
     def line(label: str, result: dict, memory: dict) -> str:

@@ -53,6 +53,7 @@ class StackConfig:
     mlflow_public_host: str | None
     mlflow_public_names: tuple[str, ...]
     mlflow_workers: int | None
+    mlflow_ui_workers: int
     mlflow_db_pool_size: int
     mlflow_disable_telemetry: bool
     mlflow_health_timeout: int
@@ -248,6 +249,13 @@ class StackConfig:
     @property
     def service_names(self) -> tuple[str, ...]:
         return tuple(service.name for service in self.services)
+
+    @property
+    def mlflow_servers(self) -> tuple[str, ...]:
+        """The MLflow servers this host runs (the API's own behind the TLS proxy): what holds the
+        database's connections and the credential cache, and stops while a backup is restored."""
+        return tuple(service.name for service in self.started_services
+                     if service.image == BUILT_IMAGE and not service.oneshot)
 
     @property
     def database_address(self) -> str:

@@ -82,14 +82,18 @@ def cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDA
         errors.append(f"uninstall_data = True deletes the database, objects, backups and secrets of {inventory_name}: "
                       f"confirm with uninstall_confirm = {inventory_name!r}")
     if values.get("postgres_external_host") is None and isinstance(values.get("mlflow_db_pool_size"), int) \
-            and isinstance(values.get("mlflow_workers", 1), (int, type(None))):
-        workers = worker_count(values.get("mlflow_workers"), values.get("tls", "off"))
+            and isinstance(values.get("mlflow_workers", 1), (int, type(None))) \
+            and isinstance(values.get("mlflow_ui_workers", 1), int):
+        tls = values.get("tls", "off")
+        # Behind the TLS proxy the tracking API's workers and the UI's each hold their own pools.
+        workers = (worker_count(values.get("mlflow_workers"), tls)
+                   + (values.get("mlflow_ui_workers", 1) if tls != "off" else 0))
         connections = workers * STORES_PER_WORKER * values["mlflow_db_pool_size"]
         if connections > BUNDLED_DATABASE_CONNECTIONS:
             errors.append(f"mlflow_db_pool_size = {values['mlflow_db_pool_size']}: {workers} workers x "
                           f"{STORES_PER_WORKER} stores x {values['mlflow_db_pool_size']} = {connections} database "
                           f"connections, more than the bundled PostgreSQL allows MLflow "
-                          f"({BUNDLED_DATABASE_CONNECTIONS}); lower it or mlflow_workers")
+                          f"({BUNDLED_DATABASE_CONNECTIONS}); lower it, mlflow_workers or mlflow_ui_workers")
     # A public name equal to a service name would shadow that service on the compose network.
     public_host = values.get("mlflow_public_host") or inventory_name
     if public_host.lower() in (*SERVICE_NAMES, "localhost"):

@@ -125,8 +125,13 @@ SETTINGS = (
         # Behind the TLS proxy (a new upstream connection per request) more workers add throughput;
         # a keep-alive client of uvicorn itself waits ~44 ms per call with more than one (uvicorn #3149).
         Setting("mlflow_workers", None, checks.optional(checks.int_range(1, 64)),
-                "MLflow (uvicorn) worker processes, ~240 MiB each. `None`: 4 behind the TLS proxy, 1 without it (clients "
-                "that keep their connection to uvicorn open wait ~44 ms per call with more, uvicorn #3149)."),
+                "Worker processes of MLflow's tracking API, ~220 MiB each. `None`: 4 behind the TLS proxy (gunicorn, "
+                "`mlflow-api`), 1 without it (uvicorn: clients that keep their connection to uvicorn open wait ~44 ms "
+                "per call with more, uvicorn #3149)."),
+        # The UI, artifact up/downloads (streamed, asynchronous) and traces: light next to tracking calls.
+        Setting("mlflow_ui_workers", 1, checks.int_range(1, 64),
+                "Behind the TLS proxy: MLflow (uvicorn) worker processes for everything but the tracking API (the UI, "
+                "artifacts, traces), ~240 MiB each."),
         # MLflow's default pool (5, overflow 10) opens and closes a connection per request under load,
         # each paying PostgreSQL's SCRAM handshake in CPU on both ends.
         Setting("mlflow_db_pool_size", 5, checks.int_range(1, 100),

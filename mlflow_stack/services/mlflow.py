@@ -21,8 +21,15 @@ def s3_ca(topology: Topology) -> tuple[ConfigFile, ...]:
 def service(topology: Topology) -> Service | None:
     if not runs_mlflow(topology):
         return None
+    return server_service("mlflow", topology, compose,
+                          # With TLS the proxy publishes the port instead: plain HTTP stays in the compose network.
+                          ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000, plain_only=True),))
+
+
+def server_service(name: str, topology: Topology, compose, ports: tuple[Port, ...] = (), tls_only: bool = False) -> Service:
+    """An MLflow server: this one, or the tracking API's (mlflow_api.py), alike but for ports and server."""
     # The admin password creates the admin on the first start only (auth.py keeps it current).
-    return Service("mlflow", image=BUILT_IMAGE,
+    return Service(name, image=BUILT_IMAGE,
                    secrets=("POSTGRES_PASSWORD", s3_secret(topology), "MLFLOW_AUTH_ADMIN_PASSWORD",
                             "MLFLOW_FLASK_SERVER_SECRET_KEY"),
                    data_dirs=(DataDir("mlruns", "750", "/mlflow"),),
@@ -30,12 +37,19 @@ def service(topology: Topology) -> Service | None:
                    # ca.crt: its own S3 calls go to the public name, through the proxy (AWS_CA_BUNDLE).
                    config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"), *database_ca(topology),
                                  *s3_ca(topology), ConfigFile("tls/ca.crt", "/etc/mlflow-stack/ca.crt", tls_only=True)),
-                   # With TLS the proxy publishes the port instead: plain HTTP stays in the compose network.
-                   ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000, plain_only=True),),
-                   compose=compose)
+                   ports=ports, tls_only=tls_only, compose=compose)
 
 
 def compose(service: Service, context: ComposeContext) -> dict:
+    config = context.config
+    # Behind the TLS proxy the tracking API has its own server (mlflow_api.py); this one serves the rest.
+    workers = config.mlflow_ui_workers if "mlflow-api" in config.service_names else config.mlflow_worker_count
+    return server_entry(service, context, workers, [f"--allowed-hosts={','.join(config.allowed_hosts)}"])
+
+
+def server_entry(service: Service, context: ComposeContext, workers: int, server_options: list[str],
+                 environment: dict[str, str] | None = None) -> dict:
+    """The compose entry of an MLflow server; `server_options`: which server, and its checks."""
     config = context.config
     entry = {
         **base(service, context, restart="unless-stopped"),
@@ -55,11 +69,12 @@ def compose(service: Service, context: ComposeContext) -> dict:
         # Used by MLflow only to create the admin on the first start; the deploy keeps it current.
         "MLFLOW_AUTH_ADMIN_PASSWORD": secret("MLFLOW_AUTH_ADMIN_PASSWORD"),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret("MLFLOW_FLASK_SERVER_SECRET_KEY"),
+        **(environment or {}),
     }
     entry["command"] = [
-        "mlflow", "server", "--host=0.0.0.0", "--port=5000", f"--workers={config.mlflow_worker_count}",
-        "--serve-artifacts", f"--artifacts-destination={config.artifacts_destination}",
-        f"--allowed-hosts={','.join(config.allowed_hosts)}", *config.mlflow_app_options,
+        "mlflow", "server", "--host=0.0.0.0", "--port=5000", f"--workers={workers}",
+        "--serve-artifacts", f"--artifacts-destination={config.artifacts_destination}", *server_options,
+        *config.mlflow_app_options,
     ]
     entry.update(mounts_and_ports(service, context))
     entry["healthcheck"] = healthcheck(

@@ -82,7 +82,11 @@ def reload_certificates(config: StackConfig | None = None, certificates_changed=
     existing = host.get_fact(ComposeServices, project=config.compose_project) if config.tls != "off" else {}
     compose = f"docker compose --project-directory {config.stack_dir} --project-name {config.compose_project}"
     restarts = []
-    for service, changed in zip(("proxy", "mlflow"), certificates_changed):
+    certificate_changed, ca_changed = certificates_changed
+    # The MLflow servers read the CA (their own S3 calls go through the proxy) at start only.
+    ca_readers = [service.name for service in config.services
+                  if any(file.name == "tls/ca.crt" for file in service.config_files)]
+    for service, changed in [("proxy", certificate_changed), *((name, ca_changed) for name in ca_readers)]:
         if service in existing and changed:
             restarts.append(server.shell(
                 name=f"Restart {service} to load the new {'certificate' if service == 'proxy' else 'CA'}",

@@ -89,7 +89,7 @@ def restore_command(config: StackConfig, remote: str) -> StringCommand:
                           backup=remote, overwrite="yes" if config.restore_overwrite else "no",
                           timeout=config.mlflow_health_timeout,
                           # MLflow runs here on a server of its own; a data host's tracking servers stop it.
-                          stop=tuple(name for name in ("mlflow",) if name in config.service_names),
+                          stop=config.mlflow_servers,
                           # What to wait for once the stack is up again: this host's services.
                           oneshot=tuple(s.name for s in config.started_services if s.oneshot),
                           service=tuple(s.name for s in config.started_services if not s.oneshot))
@@ -113,12 +113,12 @@ def restore_backup(config: StackConfig | None = None):
     cluster = config.role != "standalone"
     tracking, holds_data = config.role == "tracking", config.role in ("standalone", "data")
     compose = f"docker compose --project-directory {config.stack_dir} --project-name {config.compose_project}"
-    start = [f"{compose} up -d", wait_command(config, "mlflow", oneshots=("migrate-db",))]
+    start = [f"{compose} up -d", wait_command(config, *config.mlflow_servers, oneshots=("migrate-db",))]
     # In a cluster the turns run in this order on every host: tracking servers stop, the data
     # host restores, the first tracking server starts (it brings an older restored schema to
     # this MLflow's), then the others, then the user store gets this cluster's passwords.
     _turn(cluster, tracking, "the tracking servers' stop", "Stop MLflow while the data host restores",
-          [f"{compose} stop mlflow"])
+          [f"{compose} stop {' '.join(config.mlflow_servers)}"])
     restored = upload_backup(config) if holds_data else None
     _turn(cluster, holds_data, "the data host's restore",
           f"Restore {restored[1]['name']} (MLflow stopped meanwhile)" if restored else "Restore the backup",

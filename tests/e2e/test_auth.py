@@ -118,6 +118,25 @@ def test_first_run_generates_passwords_creates_users_and_smoke_tests_as_admin(se
     assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] not in target.ssh("cat /srv/mlflow/auth.ini").stdout
 
 
+def test_the_tracking_api_has_its_gunicorn_server_and_both_servers_check_the_host(server):
+    """Behind the proxy /api/2.0/mlflow/ goes to mlflow-api (gunicorn), the rest to mlflow
+    (uvicorn); a Host header that is not one of the server's names is refused by both (the
+    DNS-rebinding check MLflow takes from its environment under gunicorn)."""
+    target, uri, ca = server["target"], server["uri"], server["ca"]
+    api_processes, ui_processes = (target.ssh(f"cd /srv/mlflow && docker compose top {name}").stdout
+                                   for name in ("mlflow-api", "mlflow"))
+    assert "gunicorn" in api_processes and "uvicorn" not in api_processes, api_processes
+    assert "uvicorn" in ui_processes and "gunicorn" not in ui_processes, ui_processes
+    admin = ("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    token = base64.b64encode(":".join(admin).encode()).decode()
+    for path in ("/api/2.0/mlflow/experiments/search?max_results=1", "/ajax-api/2.0/mlflow/experiments/search?max_results=1"):
+        assert status(uri + path, admin, ca_file=ca) == 200, path
+        forged = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca,
+                                 "-H", f"Authorization: Basic {token}", "-H", "Host: rebound.attacker.example",
+                                 uri + path], capture_output=True, text=True, timeout=60).stdout
+        assert forged == "403", (path, forged)
+
+
 def test_requests_without_or_with_wrong_credentials_are_refused(server):
     target, uri = server["target"], server["uri"]
     secrets = read_secrets(target)
@@ -363,7 +382,7 @@ def test_tls_off_removes_the_proxy_and_warns_of_plain_http(server):
     output = plain.stdout + plain.stderr
     assert "WARNING: plain HTTP" in output
     assert f"smoke test passed against http://{name}:5000 as admin" in output
-    assert "proxy" not in compose_status(target)
+    assert not {"proxy", "mlflow-api"} & set(compose_status(target))  # one MLflow serves everything again
     assert_stack_healthy(target, tls="off")
     admin = ("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"])
     assert status(f"http://{name}:5000/api/2.0/mlflow/experiments/search?max_results=1", admin) == 200

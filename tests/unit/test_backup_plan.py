@@ -129,9 +129,10 @@ def test_restore_from_the_control_machine_uploads_then_restores_then_smoke_tests
     assert step.commands == [
         f"bash {config.stack_dir}/restore.sh --stack-dir {config.stack_dir} --project {config.compose_project} "
         f"--db-role {config.postgres_user} --database {config.postgres_db} --prefix {config.minio_bucket_prefix} "
-        f"--backup {remote} --overwrite no --timeout {config.mlflow_health_timeout} --stop mlflow "
+        f"--backup {remote} --overwrite no --timeout {config.mlflow_health_timeout} --stop mlflow"
+        f"{' --stop mlflow-api' if config.tls != 'off' else ''} "
         f"--oneshot create-bucket --oneshot migrate-db --service postgres --service minio --service mlflow"
-        f"{' --service proxy' if config.tls != 'off' else ''}"]
+        f"{' --service mlflow-api --service proxy' if config.tls != 'off' else ''}"]
     names = [op.name for op in result.ops]
     assert names.index(step.name) < names.index(f"Restore a backup | Smoke-test MLflow at {config.tracking_uri}")
 

@@ -190,6 +190,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
 def running_services(config) -> dict:
     """The ComposeServices fact of a healthy stack, each service started from its configured image."""
     images = {"postgres": config.postgres_image, "minio": config.minio_image, "mlflow": mlflow_image_ref(config),
+              "mlflow-api": mlflow_image_ref(config),
               "create-bucket": config.minio_image, "migrate-db": mlflow_image_ref(config), "proxy": config.proxy_image}
     return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()
             if name in config.service_names}

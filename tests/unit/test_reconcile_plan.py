@@ -301,7 +301,7 @@ def test_compose_up_is_bounded_by_the_health_timeout(timeout):
     (up,) = [c for c in commands if " up -d" in c]
     assert up.startswith(f"timeout {timeout} docker compose --project-directory {config.stack_dir} ")
     assert commands[-1] == (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {timeout} "
-                            "--oneshot create-bucket --oneshot migrate-db postgres minio mlflow proxy")
+                            "--oneshot create-bucket --oneshot migrate-db postgres minio mlflow mlflow-api proxy")
 
 
 def test_wait_command():
@@ -309,7 +309,7 @@ def test_wait_command():
     assert stack.wait_command(config, "postgres") == "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 postgres"
     assert stack.wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES) == (
         "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 --oneshot create-bucket --oneshot migrate-db "
-        "postgres minio mlflow proxy")
+        "postgres minio mlflow mlflow-api proxy")
     assert stack.wait_command(config, "postgres", oneshots=("create-bucket",)) == (
         "sh /opt/mlflow-stack/wait-healthy.sh mlops 120 --oneshot create-bucket postgres")
 
@@ -330,4 +330,5 @@ def test_smoke_test_names_the_log_command():
         "admin": ("admin", "/opt/mlflow-stack/.env", "MLFLOW_AUTH_ADMIN_PASSWORD"),
         "ca_file": None,  # TLS off in NON_DEFAULT
         "health_only": False,  # a balancer's: it keeps no admin password
+        "timeout": 30,  # each call's (verify.request_timeout of NON_DEFAULT's 120 s health timeout)
     }

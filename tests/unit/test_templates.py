@@ -12,7 +12,7 @@ import yaml
 from mlflow_stack.steps.secrets import secret_values
 from mlflow_stack.config import releases
 from mlflow_stack.config.releases import lock_file
-from mlflow_stack.services import DATA_DIRS, ON_DEMAND_SERVICES, ONESHOT_SERVICES, long_running_services
+from mlflow_stack.services import DATA_DIRS, ON_DEMAND_SERVICES, ONESHOT_SERVICES, long_running_services, mlflow_api
 from mlflow_stack.steps.stack_files import IMAGE_FILES, build_context, mlflow_image_ref, compose_file, render
 
 from .helpers import REPO, HOST_NAME, NON_DEFAULT, make_config
@@ -168,27 +168,60 @@ def test_data_volumes_are_the_directories_the_service_account_creates(config):
 
 
 def test_mlflow_proxies_artifacts_to_the_bucket(config):
-    command = compose(config)["services"]["mlflow"]["command"]
-    assert "--serve-artifacts" in command
-    expected = f"s3://{config.minio_bucket}/{config.minio_bucket_prefix}"
-    assert flag(command, "--artifacts-destination") == expected
-    assert flag(command, "--workers") == str(config.mlflow_worker_count)
+    services = compose(config)["services"]
+    for name in config.mlflow_servers:
+        command = services[name]["command"]
+        assert "--serve-artifacts" in command
+        expected = f"s3://{config.minio_bucket}/{config.minio_bucket_prefix}"
+        assert flag(command, "--artifacts-destination") == expected
+    assert set(config.mlflow_servers) == ({"mlflow", "mlflow-api"} if config.tls != "off" else {"mlflow"})
 
 
-@pytest.mark.parametrize("settings, workers", [
-    ({}, 4),                                  # behind the TLS proxy: a connection per request
-    ({"tls": "off"}, 1),                      # keep-alive clients on uvicorn itself (uvicorn #3149)
-    ({"tls": "off", "mlflow_workers": 3}, 3),
-    ({"mlflow_workers": 2}, 2),
+@pytest.mark.parametrize("settings, api_workers, ui_workers", [
+    ({}, 4, 1),                                  # behind the TLS proxy: gunicorn, a connection per request
+    ({"tls": "off"}, 1, None),                   # keep-alive clients on uvicorn itself (uvicorn #3149)
+    ({"tls": "off", "mlflow_workers": 3}, 3, None),
+    ({"mlflow_workers": 2, "mlflow_ui_workers": 3}, 2, 3),
 ])
-def test_workers_default_to_what_the_path_to_them_allows(settings, workers):
-    command = compose(make_config(**{"mlflow_workers": None, **settings}))["services"]["mlflow"]["command"]
-    assert flag(command, "--workers") == str(workers)
+def test_workers_default_to_what_the_path_to_them_allows(settings, api_workers, ui_workers):
+    services = compose(make_config(**{"mlflow_workers": None, **settings}))["services"]
+    api = services["mlflow-api" if ui_workers else "mlflow"]["command"]
+    assert flag(api, "--workers") == str(api_workers)
+    if ui_workers:
+        assert flag(services["mlflow"]["command"], "--workers") == str(ui_workers)
+
+
+def test_tracking_api_behind_the_proxy_is_the_same_server_under_gunicorn():
+    services = compose(make_config())["services"]
+    api, ui = services["mlflow-api"], services["mlflow"]
+    assert flag(api["command"], "--gunicorn-opts").startswith("--timeout ")
+    # MLflow takes the Host check from the environment under gunicorn: the same names as uvicorn's flag.
+    assert api["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"] == flag(ui["command"], "--allowed-hosts")
+    assert not any(option.startswith("--allowed-hosts") for option in api["command"])  # refused with gunicorn
+    for key in ("image", "user", "env_file", "volumes", "labels", "depends_on", "healthcheck"):
+        assert api[key] == ui[key], key
+    assert {k: v for k, v in api["environment"].items() if k != "MLFLOW_SERVER_ALLOWED_HOSTS"} == ui["environment"]
+    assert [o for o in api["command"] if not o.startswith(("--workers", "--gunicorn"))] == \
+        [o for o in ui["command"] if not o.startswith(("--workers", "--allowed-hosts"))]
+    assert "ports" not in api  # reached through the proxy only
+
+
+def test_without_tls_one_mlflow_serves_everything():
+    services = compose(make_config(tls="off"))["services"]
+    assert "mlflow-api" not in services and "proxy" not in services
+
+
+def test_proxy_sends_the_tracking_api_to_its_server_and_the_rest_to_mlflow():
+    nginx = render("nginx.conf.j2", make_config())
+    api = nginx.index(f"location {mlflow_api.PATH_PREFIX} {{")
+    assert "set $mlflow_api mlflow-api:5000;" in nginx[api:nginx.index("}", api)]
+    rest = nginx.index("location / {")
+    assert "set $mlflow mlflow:5000;" in nginx[rest:nginx.index("}", rest)]
 
 
 def test_database_connections_are_pooled_not_opened_per_request():
-    env = render("mlflow.env.j2", make_config(mlflow_db_pool_size=7)).splitlines()
-    assert "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=7" in env
+    env = render("mlflow.env.j2", make_config(mlflow_db_pool_size=4)).splitlines()
+    assert "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=4" in env
     assert "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=0" in env
 
 
@@ -436,7 +469,9 @@ def test_pools_beyond_the_bundled_database_s_connections_are_refused():
     from .helpers import HOST_NAME, host_data
 
     with pytest.raises(ConfigError) as caught:
-        load_config(host_data(mlflow_workers=None, mlflow_db_pool_size=10), HOST_NAME, environ={})
-    assert "4 workers x 3 stores x 10 = 120 database connections" in str(caught.value)
-    load_config(host_data(mlflow_workers=None, mlflow_db_pool_size=7), HOST_NAME, environ={})  # 84
-    load_config(host_data(mlflow_workers=2, mlflow_db_pool_size=10), HOST_NAME, environ={})  # 60
+        load_config(host_data(mlflow_workers=None, mlflow_db_pool_size=7), HOST_NAME, environ={})
+    # The tracking API's 4 workers and the UI's 1 (TLS on) each hold pools.
+    assert "5 workers x 3 stores x 7 = 105 database connections" in str(caught.value)
+    load_config(host_data(mlflow_workers=None, mlflow_db_pool_size=6), HOST_NAME, environ={})  # 90
+    load_config(host_data(mlflow_workers=2, mlflow_ui_workers=1, mlflow_db_pool_size=10), HOST_NAME, environ={})  # 90
+    load_config(host_data(mlflow_workers=None, tls="off", mlflow_db_pool_size=10), HOST_NAME, environ={})  # 30
