@@ -104,7 +104,8 @@ def bench_requests(target, deployer: Deployer) -> None:
     plain = measure(f"http://{target.address}:{PLAIN_PORT}", None)
     plain_memory = memory_mib(target, "bench-plain")
     target.ssh("docker stop bench-plain", check=False)
-    target.ssh(f"cd /srv/mlflow && docker compose start {servers} && sh wait-healthy.sh mlflow 300 {servers} proxy")
+    waited = " ".join(f"--service {name}" for name in (*servers.split(), "proxy"))
+    target.ssh(f"cd /srv/mlflow && docker compose start {servers} && sh wait-healthy.sh --project mlflow --timeout 300 {waited}")
     ours_again = measure(f"https://{target.address}:5000", ca)  # a noisy machine: ours before and after
 
     def line(label: str, result: dict, memory: dict) -> str:
@@ -131,8 +132,9 @@ def bench_deploy(target, deployer: Deployer, first_seconds: float) -> None:
         assert rerun.changed == [], rerun.changed
     target.ssh("cd /srv/mlflow && docker compose stop")
     started = time.monotonic()
-    target.ssh("cd /srv/mlflow && docker compose up -d && sh wait-healthy.sh mlflow 600 --oneshot create-bucket "
-               "--oneshot migrate-db postgres minio mlflow proxy")
+    target.ssh("cd /srv/mlflow && docker compose up -d && sh wait-healthy.sh --project mlflow --timeout 600 "
+               "--oneshot create-bucket --oneshot migrate-db --service postgres --service minio --service mlflow "
+               "--service mlflow-api --service proxy")
     up_to_healthy = time.monotonic() - started
     print("deploy:")
     print(f"  first run (fresh target, image build included): {first_seconds:.1f} s")

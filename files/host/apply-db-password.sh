@@ -23,7 +23,7 @@ fi
 cd "$dir"
 # The database alone: started, or recreated if its settings changed; MLflow keeps running.
 docker compose --project-name "$project" up -d --no-deps postgres
-sh "$dir/wait-healthy.sh" "$project" "$timeout" postgres
+sh "$dir/wait-healthy.sh" --project "$project" --timeout "$timeout" --service postgres
 sed -n 's/^POSTGRES_PASSWORD=//p' .env | docker compose --project-name "$project" exec -T postgres sh -c '
     IFS= read -r password
     # SET first: a failing statement must not reach the server log with the password in it.

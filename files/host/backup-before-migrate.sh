@@ -27,7 +27,7 @@ if [ ! -s "$dir/data/postgres/PG_VERSION" ]; then
 fi
 cd "$dir"
 docker compose --project-name "$project" up -d --no-deps postgres
-sh "$dir/wait-healthy.sh" "$project" "$timeout" postgres
+sh "$dir/wait-healthy.sh" --project "$project" --timeout "$timeout" --service postgres
 if answer=$(docker compose --project-name "$project" exec -T postgres \
         psql -X -w -At -U "$role" -d "$database" -c 'select version_num from alembic_version' 2>&1); then
     current=$answer

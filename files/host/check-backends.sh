@@ -4,11 +4,25 @@
 # through compose, never in argv) runs check_backends.py, which names what failed (DNS,
 # connect, TLS, authentication, missing database or bucket). On success the checksums of the
 # inputs it used are stamped in .backends-checked, so an unchanged host is not checked again.
-# Usage: check-backends.sh STACK_DIR PROJECT [--database] [--s3 BUCKET]
+# Usage: check-backends.sh --stack-dir DIR --project NAME [--database yes] [--s3 BUCKET]
 set -eu
-dir=$1 project=$2
-shift 2
+dir= project= checks=
+while [ $# -ge 2 ]; do
+    case $1 in
+        --stack-dir) dir=$2 ;;
+        --project) project=$2 ;;
+        --database) [ "$2" = yes ] && checks="$checks --database" ;;
+        --s3) checks="$checks --s3 $2" ;;
+        *) break ;;
+    esac
+    shift 2
+done
+if [ $# -ne 0 ] || [ -z "$dir" ] || [ -z "$project" ]; then
+    echo "usage: check-backends.sh --stack-dir DIR --project NAME [--database yes] [--s3 BUCKET]" >&2
+    exit 2
+fi
 cd "$dir"
-docker compose --project-name "$project" run --rm --no-deps -T mlflow python - "$@" < "$dir/check_backends.py"
+# $checks unquoted on purpose: option words (a bucket name has no spaces: S3 naming rules).
+docker compose --project-name "$project" run --rm --no-deps -T mlflow python - $checks < "$dir/check_backends.py"
 umask 077
 sha256sum .env compose.yaml mlflow.env > .backends-checked

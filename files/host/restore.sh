@@ -16,7 +16,7 @@ wait_for=() stop=()
 while [ $# -gt 0 ]; do
     case $1 in
         --stop) stop+=("$2") ;;
-        --oneshot) wait_for+=(--oneshot "$2") ;; --service) wait_for+=("$2") ;;
+        --oneshot) wait_for+=(--oneshot "$2") ;; --service) wait_for+=(--service "$2") ;;
         --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
         --prefix) prefix=$2 ;; --backup) backup=$2 ;; --overwrite) overwrite=$2 ;; --timeout) timeout=$2 ;;
         *) echo "restore.sh: unknown option $1" >&2; exit 2 ;;
@@ -50,5 +50,5 @@ compose run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" jobs \
     python /opt/mlflow-stack/artifacts_archive.py import < "$backup/artifacts.tar"
 # migrate-db runs again: a backup of an older schema is brought to this MLflow's.
 compose up -d
-sh "$dir/wait-healthy.sh" "$project" "$timeout" "${wait_for[@]}"
+sh "$dir/wait-healthy.sh" --project "$project" --timeout "$timeout" "${wait_for[@]}"
 echo "restored $backup in $(( $(date +%s) - started )) s"

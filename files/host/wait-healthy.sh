@@ -5,15 +5,24 @@
 # has exited, or the one-shot failed; otherwise fails after TIMEOUT_SECONDS (slow but
 # progressing starts). An unhealthy service that runs is waited for too: Docker keeps checking,
 # and on a slow or loaded host a check that timed out 20 times in a row passes again later.
-# Usage: wait-healthy.sh PROJECT TIMEOUT_SECONDS [--oneshot SERVICE]... SERVICE...
+# Usage: wait-healthy.sh --project NAME --timeout SECONDS [--oneshot SERVICE]... [--service SERVICE]...
 set -u
-project=$1 timeout=$2
-shift 2
-oneshots=
-while [ "${1:-}" = "--oneshot" ]; do
-    oneshots="$oneshots $2"
+project= timeout= oneshots= services=
+while [ $# -ge 2 ]; do
+    case $1 in
+        --project) project=$2 ;;
+        --timeout) timeout=$2 ;;
+        --oneshot) oneshots="$oneshots $2" ;;
+        --service) services="$services $2" ;;
+        *) break ;;
+    esac
     shift 2
 done
+if [ $# -ne 0 ] || [ -z "$project" ] || [ -z "$timeout" ]; then
+    echo "usage: wait-healthy.sh --project NAME --timeout SECONDS [--oneshot SERVICE]... [--service SERVICE]..." >&2
+    exit 2
+fi
+set -- $services
 deadline=$(( $(date +%s) + timeout ))
 
 # One line per container: service state health exit-code restart-count. `ps --all` also

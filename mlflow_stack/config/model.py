@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from mlflow_stack.config.cluster import STANDALONE, Cluster
 from mlflow_stack.config.releases import SCHEMA_REVISIONS
 from mlflow_stack.config.settings import AuthUser
-from mlflow_stack.services import BUILT_IMAGE, POSTGRES_CA_MOUNT, S3_CA_MOUNT, Service, stack_services
+from mlflow_stack.services import BUILT_IMAGE, POSTGRES_CA_MOUNT, S3_CA_MOUNT, Service, Topology, stack_services
+from mlflow_stack.services.mlflow import s3_secret
+from mlflow_stack.services.model import secret
 
 
 def worker_count(workers: int | None, tls: str) -> int:
@@ -251,6 +253,16 @@ class StackConfig:
         return tuple(service.name for service in self.services)
 
     @property
+    def started_oneshots(self) -> tuple[str, ...]:
+        """The one-shots `compose up` runs: healthy when they exited 0."""
+        return tuple(service.name for service in self.started_services if service.oneshot)
+
+    @property
+    def started_long_running(self) -> tuple[str, ...]:
+        """The services `compose up` keeps running: healthy when their check passes."""
+        return tuple(service.name for service in self.started_services if not service.oneshot)
+
+    @property
     def mlflow_servers(self) -> tuple[str, ...]:
         """The MLflow servers this host runs (the API's own behind the TLS proxy): what holds the
         database's connections and the credential cache, and stops while a backup is restored."""
@@ -284,9 +296,9 @@ class StackConfig:
 
     @property
     def s3_secret_reference(self) -> str:
-        """The compose interpolation of the S3 secret key (kept in the secrets file)."""
-        key = "S3_SECRET_ACCESS_KEY" if self.external_s3 else "MINIO_ROOT_PASSWORD"
-        return f"${{{key}:?missing in .env; rerun the deploy}}"
+        """The compose interpolation of the S3 secret key (kept in the secrets file; which key: the
+        MLflow service's decision)."""
+        return secret(s3_secret(Topology(external_s3=self.external_s3)))
 
     @property
     def mlflow_s3_env(self) -> tuple[str, ...]:

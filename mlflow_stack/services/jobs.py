@@ -15,8 +15,7 @@ ORDER = 80
 def service(topology: Topology) -> Service | None:
     if topology.role == "balancer":
         return None
-    key = "MINIO_ROOT_PASSWORD" if bundled_s3(topology) else s3_secret(topology)
-    return Service("jobs", image=BUILT_IMAGE, on_demand=True, secrets=(key,),
+    return Service("jobs", image=BUILT_IMAGE, on_demand=True, secrets=(s3_secret(topology),),
                    config_files=() if bundled_s3(topology) else s3_ca(topology), compose=compose)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, deploy
+from pyinfra.api import StringCommand, deploy
 from pyinfra.operations import docker, files, server
 from pyinfra.operations.util import any_changed
 
@@ -93,8 +93,7 @@ def _bring_up(config: StackConfig, needs_up, healthy: bool, external: bool, mine
     )
     server.shell(
         name=f"Wait until every service is healthy{label}",
-        commands=[wait_command(config, *(s.name for s in config.started_services if not s.oneshot),
-                               oneshots=tuple(s.name for s in config.started_services if s.oneshot))],
+        commands=[wait_command(config, *config.started_long_running, oneshots=config.started_oneshots)],
         _if=needs_up,
     )
 
@@ -102,18 +101,14 @@ def _bring_up(config: StackConfig, needs_up, healthy: bool, external: bool, mine
 def check_command(config: StackConfig) -> StringCommand:
     """Reach each external backend from a one-off MLflow container, with the stack's own
     environment (secrets from .env through compose, never in argv)."""
-    args = [f"{config.stack_dir}/check-backends.sh", config.stack_dir, config.compose_project]
-    if config.external_database:
-        args.append("--database")
-    if config.external_s3:
-        args += ["--s3", config.minio_bucket]
-    return StringCommand("sh", *(QuoteString(arg) for arg in args))
+    return script_command(f"{config.stack_dir}/check-backends.sh", shell="sh", stack_dir=config.stack_dir,
+                          project=config.compose_project, database="yes" if config.external_database else None,
+                          s3=config.minio_bucket if config.external_s3 else None)
 
 
 def wait_command(config: StackConfig, *services: str, oneshots: tuple[str, ...] = ()) -> str:
-    oneshot_args = "".join(f" --oneshot {name}" for name in oneshots)
-    return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout}"
-            f"{oneshot_args} {' '.join(services)}")
+    return str(script_command(f"{config.stack_dir}/wait-healthy.sh", shell="sh", project=config.compose_project,
+                              timeout=config.mlflow_health_timeout, oneshot=tuple(oneshots), service=tuple(services)))
 
 
 @deploy("Apply the database password")

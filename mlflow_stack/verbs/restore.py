@@ -91,8 +91,7 @@ def restore_command(config: StackConfig, remote: str) -> StringCommand:
                           # MLflow runs here on a server of its own; a data host's tracking servers stop it.
                           stop=config.mlflow_servers,
                           # What to wait for once the stack is up again: this host's services.
-                          oneshot=tuple(s.name for s in config.started_services if s.oneshot),
-                          service=tuple(s.name for s in config.started_services if not s.oneshot))
+                          oneshot=config.started_oneshots, service=config.started_long_running)
 
 
 @deploy("Check that the restore may replace this server's data")

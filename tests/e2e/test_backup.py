@@ -149,8 +149,8 @@ def test_a_one_off_container_running_beside_the_stack_is_not_the_service(contain
         running = [row for row in rows if row["Service"] == "create-bucket" and row["State"] == "running"]
         assert len(running) == 1 and oneoff.startswith(running[0]["ID"]), rows
         assert "com.docker.compose.oneoff=True" in running[0].get("Labels", ""), running[0]
-        waited = target.ssh("sh /srv/mlflow/wait-healthy.sh mlflow 20 --oneshot create-bucket --oneshot migrate-db "
-                            "postgres minio mlflow", check=False)
+        waited = target.ssh("sh /srv/mlflow/wait-healthy.sh --project mlflow --timeout 20 --oneshot create-bucket "
+                            "--oneshot migrate-db --service postgres --service minio --service mlflow", check=False)
         assert waited.returncode == 0, waited.stderr
         assert waited.stdout.strip() == "healthy: postgres minio mlflow (done: create-bucket migrate-db)"
         assert deployer.run().check().changed == []

@@ -216,8 +216,8 @@ def test_fresh_host_checks_the_backends_before_it_starts_the_stack(topology):
     check = names.index("Check the external backends from the host")
     assert check < names.index("Start the stack (a service is not healthy)")
     command = result.op(f"{START} | Check the external backends from the host").commands[0]
-    assert command.startswith(f"sh {config.stack_dir}/check-backends.sh {config.stack_dir} mlflow")
-    assert ("--database" in command) == config.external_database
+    assert command.startswith(f"sh {config.stack_dir}/check-backends.sh --stack-dir {config.stack_dir} --project mlflow")
+    assert ("--database yes" in command) == config.external_database
     assert ("--s3 " + config.minio_bucket in command) == config.external_s3
     text = result.text()
     assert DB["postgres_password"] not in text and S3["s3_secret_access_key"] not in text
@@ -248,8 +248,8 @@ def test_unchecked_inputs_are_checked_then_the_stack_brought_up(topology):
     assert [short(name) for name in result.changing] == [
         "Check the external backends from the host", "Start the stack", "Wait until every service is healthy"]
     wait = result.op(f"{START} | Wait until every service is healthy").commands[0]
-    oneshots = "".join(f" --oneshot {s.name}" for s in config.started_services if s.oneshot)
-    assert wait.endswith(f"{oneshots} {' '.join(s.name for s in config.started_services if not s.oneshot)}")
+    assert wait.endswith("".join(f" --oneshot {name}" for name in config.started_oneshots)
+                         + "".join(f" --service {name}" for name in config.started_long_running))
     assert "postgres" not in wait
 
 

@@ -530,8 +530,9 @@ def compose_up(config) -> str:
 
 
 def wait(config) -> str:
-    return (f"sh {config.stack_dir}/wait-healthy.sh {config.compose_project} {config.mlflow_health_timeout} "
-            f"--oneshot create-bucket --oneshot migrate-db {' '.join(services.long_running_services(config.tls))}")
+    return (f"sh {config.stack_dir}/wait-healthy.sh --project {config.compose_project} "
+            f"--timeout {config.mlflow_health_timeout} --oneshot create-bucket --oneshot migrate-db "
+            + " ".join(f"--service {name}" for name in services.long_running_services(config.tls)))
 
 
 def test_fresh_stack_builds_starts_and_waits():

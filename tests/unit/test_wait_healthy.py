@@ -38,9 +38,9 @@ def docker(tmp_path):
 
 
 def wait_healthy(docker: FakeDocker, timeout: int = 300, oneshots=tuple(ONESHOTS), services=SERVICES):
-    """As the deploy runs it: `--oneshot NAME` once per one-shot service, then the services."""
-    args = ["sh", SCRIPT, "mlflow", str(timeout)] + [a for name in oneshots for a in ("--oneshot", name)]
-    args += list(services)
+    """As the deploy runs it: `--oneshot NAME` once per one-shot service, `--service NAME` per service."""
+    args = ["sh", SCRIPT, "--project", "mlflow", "--timeout", str(timeout)]
+    args += [a for name in oneshots for a in ("--oneshot", name)] + [a for name in services for a in ("--service", name)]
     started = time.monotonic()
     proc = docker.run(args, timeout=timeout + 30)
     return proc, time.monotonic() - started
@@ -352,3 +352,10 @@ def test_a_container_labelled_not_one_off_counts(docker):
     docker.statuses(snapshot(mlflow="running healthy 0 0 False"))
     proc, _ = wait_healthy(docker)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("args", [["mlflow", "300", "--service", "mlflow"], ["--project", "mlflow", "--service", "mlflow"],
+                                  ["--project", "mlflow", "--timeout", "30", "mlflow"]])
+def test_positional_or_missing_arguments_are_refused_with_the_usage(docker, args):
+    proc = docker.run(["sh", SCRIPT, *args], timeout=30)
+    assert proc.returncode == 2 and "usage: wait-healthy.sh --project NAME --timeout SECONDS" in proc.stderr
