@@ -8,7 +8,8 @@
 # deploy's own smoke-test experiments aside), unless OVERWRITE is "yes".
 # This server's passwords (.env) are kept: a backup holds none.
 # Usage: restore.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME --prefix PREFIX
-#                   --backup DIR --overwrite yes|no --timeout SECONDS
+#                   --backup DIR --overwrite yes|no --timeout SECONDS --held-query SQL
+#                   (SQL: what counts as held runs and models, the deploy's HeldRecords fact's query)
 #                   [--stop NAME]...     (what to stop meanwhile: MLflow, where it runs here)
 #                   [--oneshot NAME]... --service NAME...   (what to wait for once it is up again)
 set -euo pipefail
@@ -19,13 +20,14 @@ while [ $# -gt 0 ]; do
         --oneshot) wait_for+=(--oneshot "$2") ;; --service) wait_for+=(--service "$2") ;;
         --stack-dir) dir=$2 ;; --project) project=$2 ;; --db-role) role=$2 ;; --database) database=$2 ;;
         --prefix) prefix=$2 ;; --backup) backup=$2 ;; --overwrite) overwrite=$2 ;; --timeout) timeout=$2 ;;
+        --held-query) held_query=$2 ;;
         *) echo "restore.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift 2
 done
 : "${dir:?--stack-dir missing}" "${project:?--project missing}" "${role:?--db-role missing}"
 : "${database:?--database missing}" "${prefix:?--prefix missing}" "${backup:?--backup missing}"
-: "${overwrite:?--overwrite missing}" "${timeout:?--timeout missing}"
+: "${overwrite:?--overwrite missing}" "${timeout:?--timeout missing}" "${held_query:?--held-query missing}"
 [ ${#wait_for[@]} -gt 0 ] || { echo "restore.sh: no --service to wait for" >&2; exit 2; }
 cd "$backup"
 sha256sum --quiet --check SHA256SUMS
@@ -34,8 +36,7 @@ flock -w 3600 9
 cd "$dir"
 compose() { docker compose --project-name "$project" "$@"; }
 
-# The same query as the deploy's HeldRecords fact (mlflow_stack/facts/host.py).
-held=$(compose exec -T postgres psql -X -w -At -U "$role" -d "$database" -c "select (select count(*) from runs r join experiments e on e.experiment_id = r.experiment_id where e.name not like 'pyinfra-smoke-%') + (select count(*) from registered_models)")
+held=$(compose exec -T postgres psql -X -w -At -U "$role" -d "$database" -c "$held_query")
 if [ "$held" != 0 ] && [ "$overwrite" != yes ]; then
     echo "refusing to restore: the database holds $held runs and registered models; set restore_overwrite = True" \
          "to replace them. Nothing was changed." >&2

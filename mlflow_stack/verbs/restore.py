@@ -23,7 +23,7 @@ from pyinfra.operations import files, server
 from mlflow_stack.steps.auth import sync_command
 from mlflow_stack.verbs.backup import BACKUP_FILES, require_bundled_backends
 from mlflow_stack.config import ConfigError, StackConfig, config_from_host
-from mlflow_stack.facts.host import HeldRecords
+from mlflow_stack.facts.host import HELD_RECORDS_QUERY, HeldRecords
 from mlflow_stack.config.releases import version_key
 from mlflow_stack.steps.upgrades import releases_with
 from mlflow_stack.steps.stack import wait_command
@@ -88,6 +88,8 @@ def restore_command(config: StackConfig, remote: str) -> StringCommand:
                           db_role=config.postgres_user, database=config.postgres_db, prefix=config.minio_bucket_prefix,
                           backup=remote, overwrite="yes" if config.restore_overwrite else "no",
                           timeout=config.mlflow_health_timeout,
+                          # Checked again when it runs (the fact asked while planning): the same query.
+                          held_query=HELD_RECORDS_QUERY,
                           # MLflow runs here on a server of its own; a data host's tracking servers stop it.
                           stop=config.mlflow_servers,
                           # What to wait for once the stack is up again: this host's services.

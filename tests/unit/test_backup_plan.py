@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 from pyinfra.api import DeployError
+
+from mlflow_stack.facts.host import HELD_RECORDS_QUERY
 
 from mlflow_stack.verbs import backup
 from mlflow_stack.verbs import restore
@@ -129,7 +132,8 @@ def test_restore_from_the_control_machine_uploads_then_restores_then_smoke_tests
     assert step.commands == [
         f"bash {config.stack_dir}/restore.sh --stack-dir {config.stack_dir} --project {config.compose_project} "
         f"--db-role {config.postgres_user} --database {config.postgres_db} --prefix {config.minio_bucket_prefix} "
-        f"--backup {remote} --overwrite no --timeout {config.mlflow_health_timeout} --stop mlflow"
+        f"--backup {remote} --overwrite no --timeout {config.mlflow_health_timeout} "
+        f"--held-query {shlex.quote(HELD_RECORDS_QUERY)} --stop mlflow"
         f"{' --stop mlflow-api' if config.tls != 'off' else ''} "
         f"--oneshot create-bucket --oneshot migrate-db --service postgres --service minio --service mlflow"
         f"{' --service mlflow-api --service proxy' if config.tls != 'off' else ''}"]

@@ -137,7 +137,7 @@ def run_restore(docker, stack_dir, backup, held="0", overwrite="no"):
     docker.write("psql.out", f"{held}\n")
     args = ["bash", str(stack_dir / "restore.sh"), "--stack-dir", str(stack_dir), "--project", "mlflow",
             "--db-role", "tracker", "--database", "tracking", "--prefix", "other/prefix", "--backup", str(backup),
-            "--overwrite", overwrite, "--timeout", "30", "--stop", "mlflow", "--oneshot", "create-bucket", "--oneshot", "migrate-db",
+            "--overwrite", overwrite, "--timeout", "30", "--held-query", HELD_RECORDS_QUERY, "--stop", "mlflow", "--oneshot", "create-bucket", "--oneshot", "migrate-db",
             "--service", "postgres", "--service", "minio", "--service", "mlflow"]
     return docker.run(args, stdin="", timeout=90)
 
@@ -179,8 +179,13 @@ def test_a_damaged_backup_is_refused_before_any_docker_call(docker, stack_dir, b
     assert docker.argv == []
 
 
-def test_restore_counts_what_the_deploy_fact_counts():
-    assert f'-c "{HELD_RECORDS_QUERY}"' in (REPO / "files" / "host" / "restore.sh").read_text()
+def test_restore_counts_what_it_is_told_the_deploy_fact_counts(docker, stack_dir, backup):
+    # The query is the deploy's (HeldRecords), handed over: not a copy in the script.
+    assert "select" not in (REPO / "files" / "host" / "restore.sh").read_text()
+    proc = run_restore(docker, stack_dir, backup, held="3")
+    assert proc.returncode == 3
+    (asked,) = [line for line in docker.argv if " psql " in line]
+    assert asked.endswith(f"-c {HELD_RECORDS_QUERY}"), asked
 
 
 # --- artifacts_archive.py --------------------------------------------------------------------
