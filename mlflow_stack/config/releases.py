@@ -22,3 +22,8 @@ def version_key(version: str) -> tuple[int, ...]:
 
 # Releases with both a lock and a known schema revision, oldest first.
 SUPPORTED_MLFLOW_VERSIONS = tuple(sorted((v for v in SCHEMA_REVISIONS if lock_file(v).is_file()), key=version_key))
+
+# MLflow's basic-auth takes the admin's password from MLFLOW_AUTH_ADMIN_PASSWORD since 3.16.1
+# (read from mlflow/server/auth/config.py of every locked release); before, only from its config
+# file, which holds no password here: those releases crash at start (KeyError: 'admin_password').
+AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE = "3.16.1"

@@ -14,7 +14,7 @@ from mlflow_stack.config.certificates import tls_errors
 from mlflow_stack.config.checks import is_database_uri
 from mlflow_stack.config.cluster import SHARED_SECRETS, STANDALONE, Cluster
 from mlflow_stack.config.model import _is_ip, worker_count
-from mlflow_stack.config.releases import lock_file
+from mlflow_stack.config.releases import AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE, lock_file, version_key
 from mlflow_stack.config.settings import SECRET_ENV_VARS, SETTINGS
 from mlflow_stack.services import SERVICE_NAMES, port_settings, stack_services
 
@@ -107,6 +107,12 @@ def cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDA
                 errors.append(f"{key} = {values[key]!r}: locks/mlflow-{values['mlflow_version']}.txt pins {package} "
                               f"{pins.get(package)}; regenerate the lock with that version (locks/README.md) or "
                               "keep the pinned one")
+    if values.get("mlflow_auth") is True and "mlflow_version" in values \
+            and version_key(values["mlflow_version"]) < version_key(AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE):
+        errors.append(f"mlflow_version = {values['mlflow_version']!r} with mlflow_auth = True: MLflow's basic-auth "
+                      f"before {AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE} reads the admin password only from its config "
+                      f"file, where this deploy keeps none (it would crash at start); use "
+                      f"{AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE} or newer, or mlflow_auth = False")
     admin = values.get("mlflow_auth_admin_user")
     if admin and any(user.name == admin for user in values.get("mlflow_auth_users", ())):
         errors.append(f"mlflow_auth_users names {admin!r}, the mlflow_auth_admin_user: the deploy keeps that account "

@@ -98,7 +98,9 @@ SETTINGS = (
 
     *section("MLflow",
         Setting("mlflow_version", "3.17.2", checks.supported_release,
-                "MLflow release: one of the supported 3.5.0 to 3.17.2 (each has a lock in `locks/`); see docs/upgrades.md."),
+                "MLflow release: one of the supported 3.5.0 to 3.17.2 (each has a lock in `locks/`); with `mlflow_auth` "
+                "(the default) 3.16.1 or newer, the first whose basic-auth takes the admin password from the "
+                "environment; see docs/upgrades.md."),
         # The companions are inputs of tools/lock_mlflow.py; config.py checks they equal the lock's pins.
         Setting("mlflow_psycopg2_version", "2.9.11", checks.pattern(checks.RELEASE_VERSION, "a release version like '2.9.11'"),
                 "PostgreSQL driver; the backend URI says `postgresql+psycopg2://` (SQLAlchemy 2.1 would pick psycopg 3 "

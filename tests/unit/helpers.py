@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlflow_stack.config import StackConfig, load_config
+from mlflow_stack.config.releases import AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE, version_key
 from mlflow_stack.config.settings import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,3 +67,8 @@ NON_DEFAULT = dict(
     minio_bucket_prefix="runs/v1",
     tls="off",
 )
+
+
+def without_auth_before_the_environment_password(version: str) -> dict:
+    """The settings that make `version` a valid config: authentication off before 3.16.1."""
+    return {"mlflow_auth": False} if version_key(version) < version_key(AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE) else {}

@@ -10,11 +10,13 @@ import pytest
 
 from mlflow_stack.config import CONFIG_KEYS, ConfigError, StackConfig, load_config
 from mlflow_stack.config.settings import SECRET_ENV_VARS
-from mlflow_stack.config.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS, lock_file
+from mlflow_stack.config.releases import (AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE, SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERSIONS,
+                                         lock_file, version_key)
 from mlflow_stack.services import SERVICE_NAMES
 from mlflow_stack.config.settings import DEFAULTS
 
-from .helpers import HOST_NAME, MISSING, REPO, defaults, host_data, make_config
+from .helpers import (HOST_NAME, MISSING, REPO, defaults, host_data, make_config,
+                      without_auth_before_the_environment_password)
 
 PORT_RANGE = "an integer from 1 to 65535"
 ID_RANGE = "an integer from 1000 to 59999"
@@ -105,7 +107,7 @@ def test_derived_values_follow_the_inputs():
     [
         dict(mlflow_port=1), dict(mlflow_port=65535), dict(stack_uid=1000, stack_gid=59999),
         dict(minio_bucket="abc"), dict(minio_bucket="a" * 63), dict(minio_bucket="my-bucket.v2"),
-        dict(mlflow_version="3.5.0"), dict(mlflow_version="3.17.2"), dict(stack_dir="/srv/mlflow-2"), dict(mlflow_bind_address="::"),
+        dict(mlflow_version="3.5.0", mlflow_auth=False), dict(mlflow_version="3.17.2"), dict(stack_dir="/srv/mlflow-2"), dict(mlflow_bind_address="::"),
         dict(postgres_image="registry.example.org:5000/lib/postgres:17@sha256:" + "a" * 64),
         dict(mlflow_public_names=["10.1.2.3", "ml.internal"]),
         dict(rotate_secrets=[]), dict(rotate_secrets=["postgres_password"]),
@@ -429,7 +431,7 @@ def test_every_supported_release_has_a_lock_and_a_schema_revision(version):
     assert re.fullmatch(r"[0-9a-f]{12,}", SCHEMA_REVISIONS[version]), SCHEMA_REVISIONS[version]
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock_file(version).read_text(), re.M))
     assert pins["mlflow"] == version
-    config = make_config(mlflow_version=version)  # loads with the defaults' companions
+    config = make_config(mlflow_version=version, **without_auth_before_the_environment_password(version))
     assert config.mlflow_schema_revision == SCHEMA_REVISIONS[version]
     assert config.mlflow_lock == lock_file(version).read_bytes()
 
@@ -466,3 +468,22 @@ def test_both_companions_differing_are_reported_at_once():
 def test_derived_upgrade_paths():
     config = make_config(stack_dir="/opt/stack")
     assert config.backups_dir == "/opt/stack/backups"
+
+
+@pytest.mark.parametrize("version", [v for v in SUPPORTED_MLFLOW_VERSIONS
+                                     if version_key(v) < version_key(AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE)])
+def test_a_release_whose_basic_auth_needs_the_password_in_its_file_is_refused_with_auth_on(version):
+    # MLflow 3.5.0-3.16.0 crashed at start with KeyError: 'admin_password' (measured 2026-12-06):
+    # refused before anything changes, naming both ways out; without authentication it runs.
+    with pytest.raises(ConfigError, match=rf"mlflow_version = '{re.escape(version)}' with mlflow_auth = True: .* use "
+                                          rf"{re.escape(AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE)} or newer, or mlflow_auth = False"):
+        load_config(host_data(mlflow_version=version), HOST_NAME, environ={})
+    assert load_config(host_data(mlflow_version=version, mlflow_auth=False), HOST_NAME, environ={}).mlflow_version == version
+
+
+def test_every_release_since_the_environment_password_keeps_auth_on():
+    newer = [v for v in SUPPORTED_MLFLOW_VERSIONS if version_key(v) >= version_key(AUTH_PASSWORD_FROM_ENVIRONMENT_SINCE)]
+    assert "3.17.2" in newer and "3.16.1" in newer
+    for version in newer:
+        assert load_config(host_data(mlflow_version=version), HOST_NAME, environ={}).mlflow_auth is True
+

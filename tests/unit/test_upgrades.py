@@ -15,7 +15,7 @@ from mlflow_stack.config.releases import SCHEMA_REVISIONS, SUPPORTED_MLFLOW_VERS
 from mlflow_stack.steps.upgrades import image_major
 
 from . import plan as plan_module
-from .helpers import HOST_NAME, NON_DEFAULT, host_data, make_config
+from .helpers import HOST_NAME, NON_DEFAULT, host_data, make_config, without_auth_before_the_environment_password
 from .plan import fake_get_fact, plan
 from .test_plan import NO_CLUSTER, compose_up, converged_facts, deploy_file, fresh_facts, index, wait
 
@@ -80,7 +80,7 @@ def test_fresh_host_plans_nothing():
 
 @pytest.mark.parametrize("version", SUPPORTED_MLFLOW_VERSIONS)
 def test_database_at_the_configured_release_s_revision_plans_nothing(version):
-    config = make_config(mlflow_version=version)
+    config = make_config(mlflow_version=version, **without_auth_before_the_environment_password(version))
     result = plan(upgrades.protect_data, config, facts_with(config, revision=SCHEMA_REVISIONS[version]))
     assert result.ops == []
 
