@@ -105,7 +105,8 @@ def bench_requests(target, deployer: Deployer) -> None:
     plain_memory = memory_mib(target, "bench-plain")
     target.ssh("docker stop bench-plain", check=False)
     waited = " ".join(f"--service {name}" for name in (*servers.split(), "proxy"))
-    target.ssh(f"cd /srv/mlflow && docker compose start {servers} && sh wait-healthy.sh --project mlflow --timeout 300 {waited}")
+    target.ssh(f"cd /srv/mlflow && docker compose start {servers} && "
+               f"sh wait-healthy.sh --project mlflow --timeout 300 {waited}")
     ours_again = measure(f"https://{target.address}:5000", ca)  # a noisy machine: ours before and after
 
     def line(label: str, result: dict, memory: dict) -> str:

@@ -3,10 +3,11 @@ experiments, registry): the same app, under gunicorn.
 
 Under uvicorn every call also crosses MLflow's ASGI layers (FastAPI middleware, the bridge to
 its Flask app), about three quarters of its CPU per tracking call here; gunicorn serves the
-Flask app directly: +62 % throughput and -27 % latency on the same target (docs/dev/measured.md).
-The routes only MLflow's FastAPI app has (artifacts, /v1/traces, server-info, the gateway, the
-UI's jobs) stay on `mlflow`: the proxy sends this service only the prefix no FastAPI route uses
-(tests/unit/test_services.py checks that for the installed MLflow). Without TLS there is no
+Flask app directly: `make bench` went from 125 to 176-188 req/s and from 10.3 to 7.6 ms per
+`log_metric` (docs/dev/measured.md). The routes only MLflow's FastAPI app has (artifacts,
+/v1/traces, server-info, the gateway, the UI's jobs) stay on `mlflow`: the proxy sends this
+service only the prefix no FastAPI route uses (tests/unit/test_mlflow_api_routes.py checks that
+for the installed MLflow). Without TLS there is no
 proxy to split the paths, and `mlflow` serves everything."""
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ def run_smoke_test(config: StackConfig, **op_args):
         function=_run_smoke_test,
         tracking_uri=config.tracking_uri,
         logs_hint=f"ssh {host.name} sudo docker compose --project-name {config.compose_project} logs "
-                  + " ".join(name for name in ("mlflow", "mlflow-api", "minio", "balancer") if name in config.service_names),
+                  + " ".join(name for name in (*config.mlflow_servers, "minio", "balancer") if name in config.service_names),
         admin=admin,
         ca_file=config.ca_local_path,
         health_only=health_only,
