@@ -33,18 +33,11 @@ demo-down: $(VENV)/.demo-installed
 unit: setup
 	$(PY) -m pytest tests/unit
 
-# Fast tiers first. The tests that need the qemu VM (marked `vm`: tests/e2e/test_vm.py and the
-# harness's panic watchdog; ~23 min, mostly the guest's software-emulated CPU) run in a second
-# pytest beside the rest, one VM at a time; its log follows the main one. Both must pass. The
-# harness's own VM self-test is left out: test_vm.py boots, reboots and cleans up the same VM
-# (run it with `make harness-test` when changing the harness).
-VM_LOG := /tmp/mlflow-stack-vm-tests.log
+# The tiers run side by side, each in its own pytest (tools/run_tests.py): the VM tests (marked
+# `vm`), the main tier (unit, harness, stand-ins, then most end-to-end modules) and a second
+# end-to-end pytest; each tier's log is kept under /tmp/mlflow-stack-test-logs/. All must pass.
 test: setup
-	@$(PY) -m pytest -m vm tests/harness tests/e2e/test_vm.py --deselect tests/harness/test_harness.py::test_vm_target \
-		> $(VM_LOG) 2>&1 & vm=$$!; trap "kill $$vm 2>/dev/null" INT TERM; \
-	$(PY) -m pytest -m "not vm" tests/unit tests/harness tests/standins tests/e2e; rest=$$?; \
-	wait $$vm; vm_status=$$?; echo "=== the VM tests (ran beside the above; exit $$vm_status) ==="; \
-	cat $(VM_LOG); test $$rest -eq 0 && test $$vm_status -eq 0
+	$(PY) tools/run_tests.py
 
 harness-test: setup
 	$(PY) -m pytest tests/harness

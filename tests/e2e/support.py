@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import pprint
@@ -179,15 +180,26 @@ def run_client(script: str, tracking_uri: str, workdir: Path, *args: str, timeou
 @contextlib.contextmanager
 def control_machine_hosts_entry(name: str, address: str):
     """Make `name` resolve to `address` on this (the control) machine only, as a lab's
-    clients have it in /etc/hosts or an internal zone; the target knows nothing of it."""
+    clients have it in /etc/hosts or an internal zone; the target knows nothing of it.
+    The file is rewritten under a lock: `make test` runs end-to-end modules side by side."""
     marker = f"# mlflow-stack e2e {uuid.uuid4().hex}"
-    hosts = Path("/etc/hosts")
-    with hosts.open("a") as handle:
-        handle.write(f"{address} {name} {marker}\n")
+    with _hosts_file() as hosts:
+        with hosts.open("a") as handle:
+            handle.write(f"{address} {name} {marker}\n")
     try:
         yield name
     finally:
-        hosts.write_text("".join(line for line in hosts.read_text().splitlines(keepends=True) if marker not in line))
+        with _hosts_file() as hosts:
+            hosts.write_text("".join(line for line in hosts.read_text().splitlines(keepends=True)
+                                     if marker not in line))
+
+
+@contextlib.contextmanager
+def _hosts_file():
+    with open("/run/lock/mlflow-stack-e2e-hosts.lock" if Path("/run/lock").is_dir()
+              else "/tmp/mlflow-stack-e2e-hosts.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield Path("/etc/hosts")
 
 
 def s3_client(endpoint: str, secrets: dict, verify: str | None = None):

@@ -1,0 +1,18 @@
+"""Each test module's wall time (setup, calls and teardown of its tests) at the end of the run:
+`make test` runs its tiers side by side, and this is what balances them (tools/run_tests.py)."""
+
+from collections import defaultdict
+
+_seconds_by_module: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    _seconds_by_module[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if len(_seconds_by_module) < 2:
+        return
+    terminalreporter.section("wall time of each module")
+    for module, seconds in sorted(_seconds_by_module.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{seconds:8.1f} s  {module}")
