@@ -15,4 +15,5 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.section("wall time of each module")
     for module, seconds in sorted(_seconds_by_module.items(), key=lambda item: -item[1]):
-        terminalreporter.write_line(f"{seconds:8.1f} s  {module}")
+        if seconds >= 1:  # the rest: unit modules of no weight
+            terminalreporter.write_line(f"{seconds:8.1f} s  {module}")

@@ -138,15 +138,20 @@ class BackendsChecked(FactBase):
 class DatabaseCluster(FactBase):
     """What the data directory and the running database hold, read through the database
     container's local socket: ``{"pg_version": "17" | None, "revision": "dc11669786a5" | None,
-    "running": bool}``. ``revision`` is MLflow's schema revision (None: no database yet, no
-    MLflow tables, or the database is not running)."""
+    "running": bool, "unreadable": None | "psql's error"}``. ``revision`` is MLflow's schema
+    revision (None: no database yet, no MLflow tables, or the database is not running or could
+    not be asked, then ``unreadable`` says why)."""
 
     def command(self, stack_dir: str, project: str, user: str, database: str) -> str:
         query = "select version_num from alembic_version"
         return (
             f"echo pg_version=$(cat {stack_dir}/data/postgres/PG_VERSION 2>/dev/null); "
             f"{running_container(project, 'postgres')} || {{ echo running=no; exit 0; }}; echo running=yes; "
-            f"echo revision=$(docker exec $id psql -X -w -At -U {user} -d {database} -c '{query}' 2>/dev/null)"
+            f"if answer=$(docker exec $id psql -X -w -At -U {user} -d {database} -c '{query}' 2>&1); "
+            f"then echo \"revision=$answer\"; else case $answer in "
+            # No MLflow tables yet: no revision. Any other failure is reported, not taken for that.
+            f"*'\"alembic_version\" does not exist'*) echo revision= ;; "
+            f"*) echo \"unreadable=$(printf %s \"$answer\" | tr '\\n' ' ' | cut -c1-300)\" ;; esac; fi"
         )
 
     def process(self, output):
@@ -155,6 +160,7 @@ class DatabaseCluster(FactBase):
             "pg_version": found.get("pg_version") or None,
             "revision": found.get("revision") or None,
             "running": found.get("running") == "yes",
+            "unreadable": found.get("unreadable") or None,
         }
 
 

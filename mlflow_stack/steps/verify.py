@@ -151,14 +151,19 @@ def summary(config: StackConfig) -> str:
     return " | ".join(lines)
 
 
+def run_as_the_deploy(state, host, command, print_output: bool = False):
+    """Run a command from a pyinfra callback as the deploy's operations run (a sudo user's
+    inventory becomes root the same way); returns (ok, output) and prints nothing by default."""
+    arguments, _ = pop_global_arguments(state, host, {})
+    connector_arguments = {k: v for k, v in arguments.items() if k in _PRIVILEGE_ARGUMENTS}
+    return host.run_shell_command(command, print_output=print_output, print_input=False, **connector_arguments)
+
+
 def read_host_secret(state, host, path: str, key: str) -> str:
     """One value of a root-only env file on the host, read at execution time (so a value
     changed on this run counts) without showing it: not echoed, not in the command line."""
-    arguments, _ = pop_global_arguments(state, host, {})
-    # How the deploy becomes root (a sudo user's inventory): the same for this read.
-    connector_arguments = {k: v for k, v in arguments.items() if k in _PRIVILEGE_ARGUMENTS}
     command = StringCommand("sed", "-n", QuoteString(f"s/^{key}=//p"), QuoteString(path))
-    ok, output = host.run_shell_command(command, print_output=False, print_input=False, **connector_arguments)
+    ok, output = run_as_the_deploy(state, host, command)
     value = output.stdout.strip() if ok else ""
     if not value:
         raise SmokeTestError(f"cannot read {key} from {path} on {host.name}")

@@ -1,6 +1,7 @@
-"""Issue 7's host-side pieces, run for real: files/host/backup-before-migrate.sh and the
-DatabaseCluster fact's command against the fake `docker` (tests/unit/fakedocker.py), and
-files/image/migrate_db.py against a SQLite tracking store with the MLflow of the test venv."""
+"""Issue 7's host-side pieces, run for real: files/host/backup-before-migrate.sh, the deploy's
+decision for a database stopped while planning and the DatabaseCluster fact's command against
+the fake `docker` (tests/unit/fakedocker.py), and files/image/migrate_db.py against a SQLite
+tracking store with the MLflow of the test venv."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mlflow_stack.config.releases import SCHEMA_REVISIONS
 from mlflow_stack.facts.host import DatabaseCluster
 
 from .fakedocker import FakeDocker
-from .helpers import REPO
+from .helpers import REPO, make_config
 
 OLD_REVISION, NEW_REVISION = SCHEMA_REVISIONS["3.16.1"], SCHEMA_REVISIONS["3.17.2"]
 HEALTHY_POSTGRES = "postgres running healthy 0 0\n"
@@ -44,17 +45,20 @@ def stack_dir(tmp_path):
     return path
 
 
-def backup(docker: FakeDocker, stack_dir, expected=NEW_REVISION, timeout=30, file=None,
-           known=f"{OLD_REVISION},{NEW_REVISION}", reason=None):
+def backup(docker: FakeDocker, stack_dir, timeout=30, file=None, before="migrating its schema from A to B"):
     file = file or stack_dir / "backups" / f"mlflow-db-20260101T000000Z-schema-{OLD_REVISION}.dump"
     args = ["sh", str(stack_dir / "backup-before-migrate.sh"), "--stack-dir", str(stack_dir), "--project", "mlflow",
-            "--db-role", "tracker", "--database", "tracking", "--expected-revision", expected, "--file", str(file),
-            "--timeout", str(timeout), "--known-revisions", known] + (["--reason", reason] if reason else [])
+            "--db-role", "tracker", "--database", "tracking", "--file", str(file), "--timeout", str(timeout),
+            "--before", before]
     proc = docker.run(args, timeout=timeout + 30, stdin="")
     return proc, file
 
 
-# --- backup-before-migrate.sh ----------------------------------------------------------------
+def dumped(docker: FakeDocker) -> bool:
+    return any(" pg_dump " in line for line in docker.argv)
+
+
+# --- backup-before-migrate.sh: dumps, decides nothing -----------------------------------------
 
 
 @pytest.mark.parametrize("pg_version", [None, ""], ids=["absent", "empty"])
@@ -71,99 +75,30 @@ def test_no_cluster_exits_0_without_docker(docker, stack_dir, pg_version):
     assert not file.exists() and not (stack_dir / "backups").exists()
 
 
-def test_current_revision_takes_no_backup(docker, stack_dir):
-    docker.write("psql.out", f"{NEW_REVISION}\n")
-    proc, file = backup(docker, stack_dir)
-    assert proc.returncode == 0, proc.stderr
-    assert f"schema revision {NEW_REVISION}: nothing to migrate, no backup needed" in proc.stdout
-    assert not any(line.startswith("pg_dump") for line in docker.argv)
-    assert not file.exists()
-
-
-def test_no_mlflow_tables_take_no_backup(docker, stack_dir):
-    docker.write("psql.rc", "1")
-    docker.write("psql.out", 'ERROR:  relation "alembic_version" does not exist\n')
-    proc, file = backup(docker, stack_dir)
-    assert proc.returncode == 0, proc.stderr
-    assert "schema revision none: nothing to migrate" in proc.stdout
-    assert not any(line.startswith("pg_dump") for line in docker.argv)
-    assert not file.exists()
-
-
-def test_older_revision_is_dumped_to_the_file_readable_by_root_only(docker, stack_dir):
-    docker.write("psql.out", f"{OLD_REVISION}\n")
+def test_the_database_is_dumped_to_the_file_readable_by_root_only(docker, stack_dir):
     docker.write("pg_dump.out", "PGDMP the tracking database\n")
-    proc, file = backup(docker, stack_dir)
+    proc, file = backup(docker, stack_dir, before="the MinIO image changes")
     assert proc.returncode == 0, proc.stderr
     assert file.read_text() == "PGDMP the tracking database\n"
     assert file.stat().st_mode & 0o777 == 0o600
     assert (stack_dir / "backups").stat().st_mode & 0o077 == 0  # the folder too
     assert not file.with_name(file.name + ".part").exists()
-    assert proc.stdout.splitlines()[-1] == (
-        f"database (schema revision {OLD_REVISION}) backed up to {file} before migrating to {NEW_REVISION}")
+    assert proc.stdout.splitlines()[-1] == f"database backed up to {file} before the MinIO image changes"
+    assert not any("alembic_version" in line for line in docker.argv)  # it asks nothing
 
 
-@pytest.mark.parametrize("current", [NEW_REVISION, OLD_REVISION, None], ids=["current", "older", "no tables"])
-def test_a_reason_takes_the_backup_without_a_migration_too(docker, stack_dir, current):
-    # e.g. before a new MinIO image: the database is dumped whatever its revision.
-    if current is None:
-        docker.write("psql.rc", "1")
-        docker.write("psql.out", 'ERROR:  relation "alembic_version" does not exist\n')
-    else:
-        docker.write("psql.out", f"{current}\n")
-    docker.write("pg_dump.out", "PGDMP the tracking database\n")
-    proc, file = backup(docker, stack_dir, reason="the MinIO image changes")
-    assert proc.returncode == 0, proc.stderr
-    assert file.read_text() == "PGDMP the tracking database\n"
-    assert file.stat().st_mode & 0o777 == 0o600
-    assert proc.stdout.splitlines()[-1] == (
-        f"database (schema revision {current or 'none'}) backed up to {file} before the MinIO image changes")
-
-
-def test_a_reason_does_not_lift_the_refusal_of_a_newer_revision(docker, stack_dir):
-    docker.write("psql.out", "ffffffffffff\n")
-    proc, file = backup(docker, stack_dir, reason="the MinIO image changes")
-    assert proc.returncode == 1 and "refusing" in proc.stderr
-    assert not any(line.startswith("pg_dump") for line in docker.argv)
-    assert not file.exists()
-
-
-def test_other_psql_failure_fails_without_a_backup(docker, stack_dir):
-    docker.write("psql.rc", "2")
-    docker.write("psql.out", "psql: error: connection to server failed\n")
-    proc, file = backup(docker, stack_dir)
-    assert proc.returncode == 1
-    assert "cannot read the schema revision: psql: error: connection to server failed" in proc.stderr
-    assert not any(line.startswith("pg_dump") for line in docker.argv)
-    assert not file.exists()
-
-
-def test_revision_it_cannot_migrate_from_is_refused_without_a_backup(docker, stack_dir):
-    docker.write("psql.out", "ffffffffffff\n")  # made by a newer release
-    proc, file = backup(docker, stack_dir)
-    assert proc.returncode == 1
-    assert "refusing: the database has schema revision ffffffffffff" in proc.stderr
-    assert "Nothing was changed" in proc.stderr
-    assert not any(line.startswith("pg_dump") for line in docker.argv)
-    assert not file.exists()
-
-
-def test_backup_starts_the_database_alone_waits_then_asks_and_dumps(docker, stack_dir):
-    docker.write("psql.out", f"{OLD_REVISION}\n")
+def test_backup_starts_the_database_alone_waits_then_dumps(docker, stack_dir):
     proc, _ = backup(docker, stack_dir)
     assert proc.returncode == 0, proc.stderr
     argv = docker.argv
     up = argv.index("docker compose --project-name mlflow up -d --no-deps postgres")
     first_status = next(i for i, line in enumerate(argv) if line.startswith("docker inspect"))
-    ask = argv.index("docker compose --project-name mlflow exec -T postgres psql -X -w -At -U tracker -d tracking "
-                     "-c select version_num from alembic_version")
     dump = argv.index("docker compose --project-name mlflow exec -T postgres pg_dump -Fc -U tracker -d tracking")
-    assert up < first_status < ask < dump
+    assert up < first_status < dump
     assert [line for line in argv if " up " in line] == ["docker compose --project-name mlflow up -d --no-deps postgres"]
 
 
 def test_failed_dump_fails_and_leaves_no_backup_file(docker, stack_dir):
-    docker.write("psql.out", f"{OLD_REVISION}\n")
     docker.write("pg_dump.rc", "1")
     proc, file = backup(docker, stack_dir)
     assert proc.returncode != 0
@@ -172,13 +107,111 @@ def test_failed_dump_fails_and_leaves_no_backup_file(docker, stack_dir):
 
 
 def test_a_database_that_does_not_get_healthy_stops_before_the_dump(docker, stack_dir):
-    docker.write("psql.out", f"{OLD_REVISION}\n")
     docker.statuses("postgres running starting 0 0\n")
     proc, file = backup(docker, stack_dir, timeout=2)
     assert proc.returncode != 0
     assert "not healthy after 2s" in proc.stderr
     assert not any(" exec " in line for line in docker.argv)
     assert not file.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--before"], "--before missing"),
+    (["--reason", "x"], "unknown option --reason"),
+], ids=["no reason given", "unknown option"])
+def test_incomplete_or_unknown_options_are_refused_before_docker(docker, stack_dir, args, message):
+    full = ["sh", str(stack_dir / "backup-before-migrate.sh"), "--stack-dir", str(stack_dir), "--project", "mlflow",
+            "--db-role", "tracker", "--database", "tracking", "--file", str(stack_dir / "f.dump"), "--timeout", "5"]
+    proc = docker.run(full + (args if args != ["--before"] else []), stdin="")
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert docker.argv == []
+
+
+# --- a database stopped while planning: started, asked, decided by the deploy's own rules -------
+
+
+class _Host:
+    name = "lab-server"
+    print_prefix = ""
+
+    def __init__(self):
+        self.errors = []
+
+    def log_styled(self, text, fg=None, log_func=None):
+        self.errors.append(text)
+
+
+def back_up_a_stopped_database(docker, stack_dir, monkeypatch, image_change=None, **settings):
+    """Run the callback with its commands run here, against the fake docker (as pyinfra would
+    run them on the host). Returns (result, the host stub with its logged errors)."""
+    from types import SimpleNamespace
+
+    from mlflow_stack.steps import upgrades
+
+    def run_here(state, host, command, print_output=False):
+        text = command if isinstance(command, str) else command.get_raw_value()
+        proc = docker.run(["sh", "-c", text], stdin="")
+        return proc.returncode == 0, SimpleNamespace(stdout=proc.stdout, stderr=proc.stderr,
+                                                     stdout_lines=proc.stdout.splitlines())
+
+    monkeypatch.setattr(upgrades, "run_as_the_deploy", run_here)
+    config = make_config(stack_dir=str(stack_dir), compose_project="mlflow", postgres_user="tracker",
+                         postgres_db="tracking", **settings)
+    host = _Host()
+    return upgrades._back_up_a_stopped_database(None, host, config, image_change), host
+
+
+def backups_in(stack_dir):
+    return sorted(path.name for path in (stack_dir / "backups").glob("*.dump"))
+
+
+@pytest.mark.parametrize("answer", [NEW_REVISION, None], ids=["current", "no tables"])
+def test_stopped_database_at_the_expected_revision_is_started_and_not_dumped(docker, stack_dir, monkeypatch, answer):
+    if answer is None:
+        docker.write("psql.rc", "1")  # psql's message: the fake prints psql.out on stdout, as 2>&1 gets it
+        docker.write("psql.out", 'ERROR:  relation "alembic_version" does not exist\n')
+    else:
+        docker.write("psql.out", f"{answer}\n")
+    ok, host = back_up_a_stopped_database(docker, stack_dir, monkeypatch)
+    assert ok and host.errors == []
+    assert "docker compose --project-name mlflow up -d --no-deps postgres" in docker.argv
+    assert not dumped(docker) and backups_in(stack_dir) == []
+
+
+def test_stopped_database_with_an_older_schema_is_dumped_before_the_migration(docker, stack_dir, monkeypatch):
+    docker.write("psql.out", f"{OLD_REVISION}\n")
+    docker.write("pg_dump.out", "PGDMP the tracking database\n")
+    ok, host = back_up_a_stopped_database(docker, stack_dir, monkeypatch)
+    assert ok and host.errors == []
+    (name,) = backups_in(stack_dir)
+    assert name.endswith(f"-schema-{OLD_REVISION}.dump")
+    assert (stack_dir / "backups" / name).read_text() == "PGDMP the tracking database\n"
+    up = docker.argv.index("docker compose --project-name mlflow up -d --no-deps postgres")
+    ask = next(i for i, line in enumerate(docker.argv) if "alembic_version" in line)
+    assert up < ask < next(i for i, line in enumerate(docker.argv) if " pg_dump " in line)
+
+
+def test_a_new_minio_image_dumps_a_stopped_database_at_any_known_revision(docker, stack_dir, monkeypatch):
+    docker.write("psql.out", f"{NEW_REVISION}\n")
+    ok, host = back_up_a_stopped_database(docker, stack_dir, monkeypatch, image_change="the MinIO image changes")
+    assert ok and host.errors == []
+    assert [name.endswith(f"-schema-{NEW_REVISION}.dump") for name in backups_in(stack_dir)] == [True]
+
+
+@pytest.mark.parametrize("revision, message", [
+    ("ffffffffffff", "which no supported MLflow release"),
+    (NEW_REVISION, "MLflow cannot downgrade a schema"),
+], ids=["unknown", "newer"])
+@pytest.mark.parametrize("image_change", [None, "the MinIO image changes"], ids=["", "minio change"])
+def test_stopped_database_the_configured_mlflow_cannot_migrate_is_refused_undumped(docker, stack_dir, monkeypatch,
+                                                                                   revision, message, image_change):
+    docker.write("psql.out", f"{revision}\n")
+    ok, host = back_up_a_stopped_database(docker, stack_dir, monkeypatch, image_change=image_change,
+                                          mlflow_version="3.16.1")
+    assert not ok
+    assert len(host.errors) == 1 and message in host.errors[0] and "Nothing was changed" in host.errors[0]
+    assert host.errors[0].startswith("on lab-server: ")
+    assert not dumped(docker) and backups_in(stack_dir) == []
 
 
 # --- the DatabaseCluster fact ------------------------------------------------------------------
@@ -194,19 +227,40 @@ def cluster_fact(docker: FakeDocker, stack_dir, user="tracker", database="tracki
 def test_fact_on_a_fresh_host(docker, tmp_path):
     docker.write("ids", "")
     assert cluster_fact(docker, tmp_path / "does-not-exist") == {"pg_version": None, "revision": None,
-                                                                 "running": False}
+                                                                 "running": False, "unreadable": None}
 
 
 def test_fact_reads_the_revision_of_a_running_database(docker, stack_dir):
     docker.write("psql.out", f"{OLD_REVISION}\n")
-    assert cluster_fact(docker, stack_dir) == {"pg_version": "17", "revision": OLD_REVISION, "running": True}
+    assert cluster_fact(docker, stack_dir) == {"pg_version": "17", "revision": OLD_REVISION, "running": True,
+                                               "unreadable": None}
     (psql,) = [line for line in docker.argv if line.startswith("psql ")]
     assert psql == "psql -X -w -At -U tracker -d tracking -c select version_num from alembic_version"
 
 
 def test_fact_on_a_running_database_without_mlflow_tables(docker, stack_dir):
     docker.write("psql.rc", "1")
-    assert cluster_fact(docker, stack_dir) == {"pg_version": "17", "revision": None, "running": True}
+    docker.write("psql.out", 'ERROR:  relation "alembic_version" does not exist\nLINE 1: select ...\n')
+    assert cluster_fact(docker, stack_dir) == {"pg_version": "17", "revision": None, "running": True,
+                                               "unreadable": None}
+
+
+def test_fact_on_a_running_database_that_cannot_be_asked_says_why(docker, stack_dir):
+    docker.write("psql.rc", "2")
+    docker.write("psql.out", "psql: error: connection to server failed\nthe database system is starting up\n")
+    assert cluster_fact(docker, stack_dir) == {
+        "pg_version": "17", "revision": None, "running": True,
+        "unreadable": "psql: error: connection to server failed the database system is starting up"}
+
+
+def test_stopped_database_that_cannot_be_asked_is_neither_dumped_nor_passed(docker, stack_dir, monkeypatch):
+    docker.write("psql.rc", "2")
+    docker.write("psql.out", "psql: error: connection to server failed\n")
+    ok, host = back_up_a_stopped_database(docker, stack_dir, monkeypatch)
+    assert not ok
+    assert host.errors == ["on lab-server: cannot read the database's schema revision (psql: error: connection to "
+                           "server failed). Nothing was backed up or migrated; the deploy stops here"]
+    assert not dumped(docker)
 
 
 @pytest.mark.parametrize("ids, running", [("", "true"), ("c-postgres\n", "false")], ids=["no container", "stopped"])
@@ -214,16 +268,19 @@ def test_fact_on_a_stopped_database(docker, stack_dir, ids, running):
     docker.write("ids", ids)
     docker.write("running", running)
     docker.write("psql.out", f"{OLD_REVISION}\n")
-    assert cluster_fact(docker, stack_dir) == {"pg_version": "17", "revision": None, "running": False}
+    assert cluster_fact(docker, stack_dir) == {"pg_version": "17", "revision": None, "running": False,
+                                               "unreadable": None}
     assert not any(line.startswith("psql") for line in docker.argv)
 
 
 @pytest.mark.parametrize("output, expected", [
-    ([], {"pg_version": None, "revision": None, "running": False}),
-    (["pg_version=", "running=no"], {"pg_version": None, "revision": None, "running": False}),
-    (["pg_version=16", "running=yes", "revision="], {"pg_version": "16", "revision": None, "running": True}),
+    ([], {"pg_version": None, "revision": None, "running": False, "unreadable": None}),
+    (["pg_version=", "running=no"],
+     {"pg_version": None, "revision": None, "running": False, "unreadable": None}),
+    (["pg_version=16", "running=yes", "revision="],
+     {"pg_version": "16", "revision": None, "running": True, "unreadable": None}),
     (["pg_version=17", "running=yes", f"revision={NEW_REVISION}"],
-     {"pg_version": "17", "revision": NEW_REVISION, "running": True}),
+     {"pg_version": "17", "revision": NEW_REVISION, "running": True, "unreadable": None}),
 ])
 def test_fact_process(output, expected):
     assert DatabaseCluster().process(output) == expected

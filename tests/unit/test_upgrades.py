@@ -5,6 +5,7 @@ before anything changes, and backs the database up before a schema migration."""
 from __future__ import annotations
 
 import re
+import shlex
 from unittest import mock
 
 import pytest
@@ -24,6 +25,7 @@ OLD, NEW = "3.16.1", "3.17.2"
 OLD_REVISION, NEW_REVISION = "b7e2c1a4d9f3", "dc11669786a5"
 BACKUP_OP = f"{STEP} | Back up the database before migrating its schema to {NEW_REVISION}"
 REPORT_OP = f"{STEP} | Backup before the migration"
+STOPPED_OP = f"{STEP} | Back up the database if a migration or a new MinIO image needs it (it was stopped: asked now)"
 STAMP = r"\d{8}T\d{6}Z"
 
 
@@ -37,18 +39,17 @@ def facts_with(config, **cluster_fact) -> dict:
     return facts
 
 
-def backup_command(config, backup_file: str) -> str:
-    # The last argument: every revision this release can migrate from (its own and older ones).
-    known = sorted({r for v, r in SCHEMA_REVISIONS.items()
-                    if tuple(map(int, v.split("."))) <= tuple(map(int, config.mlflow_version.split(".")))})
+def backup_command(config, backup_file: str, before: str) -> str:
+    # The script decides nothing: it is handed the file and why (protect_data decided).
     return (f"sh {config.stack_dir}/backup-before-migrate.sh --stack-dir {config.stack_dir} "
             f"--project {config.compose_project} --db-role {config.postgres_user} --database {config.postgres_db} "
-            f"--expected-revision {config.mlflow_schema_revision} --file {backup_file} "
-            f"--timeout {config.mlflow_health_timeout} --known-revisions {','.join(known)}")
+            f"--file {backup_file} --timeout {config.mlflow_health_timeout} --before {shlex.quote(before)}")
 
 
-def backup_file_of(command: str, config) -> str:
-    match = re.fullmatch(re.escape(backup_command(config, "@@")).replace("@@", r"(\S+)"), command)
+def backup_file_of(command: str, config, before: str | None = None) -> str:
+    before = before or f"migrating its schema from {OLD_REVISION} to {config.mlflow_schema_revision}"
+    pattern = re.escape(backup_command(config, "@@", "@before@")).replace("@@", r"(\S+)")
+    match = re.fullmatch(pattern.replace(re.escape(shlex.quote("@before@")), re.escape(shlex.quote(before))), command)
     assert match, command
     return match[1]
 
@@ -146,16 +147,17 @@ def test_every_older_supported_schema_is_migrated_after_a_backup(version):
     config = make_config()
     result = plan(upgrades.protect_data, config, facts_with(config, revision=SCHEMA_REVISIONS[version]))
     (command,) = result.op(BACKUP_OP).commands
-    assert backup_file_of(command, config).endswith(f"-schema-{SCHEMA_REVISIONS[version]}.dump")
+    before = f"migrating its schema from {SCHEMA_REVISIONS[version]} to {NEW_REVISION}"
+    assert backup_file_of(command, config, before).endswith(f"-schema-{SCHEMA_REVISIONS[version]}.dump")
 
 
-def test_stopped_cluster_plans_the_backup_script_which_asks_the_database():
-    # the fact cannot read the revision of a stopped database: the script starts it and asks
+def test_stopped_cluster_is_asked_when_the_step_runs():
+    # the fact cannot read the revision of a stopped database: the callback starts it, asks it
+    # and decides by the same rules (tests/unit/test_backup_and_migrate.py runs it)
     config = make_config()
     result = plan(upgrades.protect_data, config, facts_with(config, revision=None, running=False))
-    assert [op.name for op in result.ops] == [BACKUP_OP]  # no "backup" report: no migration is known
-    (command,) = result.op(BACKUP_OP).commands
-    assert backup_file_of(command, config).endswith("-schema-unknown.dump")
+    assert [op.name for op in result.ops] == [STOPPED_OP]  # no "backup" report: no migration is known
+    assert result.op(STOPPED_OP).commands == ["call _back_up_a_stopped_database"]
 
 
 def test_upgrade_in_deploy_py_backs_up_before_the_stack_is_restarted():
@@ -199,8 +201,7 @@ def test_another_running_minio_image_plans_a_backup_naming_both(extra):
     assert [op.name for op in result.ops] == [MINIO_BACKUP_OP, MINIO_REPORT_OP]
     (command,) = result.op(MINIO_BACKUP_OP).commands
     reason = f"the MinIO image changes from {old_image} to {config.minio_image}"
-    assert command.endswith(" --reason '" + reason + "'"), command
-    backup = backup_file_of(command.split(" --reason ")[0], config)
+    backup = backup_file_of(command, config, before=reason)
     assert backup.endswith(f"-schema-{config.mlflow_schema_revision}.dump")
     assert texts == [f"{reason}: database backed up to {backup} on {HOST_NAME} first"]
 
