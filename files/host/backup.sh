@@ -9,8 +9,8 @@
 # Then only the KEEP newest mlflow-backup-* directories in BACKUPS are kept. No password is
 # written anywhere: .env is not part of a backup. Run by `pyinfra inventory.py backup.py` and
 # by the mlflow-backup timer.
-# The MLflow version is read from the lock the running image was built from, so the timer's
-# unit does not change with every upgrade.
+# The MLflow version is the one of the image the jobs service runs (the stack's own), so the
+# timer's unit does not change with every upgrade.
 # Usage: backup.sh --stack-dir DIR --project NAME --db-role ROLE --database NAME --bucket NAME
 #                  --prefix PREFIX --backups DIR --keep N [--name NAME]
 set -euo pipefail
@@ -35,7 +35,6 @@ exec 9>"$backups/.lock"
 flock -w 3600 9
 cd "$dir"
 started=$(date +%s)
-version=$(sed -n 's/^mlflow==\([^ ]*\).*/\1/p' build/requirements.lock)
 part="$backups/.$name.part"
 rm -rf "$part"
 mkdir "$part"
@@ -48,24 +47,12 @@ docker compose --project-name "$project" exec -T postgres pg_dump -Fc -U "$role"
 echo "database (schema revision $revision) dumped: $(stat -c %s "$part/database.dump") bytes" >&2
 docker compose --project-name "$project" run --rm --no-deps -T -e ARTIFACT_PREFIX="$prefix" jobs \
     python /opt/mlflow-stack/artifacts_archive.py export > "$part/artifacts.tar"
-# Object count and bytes, read back from the archive itself.
-read -r objects bytes < <(tar -tvf "$part/artifacts.tar" | awk '{n++; b+=$3} END {printf "%d %d\n", n, b}')
-
-cd "$part"
-sha256sum database.dump artifacts.tar > SHA256SUMS
-cat > manifest.json <<JSON
-{
-  "format": 1,
-  "name": "$name",
-  "created": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
-  "seconds": $(( $(date +%s) - started )),
-  "mlflow_version": "$version",
-  "schema_revision": "$revision",
-  "source": {"host": "$(hostname)", "bucket": "$bucket", "prefix": "$prefix"},
-  "database": {"file": "database.dump", "bytes": $(stat -c %s database.dump), "sha256": "$(sha256sum database.dump | cut -c1-64)"},
-  "artifacts": {"file": "artifacts.tar", "objects": $objects, "object_bytes": $bytes, "bytes": $(stat -c %s artifacts.tar), "sha256": "$(sha256sum artifacts.tar | cut -c1-64)"}
-}
-JSON
+(cd "$part" && sha256sum database.dump artifacts.tar > SHA256SUMS)
+# The manifest (sizes, checksums, objects in the archive, the image's MLflow version), written in
+# Python from the two files themselves, streamed to a one-off of the jobs service.
+tar -C "$part" -c database.dump artifacts.tar | docker compose --project-name "$project" run --rm --no-deps -T \
+    jobs python /opt/mlflow-stack/backup_manifest.py --name "$name" --schema-revision "$revision" \
+    --host "$(hostname)" --bucket "$bucket" --prefix "$prefix" --started "$started" > "$part/manifest.json"
 cd "$backups"
 mv "$part" "$name"
 trap - EXIT
@@ -75,4 +62,4 @@ ls -1d mlflow-backup-* | sort | head -n "-$keep" | while read -r old; do
     rm -rf -- "$old"
     echo "removed $backups/$old (keeping the $keep newest)" >&2
 done
-echo "backup $backups/$name: database $(stat -c %s "$name/database.dump") bytes, $objects objects ($bytes bytes), $(( $(date +%s) - started )) s"
+echo "backup $backups/$name: database $(stat -c %s "$name/database.dump") bytes, artifacts $(stat -c %s "$name/artifacts.tar") bytes, $(( $(date +%s) - started )) s"

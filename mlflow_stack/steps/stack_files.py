@@ -89,12 +89,8 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
     dockerfile = _jinja.get_template("Dockerfile.j2").render(**template_context(config))
     context = {
         "Dockerfile": dockerfile.encode(),
-        "create_bucket.py": (IMAGE_FILES / "create_bucket.py").read_bytes(),
-        "import_classic.py": (IMAGE_FILES / "import_classic.py").read_bytes(),
-        "migrate_db.py": (IMAGE_FILES / "migrate_db.py").read_bytes(),
-        "auth_users.py": (IMAGE_FILES / "auth_users.py").read_bytes(),
-        "artifacts_archive.py": (IMAGE_FILES / "artifacts_archive.py").read_bytes(),
-        "cached_basic_auth.py": (IMAGE_FILES / "cached_basic_auth.py").read_bytes(),
+        # The programs the image runs (files/image/): all of them, copied to /opt/mlflow-stack/.
+        **{path.name: path.read_bytes() for path in sorted(IMAGE_FILES.glob("*.py"))},
         "requirements.lock": config.mlflow_lock,
     }
     context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})

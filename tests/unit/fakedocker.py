@@ -15,7 +15,8 @@ Everything is driven by files in one directory the test controls (``FakeDocker.d
 - ``pg_dump.out`` / ``pg_dump.rc``: what the fake ``pg_dump`` prints / its exit code
   (default: ``PGDMP fake dump`` and 0);
 - ``run.out`` / ``run.rc``: what ``docker compose run ...`` (a one-shot container) prints on
-  stdout / its exit code (default nothing and 0); its stdin is kept in ``run.stdin``.
+  stdout / its exit code (default nothing and 0); its stdin is kept in ``run.stdin``. A program
+  of the image given to ``run_image_program_here`` runs here instead.
 
 Recorded: ``argv`` (one line per docker/psql/pg_dump call, the arguments joined by spaces, newlines
 in an argument turned into spaces),
@@ -81,6 +82,13 @@ compose)
         shift
         run_here "$@" ;;
     run)
+        for a in "$@"; do
+            case "$a" in /opt/mlflow-stack/*.py) [ -f "$d/image/${a#/opt/mlflow-stack/}" ] || continue
+                # a program of the image run here, as the one-off would (run_image_program_here)
+                while [ "$1" != "$a" ]; do shift; done; shift
+                exec "$(cat "$d/python")" "$d/image/${a#/opt/mlflow-stack/}" "$@" ;;
+            esac
+        done
         cat > "$d/run.stdin"
         cat "$d/run.out" 2>/dev/null
         exit "$(cat "$d/run.rc" 2>/dev/null || echo 0)" ;;
@@ -125,6 +133,13 @@ class FakeDocker:
 
     def env(self) -> dict[str, str]:
         return {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_DOCKER_DIR": str(self.dir), "LC_ALL": "C"}
+
+    def run_image_program_here(self, program: Path, python: str) -> None:
+        """`docker compose run ... python /opt/mlflow-stack/NAME.py ARGS` runs PROGRAM with
+        PYTHON here (stdin, stdout and the exit code as the one-off's)."""
+        (self.dir / "image").mkdir(exist_ok=True)
+        (self.dir / "image" / program.name).symlink_to(program)
+        self.write("python", python)
 
     def write(self, name: str, text: str) -> None:
         (self.dir / name).write_text(text)

@@ -5,9 +5,12 @@ against an in-memory S3 double."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import shutil
+import socket
+import subprocess
 import sys
 import tarfile
 from datetime import datetime, timezone
@@ -41,6 +44,8 @@ def docker(tmp_path):
     fake.write("ids", "c-postgres\n")
     fake.statuses(HEALTHY)
     (fake.dir / "run.out").write_bytes(tar_of(OBJECTS))
+    # The manifest is written by the image's program, run here with this venv's MLflow.
+    fake.run_image_program_here(REPO / "files" / "image" / "backup_manifest.py", sys.executable)
     # pg_restore "in the container": records its arguments and what it read.
     restore = fake.bin / "pg_restore"
     restore.write_text('#!/bin/sh\necho "pg_restore $*" >> "$FAKE_DOCKER_DIR/argv"\n'
@@ -55,9 +60,6 @@ def stack_dir(tmp_path):
     path.mkdir()
     for script in ("wait-healthy.sh", "backup.sh", "restore.sh"):
         shutil.copy(REPO / "files" / "host" / script, path / script)
-    # The lock the running image was built from: the manifest's MLflow version comes from it.
-    (path / "build").mkdir()
-    shutil.copy(REPO / "locks" / "mlflow-3.16.1.txt", path / "build" / "requirements.lock")
     return path
 
 
@@ -79,7 +81,7 @@ def test_backup_writes_dump_archive_manifest_and_checksums_readable_by_root_only
     assert backup.stat().st_mode & 0o777 == 0o700 and backup.parent.stat().st_mode & 0o777 == 0o700
     assert {p.stat().st_mode & 0o777 for p in backup.iterdir()} == {0o600}
     manifest = json.loads((backup / "manifest.json").read_text())
-    assert manifest["name"] == backup.name and manifest["mlflow_version"] == "3.16.1"
+    assert manifest["name"] == backup.name and manifest["mlflow_version"] == importlib.metadata.version("mlflow")
     assert manifest["schema_revision"] == REVISION
     assert manifest["source"]["bucket"] == "lab-bucket" and manifest["source"]["prefix"] == "team/artifacts"
     assert manifest["artifacts"]["objects"] == 2
@@ -87,7 +89,29 @@ def test_backup_writes_dump_archive_manifest_and_checksums_readable_by_root_only
     assert manifest["artifacts"]["sha256"] == hashlib.sha256(tar_of(OBJECTS)).hexdigest()
     assert manifest["database"]["sha256"] == hashlib.sha256(b"PGDMP the tracking database\n").hexdigest()
     assert f"{manifest['database']['sha256']}  database.dump" in (backup / "SHA256SUMS").read_text()
+    assert manifest["database"]["bytes"] == (backup / "database.dump").stat().st_size
+    assert manifest["artifacts"]["bytes"] == (backup / "artifacts.tar").stat().st_size
+    assert manifest["source"]["host"] == socket.gethostname()
     assert not list(backup.parent.glob(".*.part"))
+
+
+def test_a_manifest_that_cannot_be_written_leaves_no_backup(docker, stack_dir, tmp_path):
+    docker.write("python", "/bin/false")  # the one-off writing the manifest fails
+    proc, backup = run_backup(docker, stack_dir, tmp_path / "backups")
+    assert proc.returncode != 0
+    assert not backup.exists() and not list(backup.parent.glob(".*.part"))
+
+
+def test_the_manifest_program_refuses_a_stream_without_both_files():
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        info = tarfile.TarInfo("database.dump")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"PGDMP"))
+    proc = subprocess.run([sys.executable, str(REPO / "files" / "image" / "backup_manifest.py"), "--name", "n",
+                           "--schema-revision", REVISION, "--host", "h", "--bucket", "b", "--prefix", "p",
+                           "--started", "0"], input=stream.getvalue(), capture_output=True)
+    assert proc.returncode == 1 and b"artifacts.tar not in the stream" in proc.stderr and proc.stdout == b""
 
 
 def test_backup_dumps_the_database_before_it_exports_the_objects(docker, stack_dir, tmp_path):

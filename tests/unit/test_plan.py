@@ -103,7 +103,7 @@ def expected_file_modes(config) -> dict[str, int]:
         f"{config.stack_dir}/wait-healthy.sh": 755, f"{config.stack_dir}/apply-db-password.sh": 755,
         f"{config.stack_dir}/backup-before-migrate.sh": 755, f"{config.stack_dir}/backup.sh": 755,
         f"{config.stack_dir}/restore.sh": 755, f"{config.stack_dir}/gc.sh": 755,
-        f"{config.stack_dir}/build/artifacts_archive.py": 644,
+        f"{config.stack_dir}/build/artifacts_archive.py": 644, f"{config.stack_dir}/build/backup_manifest.py": 644,
         f"{config.stack_dir}/build/import_classic.py": 644,
         f"{config.stack_dir}/tls-certs.sh": 755,
         "/etc/systemd/system/mlflow-backup.service": 644, "/etc/systemd/system/mlflow-backup.timer": 644,

@@ -332,18 +332,16 @@ def test_dockerfile_pins_versions_and_runs_as_the_stack_account(config):
 def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
     config = make_config(extra_ca_certificates=[ca_cert])
     context = build_context(config)
-    assert set(context) == {"Dockerfile", "create_bucket.py", "migrate_db.py", "auth_users.py", "artifacts_archive.py",
-                            "import_classic.py", "cached_basic_auth.py", "requirements.lock",
-                            "ca-certificates/corp-root.crt"}
+    programs = {path.name for path in IMAGE_FILES.glob("*.py")}
+    assert {"create_bucket.py", "migrate_db.py", "auth_users.py", "artifacts_archive.py", "backup_manifest.py",
+            "import_classic.py", "cached_basic_auth.py"} <= programs
+    assert set(context) == {"Dockerfile", *programs, "requirements.lock", "ca-certificates/corp-root.crt"}
     with open(ca_cert, "rb") as handle:
         assert context["ca-certificates/corp-root.crt"] == handle.read()
-    assert context["create_bucket.py"] == (IMAGE_FILES / "create_bucket.py").read_bytes()
-    assert context["migrate_db.py"] == (IMAGE_FILES / "migrate_db.py").read_bytes()
+    for name in programs:
+        assert context[name] == (IMAGE_FILES / name).read_bytes()
     assert context["requirements.lock"] == lock_file(config.mlflow_version).read_bytes()
-    assert context["artifacts_archive.py"] == (IMAGE_FILES / "artifacts_archive.py").read_bytes()
-    assert context["import_classic.py"] == (IMAGE_FILES / "import_classic.py").read_bytes()
-    assert ("COPY create_bucket.py migrate_db.py auth_users.py artifacts_archive.py import_classic.py cached_basic_auth.py /opt/mlflow-stack/"
-            in context["Dockerfile"].decode().splitlines())
+    assert "COPY *.py /opt/mlflow-stack/" in context["Dockerfile"].decode().splitlines()
 
 
 def test_image_ref_is_repository_version_and_digest(config):
