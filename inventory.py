@@ -16,7 +16,8 @@ A cluster (docs/cluster.md) uses three more groups instead, each host in one:
                            and fronts the data host's S3 API for presigned URLs
 The cluster's passwords must be given (the same on every member): postgres_password,
 minio_root_password, mlflow_auth_admin_password, mlflow_flask_server_secret_key, e.g. as
-$MLFLOW_STACK_<NAME> in pyinfra's environment; TLS is not built for clusters yet (tls = "off").
+$MLFLOW_STACK_<NAME> in pyinfra's environment. TLS in a cluster: tls = "files" with the lab's
+certificate for the balancer's name (the balancer terminates it; docs/cluster.md), or "off".
 Members reach each other by `cluster_address`, else their SSH host name or inventory name.
 """
 

@@ -97,8 +97,9 @@ def certificate_problem(path: str, name: str, now: datetime | None = None) -> st
     return None
 
 
-def tls_errors(values: dict[str, Any], public_host: str) -> list[str]:
-    """The checks that tie the TLS settings together (config.py reports them with the rest)."""
+def tls_errors(values: dict[str, Any], public_host: str | None) -> list[str]:
+    """The checks that tie the TLS settings together (config.py reports them with the rest);
+    `public_host`: the name the certificate must cover (None: checked elsewhere)."""
     tls = values.get("tls")
     given = [key for key in ("tls_cert_file", "tls_key_file", "tls_ca_file") if values.get(key)]
     if tls != "files":
@@ -109,7 +110,7 @@ def tls_errors(values: dict[str, Any], public_host: str) -> list[str]:
     if missing:
         return [f"tls = 'files' needs {', '.join(missing)}: your certificate (chain), its key and the CA "
                 "certificate that signed it (for a public CA: its root), as paths on this machine"]
-    problem = certificate_problem(values["tls_cert_file"], public_host)
+    problem = certificate_problem(values["tls_cert_file"], public_host) if public_host else None
     return [f"tls_cert_file = {values['tls_cert_file']!r}: {problem}"] if problem else []
 
 

@@ -76,7 +76,9 @@ def _data_host_backends(values: dict[str, Any], cluster: Cluster) -> dict[str, A
     """A tracking server's backends are the data host's PostgreSQL and MinIO, the latter by the
     balancer's name, as clients see it in presigned URLs (cluster_extra_hosts)."""
     return {"postgres_external_host": cluster.data_host.address, "postgres_external_port": values["postgres_port"],
-            "s3_endpoint_url": f"http://{_url_host(cluster.public_host)}:{values['minio_api_port']}",
+            # With TLS the balancer speaks it on that port too (the tracking servers trust its CA).
+            "s3_endpoint_url": f"{'http' if values['tls'] == 'off' else 'https'}://{_url_host(cluster.public_host)}"
+                               f":{values['minio_api_port']}",
             "s3_access_key": values["minio_root_user"], "s3_secret_access_key": values["minio_root_password"]}
 
 

@@ -19,11 +19,11 @@ from mlflow_stack.services.mlflow import s3_secret
 from mlflow_stack.services.model import secret
 
 
-def worker_count(workers: int | None, tls: str) -> int:
-    """Behind the TLS proxy, which opens a connection per request, several workers serve in
-    parallel; clients keeping connections to uvicorn itself (no proxy, or a cluster's balancer)
-    hit its ~44 ms delay with more than one."""
-    return workers if workers is not None else (4 if tls != "off" else 1)
+def worker_count(workers: int | None, proxied: bool) -> int:
+    """Behind this host's TLS proxy (`proxied`), which opens a connection per request, several
+    workers serve in parallel; clients keeping connections to uvicorn itself (no proxy, or a
+    cluster's balancer) hit its ~44 ms delay with more than one."""
+    return workers if workers is not None else (4 if proxied else 1)
 
 
 @dataclass(frozen=True)
@@ -172,12 +172,18 @@ class StackConfig:
 
     @property
     def mlflow_worker_count(self) -> int:
-        return worker_count(self.mlflow_workers, self.tls)
+        return worker_count(self.mlflow_workers, self.proxied)
+
+    @property
+    def proxied(self) -> bool:
+        """TLS terminated here by the proxy: a standalone host with TLS (a cluster's is its balancer's)."""
+        return self.tls != "off" and self.role == "standalone"
 
     @property
     def scheme(self) -> str:
-        """With TLS the proxy answers on the published ports, under the same names."""
-        return "http" if self.tls == "off" else "https"
+        """With TLS the proxy (or a cluster's balancer) answers on the published ports, under the
+        same names; a tracking server of a cluster serves plain HTTP to its balancer."""
+        return "https" if self.tls != "off" and self.role in ("standalone", "balancer") else "http"
 
     @property
     def tracking_uri(self) -> str:
@@ -303,12 +309,15 @@ class StackConfig:
     @property
     def mlflow_s3_env(self) -> tuple[str, ...]:
         """Extra mlflow.env lines for MLflow's own S3 client: an external S3's addressing and CA;
-        for the bundled MinIO with TLS, the proxy's CA (mlflow_tls_env)."""
+        for the bundled MinIO with TLS, the proxy's CA, and a cluster's balancer's
+        (mlflow_tls_env)."""
         if not self.external_s3:
             return self.mlflow_tls_env
         lines = [f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE={self.s3_addressing_style}"]
         if self.s3_ca_file:
             lines.append(f"AWS_CA_BUNDLE={S3_CA_MOUNT}")
+        elif self.role == "tracking" and self.cluster.data_host:  # the data host's MinIO, through the balancer
+            lines += self.mlflow_tls_env
         return tuple(lines)
 
     @property
@@ -366,11 +375,11 @@ class StackConfig:
 
     @property
     def minio_network_aliases(self) -> tuple[str, ...]:
-        return self.public_name_aliases if self.tls == "off" else ()
+        return () if self.proxied else self.public_name_aliases
 
     @property
     def proxy_network_aliases(self) -> tuple[str, ...]:
-        return () if self.tls == "off" else self.public_name_aliases
+        return self.public_name_aliases if self.proxied else ()
 
     @property
     def artifacts_destination(self) -> str:

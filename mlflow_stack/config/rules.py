@@ -10,7 +10,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlflow_stack.config.certificates import tls_errors
+from mlflow_stack.config.certificates import certificate_problem, tls_errors
 from mlflow_stack.config.checks import is_database_uri
 from mlflow_stack.config.cluster import SHARED_SECRETS, STANDALONE, Cluster
 from mlflow_stack.config.model import _is_ip, worker_count
@@ -29,9 +29,16 @@ def cluster_errors(data: dict[str, Any], values: dict[str, Any], cluster: Cluste
     if cluster.role == STANDALONE:
         return []
     errors = []
-    if values.get("tls", "off") != "off":
-        errors.append(f"tls = {values['tls']!r} in a cluster: TLS at the balancer is not built yet; set tls = 'off' "
-                      "for the cluster's groups (group_data/<group>.py) and keep the cluster on a trusted network")
+    if values.get("tls") == "files" and values.get("tls_cert_file") and cluster.public_host:
+        # Every member's certificate is the balancer's (the tracking servers' S3 calls go to it).
+        problem = certificate_problem(values["tls_cert_file"], cluster.public_host)
+        if problem:
+            errors.append(f"tls_cert_file = {values['tls_cert_file']!r}: {problem} (the cluster's balancer)")
+    if values.get("tls") == "self-signed":
+        # Every tracking server must trust the balancer's CA while the run that would make it plans.
+        errors.append("tls = 'self-signed' in a cluster: the balancer needs a certificate every tracking server "
+                      "trusts before the run; use tls = 'files' with the lab's certificate for the balancer's "
+                      f"name ({cluster.public_host or 'its mlflow_public_host'}), its key and CA (docs/cluster.md)")
     for key in SHARED_SECRETS.get(cluster.role, ()):
         if key in values and values[key] is None:
             errors.append(f"{key}: required in a cluster (every member needs the same value, none can be generated "
@@ -66,7 +73,7 @@ def typo_errors(data: dict[str, Any]) -> list[str]:
 
 
 def cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDALONE) -> list[str]:
-    errors = external_errors(values)
+    errors = external_errors(values, role)
     published = port_settings(stack_services(values.get("postgres_external_host") is not None,
                                              values.get("s3_endpoint_url") is not None, role=role))
     # In the order of the settings: the later of two equal ports is the one reported.
@@ -84,10 +91,10 @@ def cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDA
     if values.get("postgres_external_host") is None and isinstance(values.get("mlflow_db_pool_size"), int) \
             and isinstance(values.get("mlflow_workers", 1), (int, type(None))) \
             and isinstance(values.get("mlflow_ui_workers", 1), int):
-        tls = values.get("tls", "off")
+        proxied = values.get("tls", "off") != "off" and role == STANDALONE
         # Behind the TLS proxy the tracking API's workers and the UI's each hold their own pools.
-        workers = (worker_count(values.get("mlflow_workers"), tls)
-                   + (values.get("mlflow_ui_workers", 1) if tls != "off" else 0))
+        workers = (worker_count(values.get("mlflow_workers"), proxied)
+                   + (values.get("mlflow_ui_workers", 1) if proxied else 0))
         connections = workers * STORES_PER_WORKER * values["mlflow_db_pool_size"]
         if connections > BUNDLED_DATABASE_CONNECTIONS:
             errors.append(f"mlflow_db_pool_size = {values['mlflow_db_pool_size']}: {workers} workers x "
@@ -125,7 +132,8 @@ def cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDA
             errors.append(f"mlflow_auth_users gives {user.name!r} {user.permission}, less than "
                           f"mlflow_auth_default_permission = {default!r}: MLflow never grants less than the default; "
                           f"lower the default (e.g. 'NO_PERMISSIONS') or raise the user's permission")
-    errors += tls_errors(values, public_host)
+    # In a cluster the certificate is the balancer's: cluster_errors checks its name.
+    errors += tls_errors(values, public_host if role == STANDALONE else None)
     if is_database_uri(values.get("classic_backend_store")) and values.get("classic_artifact_root") is None:
         errors.append("classic_artifact_root: required when classic_backend_store is a database URI (the old "
                       "server's artifact directory on this host)")
@@ -136,7 +144,7 @@ def cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDA
     return errors
 
 
-def external_errors(values: dict[str, Any]) -> list[str]:
+def external_errors(values: dict[str, Any], role: str = STANDALONE) -> list[str]:
     """An external backend needs its credentials given (nothing can be generated for a server
     the deploy does not run); its TLS and CA settings mean nothing without it."""
     errors = []
@@ -161,7 +169,7 @@ def external_errors(values: dict[str, Any]) -> list[str]:
     if values.get("s3_endpoint_url") is not None:
         # The proxy terminates TLS for the bundled MinIO's presigned traffic; an external S3's
         # presigned URLs go to that store itself, which the proxy does not front.
-        if values.get("tls", "off") != "off":
+        if values.get("tls", "off") != "off" and role == STANDALONE:
             errors.append(f"tls = {values['tls']!r} with s3_endpoint_url: the TLS proxy fronts the bundled MinIO "
                           "only; set tls = 'off' (the external S3 serves its own https) or use the bundled MinIO")
         if "s3_access_key" in values and values["s3_access_key"] is None:

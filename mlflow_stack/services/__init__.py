@@ -34,22 +34,25 @@ def stack_services(external_database: bool = False, external_s3: bool = False,
     container and its data directory; an external S3 drops MinIO and the bucket init (the
     bucket must exist). `postgres_ca` / `s3_ca`: the file name (in the stack directory) of a CA
     for the external backend, mounted into the services that connect to it. `tls`: the proxy
-    runs in front of MLflow and MinIO. `role` (config/cluster.py): a data host runs the
+    runs in front of MLflow and MinIO (a cluster: the balancer speaks TLS, and the tracking
+    servers trust its CA). `role` (config/cluster.py): a data host runs the
     database and MinIO only, publishing both to the cluster; a tracking server runs MLflow only;
     a balancer runs the balancer only."""
     topology = Topology(role, external_database, external_s3, postgres_ca, s3_ca, bool(tls))
     found = [service for service in (module.service(topology) for module in _MODULES) if service is not None]
-    # With TLS the proxy publishes MLflow's and MinIO's ports; without it, no certificate is mounted.
-    return tuple(replace(service, ports=tuple(port for port in service.ports if not (tls and port.plain_only)),
+    # With TLS a standalone host's proxy publishes MLflow's and MinIO's ports (a cluster's TLS is
+    # its balancer's); without TLS, no certificate is mounted.
+    proxied = topology.proxied
+    return tuple(replace(service, ports=tuple(port for port in service.ports if not (proxied and port.plain_only)),
                          config_files=tuple(f for f in service.config_files if tls or not f.tls_only))
-                 for service in found if tls or not service.tls_only)
+                 for service in found if proxied or not service.tls_only)
 
 
 # Every service the model knows, everything bundled, the proxy too (config.services: a host's).
 SERVICES = stack_services(tls=True)
 # Every topology's services and secrets: names a public host must not take, secrets a setting may give.
 _EVERY_TOPOLOGY = (SERVICES, stack_services(external_database=True, external_s3=True),
-                   stack_services(role="data"), stack_services(role="balancer"))
+                   stack_services(role="data"), stack_services(role="balancer", tls=True))
 
 SERVICE_NAMES = tuple(dict.fromkeys(service.name for services in _EVERY_TOPOLOGY for service in services))
 ONESHOT_SERVICES = tuple(service.name for service in SERVICES if service.oneshot)

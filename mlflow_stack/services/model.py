@@ -52,6 +52,11 @@ class Topology:
     s3_ca: str | None = None
     tls: bool = False
 
+    @property
+    def proxied(self) -> bool:
+        """TLS terminated on this host by the proxy (a standalone host; a cluster's is its balancer)."""
+        return self.tls and self.role == "standalone"
+
 
 @dataclass(frozen=True)
 class ComposeContext:
@@ -74,7 +79,7 @@ class Service:
     config_files: tuple[ConfigFile, ...] = ()
     secrets: tuple[str, ...] = ()  # keys of the secrets file compose interpolates into it
     ports: tuple[Port, ...] = ()
-    tls_only: bool = False  # present only when TLS is on (the proxy)
+    tls_only: bool = False  # present only behind this host's TLS proxy (the proxy, the tracking API's server)
     # Its whole compose entry (the service's module); the parts above are filled in by `entry`.
     compose: Callable[[Service, ComposeContext], dict] | None = field(default=None, compare=False, repr=False)
 

@@ -27,22 +27,35 @@ from mlflow_stack.steps.stack_files import render, script_command
 
 @deploy("Ensure the TLS certificates")
 def ensure_certificates(config: StackConfig | None = None):
-    """Returns (operations whose change means the proxy must load a new certificate, those
-    whose change means MLflow must trust a new CA); both empty when TLS is off."""
+    """Returns (operations whose change means the proxy (or a cluster's balancer) must load a new
+    certificate, those whose change means MLflow must trust a new CA); both empty when TLS is
+    off. In a cluster (tls = 'files'): the balancer gets the certificate and key, each tracking
+    server the CA, the data host nothing."""
     config = config or config_from_host()
     if config.tls == "off":
         files.file(name="Remove nginx.conf (TLS is off)", path=f"{config.stack_dir}/nginx.conf", present=False)
         return (), ()
+    if not config.proxied:
+        # A cluster: TLS is the balancer's (balancer.conf); the data host is open to the members only.
+        files.file(name="Remove nginx.conf (TLS is the balancer's)", path=f"{config.stack_dir}/nginx.conf",
+                   present=False)
+        if config.role == "data":
+            return (), ()
     # The proxy's config: nginx reads it at start only, like the certificate.
     nginx_conf = files.put(name="Upload nginx.conf", src=StringIO(render("nginx.conf.j2", config)),
-                           dest=f"{config.stack_dir}/nginx.conf", user="root", group="root", mode="644")
+                           dest=f"{config.stack_dir}/nginx.conf", user="root", group="root", mode="644") \
+        if config.proxied else None
     files.directory(name=f"Ensure {config.tls_dir}", path=config.tls_dir, user="root", group="root", mode="755")
+    if config.role == "tracking":
+        # Its own S3 calls go to the balancer's name over TLS: it trusts the balancer's CA.
+        return (), (files.put(name="Upload the CA certificate (tls_ca_file)", src=config.tls_ca_file,
+                              dest=f"{config.tls_dir}/ca.crt", user="root", group="root", mode="644"),)
     if config.tls == "files":
         owner = {"user": str(config.stack_uid), "group": str(config.stack_gid)}
         ca = files.put(name="Upload the CA certificate (tls_ca_file)", src=config.tls_ca_file,
                        dest=f"{config.tls_dir}/ca.crt", user="root", group="root", mode="644")
         return (
-            nginx_conf,
+            *((nginx_conf,) if nginx_conf else ()),
             secret_file(name="Upload the TLS certificate (tls_cert_file)", path=f"{config.tls_dir}/server.crt",
                         content=Path(config.tls_cert_file).read_bytes(), **owner),
             secret_file(name="Upload the TLS key (tls_key_file)", path=f"{config.tls_dir}/server.key",
@@ -83,13 +96,18 @@ def reload_certificates(config: StackConfig | None = None, certificates_changed=
     compose = f"docker compose --project-directory {config.stack_dir} --project-name {config.compose_project}"
     restarts = []
     certificate_changed, ca_changed = certificates_changed
-    # The MLflow servers read the CA (their own S3 calls go through the proxy) at start only.
-    ca_readers = [service.name for service in config.services
-                  if any(file.name == "tls/ca.crt" for file in service.config_files)]
-    for service, changed in [("proxy", certificate_changed), *((name, ca_changed) for name in ca_readers)]:
+
+    def readers(name: str) -> list[str]:
+        return [service.name for service in config.services if any(file.name == name for file in service.config_files)]
+
+    # nginx (the proxy, or a cluster's balancer) reads the certificate at start only; the MLflow
+    # servers the CA (their own S3 calls go through the proxy or the balancer).
+    certificate_readers = readers("tls/server.crt")
+    for service, changed in [*((name, certificate_changed) for name in certificate_readers),
+                             *((name, ca_changed) for name in readers("tls/ca.crt"))]:
         if service in existing and changed:
             restarts.append(server.shell(
-                name=f"Restart {service} to load the new {'certificate' if service == 'proxy' else 'CA'}",
+                name=f"Restart {service} to load the new {'certificate' if service in certificate_readers else 'CA'}",
                 commands=[f"{compose} restart {service}", wait_command(config, service)],
                 _if=any_changed(*changed),
             ))

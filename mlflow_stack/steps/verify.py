@@ -117,7 +117,7 @@ def summary(config: StackConfig) -> str:
     lines = [f"MLflow is at {config.tracking_uri}"]
     if config.role == "tracking" and config.cluster.public_host:
         lines = [f"tracking server of the cluster at {config.tracking_uri}; clients use the balancer: "
-                 f"http://{config.cluster.public_host}:{config.mlflow_port}"]
+                 f"{'http' if config.tls == 'off' else 'https'}://{config.cluster.public_host}:{config.mlflow_port}"]
     if config.tls == "self-signed":
         lines.append(f"TLS with this deploy's own CA: clients trust {os.path.abspath(config.ca_local_path)} (copy it to "
                      "them): export REQUESTS_CA_BUNDLE=<that file> (MLFLOW_TRACKING_SERVER_CERT_PATH alone covers "

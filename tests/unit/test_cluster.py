@@ -30,7 +30,8 @@ def member_config(role: str, name: str, cluster: Cluster | None = None, **overri
     from mlflow_stack.config import load_config
     from tests.unit.helpers import host_data
 
-    return load_config(host_data(tls="off", **SECRETS, **overrides), name, environ={}, cluster=cluster or part(role))
+    return load_config(host_data(**{"tls": "off", **SECRETS, **overrides}), name, environ={},
+                       cluster=cluster or part(role))
 
 
 # --- roles from groups ---------------------------------------------------------------------
