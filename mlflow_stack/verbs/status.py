@@ -155,7 +155,9 @@ def status_document(config: StackConfig, sections: dict, now: float | None = Non
         days = _days_until(date.strip(), now)
         certificates[name] = {"expires": date.strip(), "days_left": days}
         if days is not None and days < CERTIFICATE_WARN_DAYS:
-            warnings.append(f"{name} expires in {days} days (a rerun of the deploy renews the server certificate)")
+            renew = ("a rerun of the deploy renews the server certificate" if config.tls == "self-signed" else
+                     "the lab's own files: put new ones in place (tls_cert_file, tls_ca_file) and rerun the deploy")
+            warnings.append(f"{name} expires in {days} days ({renew})")
     units: dict[str, dict[str, str]] = {}
     for line in sections.get("units", []):  # "<unit> Key=value"
         unit, _, pair = line.partition(" ")

@@ -89,15 +89,18 @@ class InventoryDeployer(Deployer):
     """Writes an inventory of several groups of targets ({group: [(inventory name, target)]})
     and runs pyinfra on all of them at once."""
 
-    def __init__(self, groups: dict[str, list[tuple[str, object]]], settings: dict, workdir: Path | None = None):
+    def __init__(self, groups: dict[str, list[tuple[str, object]]], settings: dict, workdir: Path | None = None,
+                 group_settings: dict[str, dict] | None = None):
         first = next(target for members in groups.values() for _, target in members)
         super().__init__(first, settings, workdir=workdir)
         self.groups = groups
+        self.group_settings = group_settings or {}  # a group's own settings (group_data/<group>.py)
 
     def inventory(self, overrides: dict | None = None) -> Path:
         lines = []
         for group, members in self.groups.items():
-            entries = [(name, {**target.inventory_data(self.user), **self.settings, **(overrides or {})})
+            entries = [(name, {**target.inventory_data(self.user), **self.settings,
+                               **self.group_settings.get(group, {}), **(overrides or {})})
                        for name, target in members]
             lines.append(f"{group} = {pprint.pformat(entries)}\n")
         path = self.workdir / "inventory.py"

@@ -1,18 +1,24 @@
 """A cluster and two independent servers in one inventory, provisioned in one run: a data host
 (PostgreSQL + MinIO, open to the cluster's members only), two tracking servers, a balancer
-reached by a DNS name, and two servers of their own beside them. A client logs a model through the
-balancer and another loads it through the second tracking server directly; with one tracking
-server stopped the balancer keeps serving; a rerun changes nothing on any host."""
+reached by a DNS name and speaking TLS with the lab's certificate (tls = 'files'), and two
+servers of their own beside them (plain HTTP). A client logs a model through the balancer and
+another loads it through the second tracking server directly (whose MLflow fetches it from S3
+through the balancer, trusting the lab's CA); with one tracking server stopped the balancer keeps
+serving; a rerun changes nothing on any host."""
 
 from __future__ import annotations
 
 import base64
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -29,8 +35,37 @@ SECRETS = {"MLFLOW_STACK_POSTGRES_PASSWORD": "pg-" + uuid.uuid4().hex,
 # The cluster's hosts only (the inventory also holds two servers of their own).
 CLUSTER_ONLY = tuple(arg for group in ("mlflow_data_hosts", "mlflow_tracking_servers", "mlflow_balancers")
                      for arg in ("--limit", group))
-ROLES = {"data": stack_services(role="data"), "tracking": stack_services(True, True, role="tracking"),
-         "balancer": stack_services(role="balancer"), "standalone": stack_services()}
+ROLES = {"data": stack_services(role="data", tls=True),
+         "tracking": stack_services(True, True, tls=True, role="tracking"),
+         "balancer": stack_services(role="balancer", tls=True), "standalone": stack_services()}
+BALANCER_URI = f"https://{BALANCER_NAME}:5000"
+CLUSTER_GROUPS = ("mlflow_data_hosts", "mlflow_tracking_servers", "mlflow_balancers")
+# The lab's CA certificate, which clients trust (set by the fixture).
+LAB = {}
+
+
+def lab_certificate(directory: Path) -> dict:
+    """The lab's own PKI: a CA and a certificate for the balancer's name, made here (by the
+    deploy's own script, run on this machine), given to the cluster as tls = 'files'."""
+    ca_dir, tls_dir = directory / "ca", directory / "tls"
+    ca_dir.mkdir(mode=0o700), tls_dir.mkdir()
+    subprocess.run(["sh", "files/host/tls-certs.sh", "--make", "ca", "--ca-dir", str(ca_dir), "--tls-dir", str(tls_dir),
+                    "--uid", "0", "--gid", "0", "--ca-days", "400", "--server-days", "200", "--san",
+                    f"DNS:{BALANCER_NAME}"], check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
+    return {"tls": "files", "tls_cert_file": str(tls_dir / "server.crt"), "tls_key_file": str(tls_dir / "server.key"),
+            "tls_ca_file": str(ca_dir / "ca.crt")}
+
+
+def opened(request: urllib.request.Request):
+    """urlopen, trusting the lab's CA for https (the balancer)."""
+    https = request.full_url.startswith("https:")
+    return urllib.request.urlopen(request, timeout=30,
+                                  context=ssl.create_default_context(cafile=LAB["ca"]) if https else None)
+
+
+def trusting_the_lab() -> dict:
+    """A client's environment for the balancer: REQUESTS_CA_BUNDLE (the presigned downloads too)."""
+    return {"REQUESTS_CA_BUNDLE": LAB["ca"]}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +82,10 @@ def cluster(settings, record, tmp_path_factory):
             "mlflow_servers": [(targets["standalone"].address, targets["standalone"]),
                                (targets["standalone2"].address, targets["standalone2"])],
         }
-        deployer = InventoryDeployer(groups, settings, workdir=tmp_path_factory.mktemp("cluster"))
+        tls = lab_certificate(tmp_path_factory.mktemp("lab-pki"))
+        LAB["ca"] = tls["tls_ca_file"]
+        deployer = InventoryDeployer(groups, settings, workdir=tmp_path_factory.mktemp("cluster"),
+                                     group_settings={group: tls for group in CLUSTER_GROUPS})
         with control_machine_hosts_entry(BALANCER_NAME, targets["balancer"].address):
             first = deployer.run(env=SECRETS)
             record("cluster_first_run_seconds", round(first.seconds, 1))
@@ -98,9 +136,32 @@ def test_the_data_host_is_open_to_the_cluster_only(cluster):
         assert targets["balancer"].ssh(probe, check=False).returncode == 0, port
 
 
+def test_the_balancer_speaks_tls_with_the_lab_s_certificate_on_both_ports(cluster):
+    """Both ports: the lab's certificate for the balancer's name (verified against the lab's CA);
+    plain HTTP to the tracking port is refused by nginx. The tracking servers run no proxy of
+    their own and trust the lab's CA for their S3 calls through the balancer."""
+    context = ssl.create_default_context(cafile=LAB["ca"])
+    for port in (5000, 9000):
+        with socket.create_connection((BALANCER_NAME, port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname=BALANCER_NAME) as tls:
+            names = [value for kind, value in tls.getpeercert()["subjectAltName"] if kind == "DNS"]
+            assert names == [BALANCER_NAME], (port, names)
+    request = urllib.request.Request(f"http://{BALANCER_NAME}:5000/health")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400 and b"plain HTTP request was sent to HTTPS port" in refused.value.read()
+    for name in ("tracking1", "tracking2"):
+        target = cluster["targets"][name]
+        bundle = target.ssh("docker compose --project-name mlflow exec -T mlflow printenv AWS_CA_BUNDLE").stdout.strip()
+        assert bundle == "/etc/mlflow-stack/ca.crt", (name, bundle)
+        assert target.ssh("cat /srv/mlflow/tls/ca.crt").stdout == Path(LAB["ca"]).read_text(), name
+        assert target.ssh("test -e /srv/mlflow/tls/server.key", check=False).returncode != 0, name
+    assert cluster["targets"]["data"].ssh("test -e /srv/mlflow/tls", check=False).returncode != 0
+
+
 def test_a_model_logged_through_the_balancer_loads_through_a_tracking_server_directly(cluster):
     tracking2 = cluster["targets"]["tracking2"].address
-    run_id = run_client("client_log_model.py", f"http://{BALANCER_NAME}:5000", cluster["workdir"] / "a")
+    run_id = run_client("client_log_model.py", BALANCER_URI, cluster["workdir"] / "a", env=trusting_the_lab())
     prediction = run_client("client_load_model.py", f"http://{tracking2}:5000", cluster["workdir"] / "b", run_id)
     assert float(prediction) == pytest.approx(31.0)
     cluster["run_id"] = run_id
@@ -123,7 +184,7 @@ def call(uri: str, path: str, payload: dict, allow_error: bool = False):
     request = urllib.request.Request(url, data=data, method=method, headers={
         "Authorization": f"Basic {token}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with opened(request) as response:
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         if allow_error:
@@ -166,7 +227,7 @@ def status_as(uri: str, user: str, password: str, method: str = "GET", path: str
                                      data=json.dumps(payload).encode() if payload is not None else None,
                                      headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with opened(request) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
@@ -191,7 +252,7 @@ def test_a_credential_changed_on_one_tracking_server_is_refused_by_the_other_at_
 
 
 def test_with_a_tracking_server_stopped_the_balancer_keeps_serving(cluster, record):
-    balancer = f"http://{BALANCER_NAME}:5000"
+    balancer = BALANCER_URI
     experiment = call(balancer, "experiments/create", {"name": f"throughput-{uuid.uuid4().hex[:8]}"})["experiment_id"]
     run_id = call(balancer, "runs/create", {"experiment_id": experiment})["run"]["info"]["run_id"]
     both, failed = metric_throughput(balancer, run_id)
@@ -205,7 +266,7 @@ def test_with_a_tracking_server_stopped_the_balancer_keeps_serving(cluster, reco
         assert failed == 0, f"{failed} calls failed through the balancer with one tracking server stopped"
         record("cluster_balancer_log_metric_per_second_one_server", round(one, 1))
         # A whole client session (runs, metrics, a model upload) through the balancer.
-        run_client("client_log_model.py", balancer, cluster["workdir"] / "c")
+        run_client("client_log_model.py", balancer, cluster["workdir"] / "c", env=trusting_the_lab())
     finally:
         tracking1.ssh("docker compose --project-name mlflow start mlflow")
         for _ in range(60):
@@ -233,7 +294,7 @@ def test_restore_brings_the_whole_cluster_back_to_its_backup(cluster, record):
     """restore.py on the cluster's groups: the tracking servers stop, the data host restores
     the backup the timer made (above), the tracking servers start one after the other; a run
     logged after the backup is gone, the model logged before it loads through the balancer."""
-    data, balancer_uri = cluster["targets"]["data"], f"http://{BALANCER_NAME}:5000"
+    data, balancer_uri = cluster["targets"]["data"], BALANCER_URI
     name = data.ssh("cd /srv/mlflow/backups && ls -1d mlflow-backup-* | tail -n 1").stdout.strip()
     later = call(balancer_uri, "runs/create", {"experiment_id": "0"})["run"]["info"]["run_id"]
     restore = {"restore_from": f"host:/srv/mlflow/backups/{name}", "restore_overwrite": True}
@@ -253,7 +314,8 @@ def test_restore_brings_the_whole_cluster_back_to_its_backup(cluster, record):
         < order.index("Restore a backup | Start MLflow on the first tracking server") \
         < order.index("Restore a backup | Start MLflow on the other tracking servers"), order
     assert call(balancer_uri, "runs/get", {"run_id": later}, allow_error=True) == 404
-    prediction = run_client("client_load_model.py", balancer_uri, cluster["workdir"] / "restored", cluster["run_id"])
+    prediction = run_client("client_load_model.py", balancer_uri, cluster["workdir"] / "restored", cluster["run_id"],
+                            env=trusting_the_lab())
     assert float(prediction) == pytest.approx(31.0)
     for role in ("tracking1", "tracking2"):
         target = cluster["targets"][role]
