@@ -34,8 +34,8 @@ unit: setup
 	$(PY) -m pytest tests/unit
 
 # The tiers run side by side, each in its own pytest (tools/run_tests.py): the VM tests (marked
-# `vm`), the main tier (unit, harness, stand-ins, then most end-to-end modules) and a second
-# end-to-end pytest; each tier's log is kept under /tmp/mlflow-stack-test-logs/. All must pass.
+# `vm`) beside the main tier (unit, harness, stand-ins, the end-to-end modules); each tier's log
+# is kept under /tmp/mlflow-stack-test-logs/. All must pass.
 test: setup
 	$(PY) tools/run_tests.py
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .migrate_db import database_ca, database_uri, runs_mlflow
-from .model import (BUILT_IMAGE, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDir, Port, Service, Topology, base,
-                    healthcheck, mounts_and_ports, secret)
+from .model import (BUILT_IMAGE, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDir, Port, Service, Topology,
+                    answers_http, base, healthcheck, mounts_and_ports, secret)
 
 ORDER = 50
 
@@ -78,8 +78,7 @@ def server_entry(service: Service, context: ComposeContext, workers: int, server
     ]
     entry.update(mounts_and_ports(service, context))
     entry["healthcheck"] = healthcheck(
-        ["CMD", "python", "-c",
-         "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=4)"],
+        answers_http(5000, "/health"),
         retries=30,
         # Its first start may take as long as the deploy waits for it (slow or emulated hosts):
         # failed checks before then do not mark it unhealthy; the first passing one ends the wait.

@@ -11,4 +11,5 @@ def test_every_end_to_end_module_runs_in_exactly_one_tier():
     in_tiers = [arg for args in tiers.values() for arg in args if arg.startswith("tests/e2e/")]
     assert sorted(in_tiers) == modules
     assert set(run_tests.E2E_BESIDE) <= set(modules)
+    assert ("e2e" in tiers) == bool(run_tests.E2E_BESIDE)  # no empty pytest
     assert "tests/unit" in tiers["main"] and "-m" in tiers["vm"] and tiers["vm"][tiers["vm"].index("-m") + 1] == "vm"
