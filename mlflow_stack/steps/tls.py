@@ -46,14 +46,13 @@ def ensure_certificates(config: StackConfig | None = None):
                            dest=f"{config.stack_dir}/nginx.conf", user="root", group="root", mode="644") \
         if config.proxied else None
     files.directory(name=f"Ensure {config.tls_dir}", path=config.tls_dir, user="root", group="root", mode="755")
-    if config.role == "tracking":
-        # Its own S3 calls go to the balancer's name over TLS: it trusts the balancer's CA.
-        return (), (files.put(name="Upload the CA certificate (tls_ca_file)", src=config.tls_ca_file,
-                              dest=f"{config.tls_dir}/ca.crt", user="root", group="root", mode="644"),)
     if config.tls == "files":
-        owner = {"user": str(config.stack_uid), "group": str(config.stack_gid)}
         ca = files.put(name="Upload the CA certificate (tls_ca_file)", src=config.tls_ca_file,
                        dest=f"{config.tls_dir}/ca.crt", user="root", group="root", mode="644")
+        if config.role == "tracking":
+            # Its own S3 calls go to the balancer's name over TLS: it trusts the balancer's CA.
+            return (), (ca,)
+        owner = {"user": str(config.stack_uid), "group": str(config.stack_gid)}
         return (
             *((nginx_conf,) if nginx_conf else ()),
             secret_file(name="Upload the TLS certificate (tls_cert_file)", path=f"{config.tls_dir}/server.crt",

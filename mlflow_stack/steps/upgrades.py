@@ -111,19 +111,19 @@ def start_database_command(config: StackConfig) -> StringCommand:
 
 def _back_up_a_stopped_database(state, host, config: StackConfig, image_change: str | None) -> bool:
     """pyinfra callback, for a database that was stopped (or did not answer) while planning:
-    start it, ask it its schema revision, then decide as planning would have (check_schema_revision) and dump it
-    when a migration or a new MinIO image needs it. False (the operation fails, nothing
-    changed but the database container's start) on a refusal or a failed command."""
+    start it, ask it its schema revision, decide as planning would have (check_schema_revision)
+    and dump it when a migration or a new MinIO image needs it. False (the operation fails,
+    nothing changed but the database container's start) on a refusal or a failed command."""
     try:
         ok, output = run_as_the_deploy(state, host, start_database_command(config))
         if not ok:
-            raise DeployError(f"the database did not come up: {output.stdout or output.stderr}")
+            raise DeployError(f"on {host.name}: the database did not come up: {output.stdout or output.stderr}")
         fact = DatabaseCluster()
         ok, output = run_as_the_deploy(state, host, fact.command(stack_dir=config.stack_dir,
                                                                  project=config.compose_project,
                                                                  user=config.postgres_user,
                                                                  database=config.postgres_db))
-        cluster = fact.process(output.stdout_lines) if ok else {"unreadable": output.stderr}
+        cluster = fact.process(output.stdout_lines) if ok else {"unreadable": output.stderr or "the query failed"}
         if cluster["unreadable"]:
             raise DeployError(f"on {host.name}: cannot read the database's schema revision ({cluster['unreadable']}). "
                               "Nothing was backed up or migrated; the deploy stops here")
@@ -150,7 +150,8 @@ def protect_data(config: StackConfig | None = None):
     """Refuse a PostgreSQL major the data directory cannot open and a schema downgrade, before
     anything changes; back the database up when the schema will be migrated or the MinIO
     image changes. A stopped database (or one that could not answer yet) is started and asked
-    when the step runs, and decided by the same rules. Returns the backup operation (None when none is planned)."""
+    when the step runs, and decided by the same rules. Returns the backup operation (None when
+    none is planned)."""
     config = config or config_from_host()
     if "postgres" not in config.service_names:
         # No container here can dump it (a cluster's data host backs its own up before a migration): its own backups are the external database's (README).

@@ -46,7 +46,7 @@ def server(statuses: dict[str, int]):
 
 
 def probe(port: int, path: str = "/health") -> int:
-    _, _, command = answers_http(port, path)[1:4]
+    command = answers_http(port, path)[-1]
     return subprocess.run(["bash", "-c", command], capture_output=True, timeout=10).returncode
 
 
