@@ -4,7 +4,11 @@ refused with a message naming what to change."""
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
+import uvicorn
 import yaml
 
 from mlflow_stack.config.cluster import Cluster, ClusterError, Member, cluster_of, member_address, role_of
@@ -357,3 +361,14 @@ def test_every_member_plans_every_restore_turn_and_runs_its_own(role, name, own,
     commands = " ".join(c for op in result.ops for c in op.commands)
     if role == "data":  # nothing to stop: its tracking servers stopped MLflow
         assert "--stop" not in commands and "--service postgres --service minio" in commands
+
+
+def test_the_balancer_closes_idle_connections_before_the_tracking_servers_do():
+    """A kept-alive connection the server closes as nginx sends a request on it costs a client a
+    502 (nginx resends no POST): nginx's idle timeout must be the shorter."""
+    conf = render("balancer.conf.j2", member_config("balancer", BALANCER.name))
+    upstream = conf[conf.index("upstream tracking_servers"):conf.index("server {")]
+    seconds = re.search(r"keepalive_timeout (\d+)s;", upstream)
+    assert seconds, upstream
+    server_idle_timeout = inspect.signature(uvicorn.Config).parameters["timeout_keep_alive"].default
+    assert int(seconds.group(1)) < server_idle_timeout
