@@ -16,6 +16,7 @@ An override replaces the whole value (no deep merge); a near-miss of a setting's
 # stack_dir = "/srv/mlflow-lab"
 # pip_index_url = "https://pypi.mirror.example.org/simple"
 # gc_keep_deleted_runs = "30d"   # deleted runs (and their artifacts) removed for good after 30 days
+# metrics_networks = ["10.0.5.0/24"]   # where the lab's Prometheus scrapes /metrics/... from
 
 # Docker from the distribution instead of Docker's apt repo: only on Debian 13 and Ubuntu 24.04.
 # Debian 12 and Ubuntu 22.04 ship no Compose v2, and the deploy stops there with an error.

@@ -74,6 +74,12 @@ CONSTRAINTS = [
     ),
 ]
 
+# MLflow's Prometheus exporter (`mlflow server --expose-prometheus`, on with metrics_networks):
+# an optional import of MLflow's, so in no release's lock. Its own lock, installed --no-deps
+# after the release's (Flask, its one other requirement, is in every one).
+EXPORTER_LOCK = LOCK_DIR / "prometheus-exporter.txt"
+EXPORTER_INPUTS = ["prometheus-flask-exporter", "prometheus-client"]
+
 DEFAULT_INDEX = "https://pypi.org/simple"
 DEFAULT_PYTHON = "3.12"  # lowest Python the locks serve (python:3.12-slim); newer ones are covered too
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -171,6 +177,35 @@ def lock(version: str, args: argparse.Namespace, uv: str, uv_version: str) -> Pa
     return out
 
 
+def lock_exporter(args: argparse.Namespace, uv: str, uv_version: str) -> Path:
+    with tempfile.TemporaryDirectory(prefix="lock-exporter-") as tmp:
+        Path(tmp, "requirements.in").write_text("\n".join(EXPORTER_INPUTS) + "\n")
+        cmd = [uv, "pip", "compile", "--quiet", "--no-config", "--native-tls", "--universal",
+               "--python-version", args.python_version, "--generate-hashes", "--no-header", "--no-deps",
+               "--index-url", args.index_url, "--exclude-newer", args.exclude_newer,
+               "requirements.in", "--output-file", "lock.txt"]
+        proc = subprocess.run(cmd, cwd=tmp, env=uv_env(), text=True, capture_output=True)
+        if proc.returncode != 0:
+            sys.exit(f"exporter: uv pip compile failed:\n{proc.stderr}")
+        body = Path(tmp, "lock.txt").read_text()
+    header = [
+        "# Hash-locked Prometheus exporter of the MLflow image (every release). Do not edit: regenerate.",
+        f"# Generated {dt.date.today().isoformat()} by: python tools/lock_mlflow.py --exporter "
+        f"--exclude-newer {args.exclude_newer}",
+        f"#   (= uv {uv_version} pip compile --no-deps --generate-hashes --exclude-newer {args.exclude_newer})",
+        f"# Inputs: {', '.join(EXPORTER_INPUTS)}",
+        "# Install after the release's lock: pip install --no-deps --require-hashes --only-binary=:all: -r <this file>",
+        "",
+    ]
+    text = "\n".join(header) + body
+    if EXPORTER_LOCK.exists() and lock_body(EXPORTER_LOCK.read_text()) == lock_body(text):
+        print(f"{EXPORTER_LOCK.relative_to(REPO)}: unchanged")
+        return EXPORTER_LOCK
+    EXPORTER_LOCK.write_text(text)
+    print(f"{EXPORTER_LOCK.relative_to(REPO)}: written")
+    return EXPORTER_LOCK
+
+
 def manylinux_platforms(plat: str) -> list[str]:
     """`--platform` options for glibc <= the one of `plat` (manylinux_2_36_x86_64: Debian 12's
     glibc; python:3.12-slim's Debian 13 has 2.41): older pips do not expand it themselves."""
@@ -217,7 +252,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("versions", nargs="*", metavar="VERSION",
                         help=f"MLflow release(s) to lock, in {SUPPORTED[0]}..{SUPPORTED[-1]}")
-    parser.add_argument("--all", action="store_true", help="lock every supported release")
+    parser.add_argument("--all", action="store_true", help="lock every supported release, and the exporter")
+    parser.add_argument("--exporter", action="store_true", help="lock the Prometheus exporter (locks/prometheus-exporter.txt)")
     parser.add_argument("--psycopg2", default=DEFAULTS["mlflow_psycopg2_version"],
                         help="psycopg2-binary version (default: mlflow_psycopg2_version of mlflow_stack/config/settings.py, %(default)s)")
     parser.add_argument("--boto3", default=DEFAULTS["mlflow_boto3_version"],
@@ -239,8 +275,8 @@ def main() -> int:
     args = parser.parse_args()
 
     versions = list(SUPPORTED) if args.all else args.versions
-    if not versions:
-        parser.error("give VERSION(s) or --all")
+    if not versions and not args.exporter:
+        parser.error("give VERSION(s), --exporter or --all")
     for v in versions:
         if v not in SUPPORTED and not args.allow_unsupported:
             parser.error(f"mlflow {v} is outside the supported releases {SUPPORTED[0]}..{SUPPORTED[-1]} "
@@ -251,6 +287,8 @@ def main() -> int:
                                 check=True).stdout.split()[1]
     LOCK_DIR.mkdir(exist_ok=True)
     paths = [lock(v, args, uv, uv_version) for v in versions]
+    if args.exporter or args.all:
+        paths.append(lock_exporter(args, uv, uv_version))
 
     if args.check:
         pythons = args.check_python or [p for p in (shutil.which("python3.12"), shutil.which("python3.13")) if p]

@@ -86,6 +86,14 @@ def address(value) -> str | None:
     return None
 
 
+def network(value) -> str | None:
+    try:
+        ipaddress.ip_network(value)
+    except (ValueError, TypeError):
+        return "a network like '10.0.5.0/24' (host bits zero) or an address like '10.0.5.7'"
+    return None
+
+
 def ipv4(value) -> str | None:
     try:
         ipaddress.IPv4Address(value)

@@ -123,6 +123,9 @@ class StackConfig:
     tls_key_file: str | None
     tls_ca_file: str | None
     tls_ca_local_dir: str
+    # Metrics
+    metrics_networks: tuple[str, ...]
+    node_exporter_image: str
     # Cluster
     postgres_port: int
     postgres_bind_address: str
@@ -201,7 +204,8 @@ class StackConfig:
     def services(self) -> tuple[Service, ...]:
         """The services this host runs (mlflow_stack/services/), by which backends are external."""
         return stack_services(self.external_database, self.external_s3, postgres_ca=self.postgres_ca_name,
-                              s3_ca=self.s3_ca_name, tls=self.tls != "off", role=self.role)
+                              s3_ca=self.s3_ca_name, tls=self.tls != "off", role=self.role,
+                              metrics=bool(self.metrics_networks))
 
     @property
     def builds_mlflow_image(self) -> bool:

@@ -11,6 +11,10 @@ LOCK_DIR = Path(__file__).resolve().parents[2] / "locks"
 SCHEMA_REVISIONS: dict[str, str] = json.loads((LOCK_DIR / "schema-revisions.json").read_text())
 
 
+# MLflow's Prometheus exporter (an optional import of MLflow's), installed into every image.
+EXPORTER_LOCK = LOCK_DIR / "prometheus-exporter.txt"
+
+
 def lock_file(version: str) -> Path:
     return LOCK_DIR / f"mlflow-{version}.txt"
 

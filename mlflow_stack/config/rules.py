@@ -132,6 +132,11 @@ def cross_errors(values: dict[str, Any], inventory_name: str, role: str = STANDA
             errors.append(f"mlflow_auth_users gives {user.name!r} {user.permission}, less than "
                           f"mlflow_auth_default_permission = {default!r}: MLflow never grants less than the default; "
                           f"lower the default (e.g. 'NO_PERMISSIONS') or raise the user's permission")
+    if values.get("metrics_networks") and not (values.get("tls", "off") != "off" and role == STANDALONE):
+        # Only the proxy can hold the metrics to the listed networks (and to TLS).
+        fix = "set tls = 'self-signed' or 'files'" if role == STANDALONE else "a cluster's members export none yet"
+        errors.append(f"metrics_networks = {list(values['metrics_networks'])!r}: the metrics are served by a single "
+                      f"server's TLS proxy; {fix}, or set metrics_networks = []")
     # In a cluster the certificate is the balancer's: cluster_errors checks its name.
     errors += tls_errors(values, public_host if role == STANDALONE else None)
     if is_database_uri(values.get("classic_backend_store")) and values.get("classic_artifact_root") is None:

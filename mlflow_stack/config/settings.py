@@ -349,6 +349,21 @@ SETTINGS = (
                 "`REQUESTS_CA_BUNDLE`."),
     ),
 
+    *section("Metrics",
+        # Off by default: nothing is exported until the lab names where its Prometheus scrapes from.
+        Setting("metrics_networks", [], checks.list_of(checks.network, "a list of networks like '10.0.5.0/24' (host "
+                                                                         "bits zero) or addresses like '10.0.5.7'"),
+                "Networks or addresses the lab's Prometheus scrapes from. Through the TLS proxy, on `mlflow_port`, "
+                "to these sources only: `/metrics/mlflow` and `/metrics/mlflow-api` (MLflow's request metrics, "
+                "`--expose-prometheus`; any MLflow user's basic-auth) and `/metrics/host` (the host's CPU, memory, "
+                "disks and filesystems, and the backup and gc timers' last results). `[]`: no metrics. "
+                "A single server with TLS only.", read=tuple),
+        Setting("node_exporter_image", "prom/node-exporter:v1.9.1",
+                checks.pattern(checks.IMAGE, "an image reference like 'prom/node-exporter:v1.9.1'"),
+                "With `metrics_networks`: the host's metrics. Any image with the official node-exporter image's "
+                "contract (`/bin/node_exporter` as entrypoint, its `--path.*` and textfile options, `wget`)."),
+    ),
+
     *section("Cluster",
         Setting("postgres_port", 5432, checks.int_range(1, 65535),
                 "Data host of a cluster: port PostgreSQL is published on for the tracking servers (the firewall lets "

@@ -29,7 +29,7 @@ _MODULES = sorted((importlib.import_module(f"{__name__}.{module.name}") for modu
 
 def stack_services(external_database: bool = False, external_s3: bool = False,
                    postgres_ca: str | None = None, s3_ca: str | None = None, tls: bool = False,
-                   role: str = "standalone") -> tuple[Service, ...]:
+                   role: str = "standalone", metrics: bool = False) -> tuple[Service, ...]:
     """The services a host runs, in compose order. An external database drops the postgres
     container and its data directory; an external S3 drops MinIO and the bucket init (the
     bucket must exist). `postgres_ca` / `s3_ca`: the file name (in the stack directory) of a CA
@@ -37,8 +37,8 @@ def stack_services(external_database: bool = False, external_s3: bool = False,
     runs in front of MLflow and MinIO (a cluster: the balancer speaks TLS, and the tracking
     servers trust its CA). `role` (config/cluster.py): a data host runs the
     database and MinIO only, publishing both to the cluster; a tracking server runs MLflow only;
-    a balancer runs the balancer only."""
-    topology = Topology(role, external_database, external_s3, postgres_ca, s3_ca, bool(tls))
+    a balancer runs the balancer only. `metrics`: metrics_networks is given (a proxied host's)."""
+    topology = Topology(role, external_database, external_s3, postgres_ca, s3_ca, bool(tls), metrics)
     found = [service for service in (module.service(topology) for module in _MODULES) if service is not None]
     # With TLS a standalone host's proxy publishes MLflow's and MinIO's ports (a cluster's TLS is
     # its balancer's); without TLS, no certificate is mounted.
@@ -48,8 +48,8 @@ def stack_services(external_database: bool = False, external_s3: bool = False,
                  for service in found if proxied or not service.tls_only)
 
 
-# Every service the model knows, everything bundled, the proxy too (config.services: a host's).
-SERVICES = stack_services(tls=True)
+# Every service the model knows, everything bundled, the proxy and exporters too (config.services: a host's).
+SERVICES = stack_services(tls=True, metrics=True)
 # Every topology's services and secrets: names a public host must not take, secrets a setting may give.
 _EVERY_TOPOLOGY = (SERVICES, stack_services(external_database=True, external_s3=True),
                    stack_services(role="data"), stack_services(role="balancer", tls=True))

@@ -7,6 +7,9 @@ from .model import (BUILT_IMAGE, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDi
                     answers_http, base, healthcheck, mounts_and_ports, secret)
 
 ORDER = 50
+# MLflow's Prometheus files (--expose-prometheus, with metrics_networks): a tmpfs of each server's
+# own, empty at every start (prometheus_client names them by PID, which two containers share).
+METRICS_DIR = "/run/mlflow-metrics"
 
 
 def s3_secret(topology: Topology) -> str:
@@ -71,11 +74,14 @@ def server_entry(service: Service, context: ComposeContext, workers: int, server
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret("MLFLOW_FLASK_SERVER_SECRET_KEY"),
         **(environment or {}),
     }
+    metrics = [f"--expose-prometheus={METRICS_DIR}"] if config.metrics_networks else []
     entry["command"] = [
         "mlflow", "server", "--host=0.0.0.0", "--port=5000", f"--workers={workers}",
         "--serve-artifacts", f"--artifacts-destination={config.artifacts_destination}", *server_options,
-        *config.mlflow_app_options,
+        *config.mlflow_app_options, *metrics,
     ]
+    if metrics:
+        entry["tmpfs"] = [METRICS_DIR]
     entry.update(mounts_and_ports(service, context))
     entry["healthcheck"] = healthcheck(
         answers_http(5000, "/health"),

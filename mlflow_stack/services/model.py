@@ -51,6 +51,7 @@ class Topology:
     postgres_ca: str | None = None  # the CA file's name in the stack directory, if given
     s3_ca: str | None = None
     tls: bool = False
+    metrics: bool = False  # metrics_networks given: exporters run, the proxy serves them
 
     @property
     def proxied(self) -> bool:

@@ -10,6 +10,7 @@ from pyinfra.operations.util import any_changed
 
 from mlflow_stack.verbs.backup import backup_command
 from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.services import node_exporter
 from mlflow_stack.steps.stack_files import TEMPLATES, script_command
 
 UNIT_DIR = "/etc/systemd/system"
@@ -17,11 +18,18 @@ BACKUP_UNIT = "mlflow-backup"
 GC_UNIT = "mlflow-gc"
 
 
+def result_command(config: StackConfig, job: str) -> str:
+    """The unit's ExecStopPost: the job's last result as metrics (files/host/job-result.sh)."""
+    return "/bin/" + script_command(f"{config.stack_dir}/job-result.sh", job=job,
+                                    dir=f"{config.stack_dir}/{node_exporter.TEXTFILE_DIR}").get_raw_value()
+
+
 def backup_unit_context(config: StackConfig) -> dict:
     return {
         "backups_dir": config.backups_dir,
         # systemd wants the interpreter's absolute path; the arguments are shell-quoted, which it understands.
         "backup_command": "/bin/" + backup_command(config).get_raw_value(),
+        "backup_result_command": result_command(config, "backup"),
         "backup_schedule": config.backup_schedule,
     }
 
@@ -37,6 +45,7 @@ def gc_unit_context(config: StackConfig) -> dict:
     return {
         "gc_keep_deleted_runs": config.gc_keep_deleted_runs,
         "gc_command": "/bin/" + gc_command(config).get_raw_value(),
+        "gc_result_command": result_command(config, "gc"),
         "gc_schedule": config.gc_schedule,
     }
 

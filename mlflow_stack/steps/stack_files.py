@@ -15,8 +15,9 @@ from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.config.releases import EXPORTER_LOCK
 from mlflow_stack import services
-from mlflow_stack.services import mlflow_api
+from mlflow_stack.services import mlflow_api, node_exporter
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
@@ -26,7 +27,7 @@ IMAGE_FILES = REPO / "files" / "image"
 HOST_CA_DIR = "/usr/local/share/ca-certificates/mlflow-stack"
 # Shell helpers the deploy runs on the host (not inputs of the stack itself).
 HELPER_SCRIPTS = ("wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh", "restore.sh",
-                  "gc.sh", "tls-certs.sh")
+                  "gc.sh", "tls-certs.sh", "job-result.sh")
 # Only a host with an external backend has something to check before a start.
 BACKEND_CHECK_SCRIPTS = ("check-backends.sh", "check_backends.py")
 
@@ -51,6 +52,7 @@ def template_context(config: StackConfig) -> dict:
         mlflow_app_options=list(config.mlflow_app_options),
         mlflow_worker_count=config.mlflow_worker_count,
         mlflow_api_path=mlflow_api.PATH_PREFIX,
+        node_exporter_port=node_exporter.PORT,
         allowed_hosts=",".join(config.allowed_hosts),
         database_address=config.database_address,
         database_uri_options=config.database_uri_options,
@@ -92,6 +94,7 @@ def build_context(config: StackConfig) -> dict[str, bytes]:
         # The programs the image runs (files/image/): all of them, copied to /opt/mlflow-stack/.
         **{path.name: path.read_bytes() for path in sorted(IMAGE_FILES.glob("*.py"))},
         "requirements.lock": config.mlflow_lock,
+        "exporter.lock": EXPORTER_LOCK.read_bytes(),
     }
     context.update({f"ca-certificates/{name}": data for name, data in ca_certificates(config).items()})
     return context
@@ -151,6 +154,10 @@ def upload_stack_files(config: StackConfig | None = None):
             changed.append(files.put(name=f"Upload build/{relative}", src=BytesIO(data),
                                      dest=f"{config.build_dir}/{relative}", user="root", group="root", mode="644"))
 
+    if "node-exporter" in config.service_names:
+        # The timers' results (job-result.sh writes them as root), read by the node exporter.
+        files.directory(name="Create the metrics textfile directory", path=f"{config.stack_dir}/{node_exporter.TEXTFILE_DIR}",
+                        user="root", group="root", mode="755")
     changed.append(files.put(name="Upload compose.yaml", src=StringIO(compose_file(config)),
                              dest=f"{config.stack_dir}/compose.yaml", user="root", group="root", mode="644"))
     if "mlflow" in config.service_names:  # not on a cluster's data host or balancer

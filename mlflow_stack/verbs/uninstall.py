@@ -21,6 +21,7 @@ from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.facts.host import ComposeServices
+from mlflow_stack.services import node_exporter
 from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES, OFFICIAL_PACKAGES
 from mlflow_stack.steps.firewall import remove_firewall
 from mlflow_stack.steps.schedules import BACKUP_UNIT, GC_UNIT, UNIT_DIR
@@ -29,7 +30,7 @@ from mlflow_stack.steps.stack_files import BACKEND_CHECK_SCRIPTS, HELPER_SCRIPTS
 # What the deploy writes in the stack directory besides the data and the secrets.
 WRITTEN_FILES = ("compose.yaml", "mlflow.env", "auth.ini", "nginx.conf", "balancer.conf", "users.synced",
                  *HELPER_SCRIPTS, *BACKEND_CHECK_SCRIPTS)
-WRITTEN_DIRS = ("build", "images")
+WRITTEN_DIRS = ("build", "images", node_exporter.TEXTFILE_DIR)
 
 
 @deploy("Remove the MLflow stack")

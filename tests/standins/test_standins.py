@@ -1,6 +1,6 @@
 """Prove that the stand-in images honour the contract of the images they replace.
 
-Runs the four images on a private host dockerd (see dockerd.py); published ports
+Runs the five images on a private host dockerd (see dockerd.py); published ports
 are on 127.0.0.1 only.  Needs root, debootstrap and docker.io (dockerd).
 """
 
@@ -495,5 +495,42 @@ def test_nginx_contract(docker, tmp_path):
         with socket.create_connection((address, config.minio_api_port), timeout=10) as raw, \
                 context.wrap_socket(raw, server_hostname="mlflow.standin.test") as tls:
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        docker.docker("rm", "-f", name, check=False)
+
+
+# -- node exporter (the host's metrics) --------------------------------------------------
+
+
+def test_node_exporter_contract(docker, tmp_path):
+    """The compose entry's command and mounts (the host's /proc, /sys and root; a textfile
+    directory), an arbitrary `user:`, the health check's wget: the host's figures and the
+    job result job-result.sh writes come out of /metrics."""
+    import subprocess
+
+    from mlflow_stack.services.node_exporter import PORT, compose, service
+    from mlflow_stack.services.model import ComposeContext, Topology
+    from tests.unit.helpers import make_config
+
+    repo = Path(__file__).resolve().parents[2]
+    textfiles = tmp_path / "metrics"
+    subprocess.run(["bash", str(repo / "files" / "host" / "job-result.sh"), "--job", "backup", "--dir", str(textfiles)],
+                   env={**os.environ, "SERVICE_RESULT": "exit-code"}, check=True)
+    config = make_config(tls="self-signed", metrics_networks=["10.0.5.0/24"])
+    entry = compose(service(Topology(tls=True, metrics=True)), ComposeContext(config, "unused", "unused"))
+    mounts = [volume.replace(f"{config.stack_dir}/metrics", str(textfiles)) for volume in entry["volumes"]]
+    name = f"standin-node-exporter-{uuid.uuid4().hex[:8]}"
+    docker.docker("run", "-d", "--name", name, "--user", f"{UID}:{UID}",
+                  *(option for volume in mounts for option in ("-v", volume)),
+                  STANDIN_IMAGES["node-exporter"], *entry["command"])
+    try:
+        health = entry["healthcheck"]["test"][1:]
+        _wait(lambda: _exec(docker, name, *health).returncode == 0, 30, "node exporter answering")
+        assert _out(_exec(docker, name, "id", "-u")).strip() == str(UID)
+        with urllib.request.urlopen(f"http://{_container_ip(docker, name)}:{PORT}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'mlflow_stack_job_last_run_success{job="backup"} 0' in metrics
+        assert "node_filesystem_avail_bytes{" in metrics and "node_memory_MemAvailable_bytes " in metrics
+        assert 'mountpoint="/"' in metrics  # the host's root, seen through --path.rootfs
     finally:
         docker.docker("rm", "-f", name, check=False)

@@ -105,7 +105,8 @@ def expected_file_modes(config) -> dict[str, int]:
         f"{config.stack_dir}/restore.sh": 755, f"{config.stack_dir}/gc.sh": 755,
         f"{config.stack_dir}/build/artifacts_archive.py": 644, f"{config.stack_dir}/build/backup_manifest.py": 644,
         f"{config.stack_dir}/build/import_classic.py": 644,
-        f"{config.stack_dir}/tls-certs.sh": 755,
+        f"{config.stack_dir}/tls-certs.sh": 755, f"{config.stack_dir}/job-result.sh": 755,
+        f"{config.stack_dir}/build/exporter.lock": 644,
         "/etc/systemd/system/mlflow-backup.service": 644, "/etc/systemd/system/mlflow-backup.timer": 644,
         f"{config.stack_dir}/.env": 600,
     }

@@ -276,7 +276,7 @@ def test_helper_scripts_are_uploaded_executable():
     config = make_config(**NON_DEFAULT)
     result = plan(stack_files.upload_stack_files, config, fresh_facts())
     assert set(HELPER_SCRIPTS) == {"wait-healthy.sh", "apply-db-password.sh", "backup-before-migrate.sh", "backup.sh",
-                                   "restore.sh", "gc.sh", "tls-certs.sh"}
+                                   "restore.sh", "gc.sh", "tls-certs.sh", "job-result.sh"}
     for script in HELPER_SCRIPTS:
         path = f"{config.stack_dir}/{script}"
         assert result.uploads[path] == (REPO / "files" / "host" / script).read_bytes()

@@ -308,10 +308,12 @@ def test_dockerfile_pins_versions_and_runs_as_the_stack_account(config):
     dockerfile = context["Dockerfile"].decode()
     assert re.search(rf"^FROM {re.escape(config.python_image)}$", dockerfile, re.M)
     # the versions are in the lock the image installs, with hashes, nothing besides it
-    (install,) = re.findall(r"^RUN pip install (.*)$", dockerfile.replace("\\\n", " "), re.M)
-    assert "--require-hashes" in install and "--only-binary=:all:" in install
+    (install, exporter) = re.findall(r"^RUN pip install (.*)$", dockerfile.replace("\\\n", " "), re.M)
+    for command in (install, exporter):
+        assert "--require-hashes" in command and "--only-binary=:all:" in command and "==" not in command
     assert install.rstrip().endswith("-r /opt/mlflow-stack/requirements.lock")
-    assert "==" not in install
+    # MLflow's Prometheus exporter from its own lock, nothing else (Flask comes from the release's).
+    assert exporter.rstrip().endswith("--no-deps -r /opt/mlflow-stack/exporter.lock")
     assert "COPY requirements.lock /opt/mlflow-stack/requirements.lock" in dockerfile.splitlines()
     assert f'--index-url "{config.pip_index_url}"' in dockerfile
     lock = context["requirements.lock"]
@@ -335,7 +337,8 @@ def test_build_context_carries_create_bucket_and_ca_certificates(ca_cert):
     programs = {path.name for path in IMAGE_FILES.glob("*.py")}
     assert {"create_bucket.py", "migrate_db.py", "auth_users.py", "artifacts_archive.py", "backup_manifest.py",
             "import_classic.py", "cached_basic_auth.py"} <= programs
-    assert set(context) == {"Dockerfile", *programs, "requirements.lock", "ca-certificates/corp-root.crt"}
+    assert set(context) == {"Dockerfile", *programs, "requirements.lock", "exporter.lock",
+                            "ca-certificates/corp-root.crt"}
     with open(ca_cert, "rb") as handle:
         assert context["ca-certificates/corp-root.crt"] == handle.read()
     for name in programs:

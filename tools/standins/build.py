@@ -32,6 +32,7 @@ STANDIN_IMAGES = {
     "postgres": "standin/postgres:17",
     "minio": "standin/minio:RELEASE.standin",
     "nginx": "standin/nginx:1.28",
+    "node-exporter": "standin/node-exporter:trixie",
 }
 BASE_IMAGE = "standin/debian:trixie"
 # The machine's extra CA certificates (its TLS-intercepting proxy): targets and image builds need them.
@@ -49,6 +50,7 @@ def standin_settings(archive: Path) -> dict:
         "postgres_image": STANDIN_IMAGES["postgres"],
         "minio_image": STANDIN_IMAGES["minio"],
         "proxy_image": STANDIN_IMAGES["nginx"],
+        "node_exporter_image": STANDIN_IMAGES["node-exporter"],
     }
 
 SUITE = "trixie"
@@ -296,6 +298,9 @@ def build_archive(target: Path) -> None:
                 _log(f"built {STANDIN_IMAGES['minio']}: {time.monotonic() - t0:.0f}s")
                 _docker_build(daemon, STANDIN_IMAGES["nginx"], IMAGES_DIR / "nginx", work / "build-nginx.log")
                 _log(f"built {STANDIN_IMAGES['nginx']}: {time.monotonic() - t0:.0f}s")
+                _docker_build(daemon, STANDIN_IMAGES["node-exporter"], IMAGES_DIR / "node-exporter",
+                              work / "build-node-exporter.log")
+                _log(f"built {STANDIN_IMAGES['node-exporter']}: {time.monotonic() - t0:.0f}s")
             finally:
                 pg_thread.join()
             if errors:
