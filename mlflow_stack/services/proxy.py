@@ -3,10 +3,14 @@ under the public name, on the ports MLflow and MinIO publish without TLS (templa
 
 from __future__ import annotations
 
+from . import node_exporter
 from .migrate_db import runs_mlflow
 from .model import ComposeContext, ConfigFile, Port, Service, Topology, base, healthcheck, listens, mounts_and_ports
 
 ORDER = 60
+# With metrics_networks: the exporters the proxy serves under /metrics (nginx.conf's metrics_locations).
+METRICS_ROUTES = (("/metrics/mlflow", "mlflow:5000"), ("/metrics/mlflow-api", "mlflow-api:5000"),
+                  ("/metrics/host", f"node-exporter:{node_exporter.PORT}"))
 
 
 def service(topology: Topology) -> Service | None:
@@ -31,3 +35,18 @@ def compose(service: Service, context: ComposeContext) -> dict:
         **mounts_and_ports(service, context),
         "healthcheck": healthcheck(listens(config.mlflow_port, config.minio_api_port), retries=20, start_period="10s"),
     }
+
+
+def metrics_locations(networks: tuple[str, ...]) -> str:
+    """nginx.conf's /metrics block: the exporters, to `networks` only ("" without metrics). Every
+    path under /metrics stops in it, whatever its spelling (MLflow's own /metrics too)."""
+    if not networks:
+        return ""
+    lines = ["", "        # Prometheus metrics, for metrics_networks only (MLflow's also ask for an MLflow user).",
+             "        location ^~ /metrics {", *(f"            allow {network};" for network in networks),
+             "            deny all;"]
+    for path, upstream in METRICS_ROUTES:
+        variable = f"${path.rsplit('/', 1)[1].replace('-', '_')}_metrics"
+        lines += [f"            location = {path} {{", f"                set {variable} {upstream};",
+                  f"                proxy_pass http://{variable}/metrics;", "            }"]
+    return "\n".join([*lines, "            return 404;", "        }", ""])

@@ -17,7 +17,7 @@ from pyinfra.operations.util import any_changed
 from mlflow_stack.config import StackConfig, config_from_host
 from mlflow_stack.config.releases import EXPORTER_LOCK
 from mlflow_stack import services
-from mlflow_stack.services import mlflow_api, node_exporter
+from mlflow_stack.services import mlflow_api, node_exporter, proxy
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
@@ -52,7 +52,7 @@ def template_context(config: StackConfig) -> dict:
         mlflow_app_options=list(config.mlflow_app_options),
         mlflow_worker_count=config.mlflow_worker_count,
         mlflow_api_path=mlflow_api.PATH_PREFIX,
-        node_exporter_port=node_exporter.PORT,
+        metrics_locations=proxy.metrics_locations(config.metrics_networks),
         allowed_hosts=",".join(config.allowed_hosts),
         database_address=config.database_address,
         database_uri_options=config.database_uri_options,
