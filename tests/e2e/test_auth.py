@@ -346,7 +346,7 @@ def test_another_public_name_gets_a_new_certificate_from_the_same_ca(server):
     assert target.ssh("cat /srv/mlflow/ca/ca.crt").stdout == ca_before
 
 
-def fetch(url: str, ca_file: str, credentials: tuple[str, str] | None = None) -> tuple[int, str]:
+def metrics_page(url: str, ca_file: str, credentials: tuple[str, str] | None = None) -> tuple[int, str]:
     headers = {"Authorization": "Basic " + base64.b64encode(":".join(credentials).encode()).decode()} if credentials else {}
     request = urllib.request.Request(url, headers=headers)
     try:
@@ -369,13 +369,13 @@ def test_metrics_reach_the_listed_network_only_and_show_a_failed_backup(server, 
     assert server["deployer"].run(overrides=metrics).check().changed == []
     admin = ("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"])
     assert status(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", admin, ca_file=ca) == 200
-    code, text = fetch(f"{uri}/metrics/mlflow-api", ca, admin)
+    code, text = metrics_page(f"{uri}/metrics/mlflow-api", ca, admin)
     assert code == 200 and "mlflow_http_request_total{" in text, (code, text[:500])
-    assert fetch(f"{uri}/metrics/mlflow", ca, admin)[0] == 200
-    assert fetch(f"{uri}/metrics/mlflow-api", ca)[0] == 401  # MLflow's own, for its users only
-    code, text = fetch(f"{uri}/metrics/host", ca)
+    assert metrics_page(f"{uri}/metrics/mlflow", ca, admin)[0] == 200
+    assert metrics_page(f"{uri}/metrics/mlflow-api", ca)[0] == 401  # MLflow's own, for its users only
+    code, text = metrics_page(f"{uri}/metrics/host", ca)
     assert code == 200 and "node_filesystem_avail_bytes{" in text and "node_load1 " in text, (code, text[:500])
-    assert fetch(f"{uri}/metrics", ca, admin)[0] == 404  # no other path under /metrics reaches MLflow
+    assert metrics_page(f"{uri}/metrics", ca, admin)[0] == 404  # no other path under /metrics reaches MLflow
     # The host itself is no listed source: refused by the proxy, whatever the credentials.
     refused = target.ssh(f"curl -sk -o /dev/null -w '%{{http_code}}' https://127.0.0.1:5000/metrics/host").stdout
     assert refused == "403", refused
@@ -383,13 +383,13 @@ def test_metrics_reach_the_listed_network_only_and_show_a_failed_backup(server, 
     target.ssh("cd /srv/mlflow && docker compose stop postgres")
     try:
         assert target.ssh("systemctl start mlflow-backup.service", check=False).returncode != 0
-        assert 'mlflow_stack_job_last_run_success{job="backup"} 0' in fetch(f"{uri}/metrics/host", ca)[1]
+        assert 'mlflow_stack_job_last_run_success{job="backup"} 0' in metrics_page(f"{uri}/metrics/host", ca)[1]
         document = server["deployer"].run(overrides={**metrics, "status_format": "json"}, deploy="status.py").check()
         assert "the last mlflow-backup run failed" in document.stdout, document.stdout[-3000:]
     finally:
         target.ssh("cd /srv/mlflow && docker compose start postgres && docker compose up -d --wait", timeout=600)
     target.ssh("systemctl start mlflow-backup.service")
-    assert 'mlflow_stack_job_last_run_success{job="backup"} 1' in fetch(f"{uri}/metrics/host", ca)[1]
+    assert 'mlflow_stack_job_last_run_success{job="backup"} 1' in metrics_page(f"{uri}/metrics/host", ca)[1]
     record("metrics_first_run_changed_operations", len(first.changed))
 
 
