@@ -1,6 +1,6 @@
 """What the stack costs, measured on a fresh container target (not a test: prints figures).
 
-    make bench            # or: .venv/bin/python bench/bench.py [--skip-requests] [--skip-deploy]
+    make bench            # or: .venv/bin/python bench/bench.py [--skip-requests] [--skip-deploy] [--metrics]
 
 Prints, from one run on one target:
 - requests: `log_metric` latency (p50/p95, one client) and 16 concurrent clients (2 processes x
@@ -127,6 +127,29 @@ def bench_requests(target, deployer: Deployer) -> None:
           f"faster (best p50 {best_latency} ms)")
 
 
+def bench_metrics(target, deployer: Deployer) -> None:
+    """What metrics_networks costs a tracking call: the default deploy, then with MLflow's exporter
+    (both servers) and the node exporter on, then the default again, on the same target."""
+    ca = str(deployer.workdir / "tls" / deployer.name / "ca.crt")
+    uri = f"https://{target.address}:5000"
+    off = measure(uri, ca)
+    control = target.ssh("echo ${SSH_CLIENT%% *}").stdout.strip()  # this machine, as the target sees it
+    deployer.run(overrides={"metrics_networks": [control]}).check()
+    on = measure(uri, ca)
+    exporter_memory = memory_mib(target, "mlflow-node-exporter")
+    deployer.run().check()
+    off_again = measure(uri, ca)
+    print("metrics (metrics_networks) on the tracking path:")
+    for label, result in (("off", off), ("on", on), ("off, again", off_again)):
+        lat, load = result["latency"], result["load"]
+        print(f"  {label:10} log_metric p50 {lat['p50_ms']:7.1f} ms | {load['clients']} clients "
+              f"{load['req_per_s']:7.1f} req/s  failures {load['failures']}")
+    rate_off = min(off["load"]["req_per_s"], off_again["load"]["req_per_s"])
+    print(f"  ratios (on vs the worse off run): throughput x{on['load']['req_per_s'] / rate_off:.2f}, latency p50 "
+          f"x{on['latency']['p50_ms'] / max(off['latency']['p50_ms'], off_again['latency']['p50_ms']):.2f}; "
+          "node exporter memory " + ", ".join(f"{mib:.0f} MiB" for mib in exporter_memory.values()))
+
+
 def bench_deploy(target, deployer: Deployer, first_seconds: float) -> None:
     reruns = [deployer.run(extra_args=("--debug",)).check() for _ in range(5)]
     for rerun in reruns:
@@ -149,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-requests", action="store_true")
     parser.add_argument("--skip-deploy", action="store_true", help="skip the rerun and restart figures")
+    parser.add_argument("--metrics", action="store_true", help="also: the cost of metrics_networks on a tracking call")
     args = parser.parse_args()
     settings = {**standin_settings(ensure_standin_archive()), "mlflow_auth_admin_user": E2E_ADMIN_USER,
                 "mlflow_auth_admin_password": E2E_ADMIN_PASSWORD}
@@ -163,6 +187,8 @@ def main() -> None:
             bench_requests(target, deployer)
         if not args.skip_deploy:
             bench_deploy(target, deployer, first.seconds)
+        if args.metrics:
+            bench_metrics(target, deployer)
     finally:
         target.stop()
 
