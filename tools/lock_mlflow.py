@@ -41,6 +41,7 @@ LOCK_DIR = REPO / "locks"
 # The settings table needs no pyinfra (only the standard library and locks/).
 sys.path.insert(0, str(REPO))
 from mlflow_stack.config.settings import DEFAULTS  # noqa: E402
+from mlflow_stack.config.releases import EXPORTER_LOCK  # noqa: E402
 
 # The supported range: from the first 3.x release with `mlflow server --allowed-hosts` (the
 # Host-header security middleware, added in 3.5.0; 3.4.0 has neither the option nor
@@ -77,7 +78,6 @@ CONSTRAINTS = [
 # MLflow's Prometheus exporter (`mlflow server --expose-prometheus`, on with metrics_networks):
 # an optional import of MLflow's, so in no release's lock. Its own lock, installed --no-deps
 # after the release's (Flask, its one other requirement, is in every one).
-EXPORTER_LOCK = LOCK_DIR / "prometheus-exporter.txt"
 EXPORTER_INPUTS = ["prometheus-flask-exporter", "prometheus-client"]
 
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -119,29 +119,44 @@ def lock_body(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def lock(version: str, args: argparse.Namespace, uv: str, uv_version: str) -> Path:
-    # The `auth` extra (Flask-WTF): `mlflow server --app-name basic-auth`, on by default.
-    inputs = [f"mlflow[auth]=={version}", f"psycopg2-binary=={args.psycopg2}", f"boto3=={args.boto3}"]
-    cons = constraints_for(version)
-    out = LOCK_DIR / f"mlflow-{version}.txt"
+def uv_compile(inputs: list[str], args: argparse.Namespace, uv: str, what: str,
+               constraints: list[str] = (), no_deps: bool = False) -> str:
+    """The hash-locked body uv resolves for `inputs` (with `constraints`; `no_deps`: only the inputs)."""
     with tempfile.TemporaryDirectory(prefix="lock-mlflow-") as tmp:
         # Relative names: uv's "# via" annotations then read the same on every machine.
         Path(tmp, "requirements.in").write_text("\n".join(inputs) + "\n")
         cmd = [
             uv, "pip", "compile", "--quiet", "--no-config", "--native-tls",
             "--universal", "--python-version", args.python_version,
-            "--generate-hashes", "--no-header",
+            "--generate-hashes", "--no-header", *(["--no-deps"] if no_deps else []),
             "--index-url", args.index_url,
             "--exclude-newer", args.exclude_newer,
-            "requirements.in", "--output-file", "lock.txt",
         ]
-        if cons:
-            Path(tmp, "constraints.txt").write_text("".join(f"{req}\n" for req, _ in cons))
-            cmd[cmd.index("requirements.in"):cmd.index("requirements.in")] = ["--constraint", "constraints.txt"]
-        proc = subprocess.run(cmd, cwd=tmp, env=uv_env(), text=True, capture_output=True)
+        if constraints:
+            Path(tmp, "constraints.txt").write_text("".join(f"{req}\n" for req in constraints))
+            cmd += ["--constraint", "constraints.txt"]
+        proc = subprocess.run([*cmd, "requirements.in", "--output-file", "lock.txt"], cwd=tmp, env=uv_env(),
+                              text=True, capture_output=True)
         if proc.returncode != 0:
-            sys.exit(f"mlflow {version}: uv pip compile failed:\n{proc.stderr}")
-        body = Path(tmp, "lock.txt").read_text()
+            sys.exit(f"{what}: uv pip compile failed:\n{proc.stderr}")
+        return Path(tmp, "lock.txt").read_text()
+
+
+def write_lock(out: Path, text: str, summary: str = "") -> Path:
+    """Write `text` unless only its header would change (the image tag moves with the packages only)."""
+    if out.exists() and lock_body(out.read_text()) == lock_body(text):
+        print(f"{out.relative_to(REPO)}: unchanged{summary}")
+        return out
+    out.write_text(text)
+    print(f"{out.relative_to(REPO)}: written{summary}")
+    return out
+
+
+def lock(version: str, args: argparse.Namespace, uv: str, uv_version: str) -> Path:
+    # The `auth` extra (Flask-WTF): `mlflow server --app-name basic-auth`, on by default.
+    inputs = [f"mlflow[auth]=={version}", f"psycopg2-binary=={args.psycopg2}", f"boto3=={args.boto3}"]
+    cons = constraints_for(version)
+    body = uv_compile(inputs, args, uv, f"mlflow {version}", constraints=[req for req, _ in cons])
 
     regen = f"python tools/lock_mlflow.py {version}"
     if args.psycopg2 != DEFAULTS["mlflow_psycopg2_version"]:
@@ -166,28 +181,13 @@ def lock(version: str, args: argparse.Namespace, uv: str, uv_version: str) -> Pa
         "# Install: pip install --require-hashes --only-binary=:all: -r <this file>",
         "",
     ]
-    text = "\n".join(header) + body
     npkg = sum(1 for line in body.splitlines() if re.match(r"^[A-Za-z0-9].*==", line))
     extra = "".join(f", {req}" for req, _ in cons)
-    if out.exists() and lock_body(out.read_text()) == lock_body(text):
-        print(f"{out.relative_to(REPO)}: unchanged ({npkg} packages{extra})")
-        return out
-    out.write_text(text)
-    print(f"{out.relative_to(REPO)}: written ({npkg} packages{extra})")
-    return out
+    return write_lock(LOCK_DIR / f"mlflow-{version}.txt", "\n".join(header) + body, f" ({npkg} packages{extra})")
 
 
 def lock_exporter(args: argparse.Namespace, uv: str, uv_version: str) -> Path:
-    with tempfile.TemporaryDirectory(prefix="lock-exporter-") as tmp:
-        Path(tmp, "requirements.in").write_text("\n".join(EXPORTER_INPUTS) + "\n")
-        cmd = [uv, "pip", "compile", "--quiet", "--no-config", "--native-tls", "--universal",
-               "--python-version", args.python_version, "--generate-hashes", "--no-header", "--no-deps",
-               "--index-url", args.index_url, "--exclude-newer", args.exclude_newer,
-               "requirements.in", "--output-file", "lock.txt"]
-        proc = subprocess.run(cmd, cwd=tmp, env=uv_env(), text=True, capture_output=True)
-        if proc.returncode != 0:
-            sys.exit(f"exporter: uv pip compile failed:\n{proc.stderr}")
-        body = Path(tmp, "lock.txt").read_text()
+    body = uv_compile(EXPORTER_INPUTS, args, uv, "exporter", no_deps=True)
     header = [
         "# Hash-locked Prometheus exporter of the MLflow image (every release). Do not edit: regenerate.",
         f"# Generated {dt.date.today().isoformat()} by: python tools/lock_mlflow.py --exporter "
@@ -197,13 +197,7 @@ def lock_exporter(args: argparse.Namespace, uv: str, uv_version: str) -> Path:
         "# Install after the release's lock: pip install --no-deps --require-hashes --only-binary=:all: -r <this file>",
         "",
     ]
-    text = "\n".join(header) + body
-    if EXPORTER_LOCK.exists() and lock_body(EXPORTER_LOCK.read_text()) == lock_body(text):
-        print(f"{EXPORTER_LOCK.relative_to(REPO)}: unchanged")
-        return EXPORTER_LOCK
-    EXPORTER_LOCK.write_text(text)
-    print(f"{EXPORTER_LOCK.relative_to(REPO)}: written")
-    return EXPORTER_LOCK
+    return write_lock(EXPORTER_LOCK, "\n".join(header) + body)
 
 
 def manylinux_platforms(plat: str) -> list[str]:

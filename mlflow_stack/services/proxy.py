@@ -46,7 +46,7 @@ def metrics_locations(networks: tuple[str, ...]) -> str:
              "        location ^~ /metrics {", *(f"            allow {network};" for network in networks),
              "            deny all;"]
     for path, upstream in METRICS_ROUTES:
-        variable = f"${path.rsplit('/', 1)[1].replace('-', '_')}_metrics"
+        variable = f"${upstream.split(':')[0].replace('-', '_')}_metrics"  # not $host_...: nginx has $host
         lines += [f"            location = {path} {{", f"                set {variable} {upstream};",
                   f"                proxy_pass http://{variable}/metrics;", "            }"]
     return "\n".join([*lines, "            return 404;", "        }", ""])
