@@ -311,20 +311,31 @@ class Target:
     _console_dead: str = field(default="", repr=False)
 
     def ssh_command(self, user: str = "root") -> list[str]:
+        # ConnectTimeout also bounds the banner exchange: an emulated guest still booting, with
+        # the host's cores busy, took over 5 s to send its banner (CI run of 2026-12-06).
+        connect_timeout = 20 if self.kind == "vm" else 5
         return ["ssh", "-i", str(self.ssh_key), "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
                 "-o", "ServerAliveInterval=15", f"{user}@{self.address}"]
 
     def ssh(self, command: str, user: str = "root", check: bool = True,
             timeout: float = 600, watch: bool = True) -> subprocess.CompletedProcess:
         """Run `command` on the target; bounded by `timeout`, and (watch=True) aborted with
-        TargetDied within WATCH_INTERVAL seconds if the target dies meanwhile."""
+        TargetDied within WATCH_INTERVAL seconds if the target dies meanwhile. A connection
+        that fails before the command starts is tried again while `timeout` allows."""
         cmd = self.ssh_command(user) + [command]
-        kw = dict(check=check, text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if not watch:
-            return subprocess.run(cmd, **kw)
-        return self.run_watched(cmd, **kw)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1.0, deadline - time.monotonic())
+            kw = dict(check=False, text=True, capture_output=True, timeout=left, stdin=subprocess.DEVNULL)
+            result = subprocess.run(cmd, **kw) if not watch else self.run_watched(cmd, **kw)
+            if not (_ssh_never_connected(result) and deadline - time.monotonic() > 2):
+                break
+            time.sleep(1)
+        if check:
+            result.check_returncode()
+        return result
 
     # ------------------------------------------------------------ liveness watchdog
 
@@ -413,6 +424,8 @@ class Target:
         }
         if user != "root":
             data["_sudo"] = True
+        if self.kind == "vm":  # an emulated guest under load can miss a connect timeout
+            data["ssh_connect_retries"] = 3
         return data
 
     def stop(self) -> None:
@@ -427,7 +440,7 @@ class Target:
         for user in users:
             while True:
                 try:
-                    if self.ssh("true", user=user, check=False, timeout=15).returncode == 0:
+                    if self.ssh("true", user=user, check=False, timeout=30).returncode == 0:
                         break
                 except subprocess.TimeoutExpired:
                     pass
@@ -454,7 +467,7 @@ class Target:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                r = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=15)
+                r = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=30)
                 if r.returncode == 0 and r.stdout.strip() and r.stdout.strip() != old:
                     break
             except subprocess.TimeoutExpired:
@@ -507,6 +520,15 @@ class Target:
             raise LookupError(f"no target named {name!r} (no {_state_path(name)})")
         return cls(name=name, kind=state["kind"], address=state["address"],
                    ssh_key=Path(state["ssh_key"]), index=state["index"], state=state)
+
+
+# ssh's own errors before a session exists: the remote command never ran, so trying again is safe.
+_SSH_CONNECT_ERRORS = ("Connection timed out during banner exchange", "kex_exchange_identification",
+                       "ssh: connect to host")
+
+
+def _ssh_never_connected(result: subprocess.CompletedProcess) -> bool:
+    return result.returncode == 255 and any(e in (result.stderr or "") for e in _SSH_CONNECT_ERRORS)
 
 
 # ---------------------------------------------------------------- common start logic
