@@ -33,9 +33,9 @@ demo-down: $(VENV)/.demo-installed
 unit: setup
 	$(PY) -m pytest tests/unit
 
-# The tiers run side by side, each in its own pytest (tools/run_tests.py): the VM tests (marked
-# `vm`) beside the main tier (unit, harness, stand-ins, the end-to-end modules); each tier's log
-# is kept under /tmp/mlflow-stack-test-logs/. All must pass.
+# Two lanes side by side (tools/run_tests.py): the VM tests (marked `vm`) beside unit, harness
+# and stand-in tests, then both take end-to-end modules from one queue; each lane's log is kept
+# under /tmp/mlflow-stack-test-logs/. All must pass.
 test: setup
 	$(PY) tools/run_tests.py
 

@@ -1,5 +1,5 @@
 """Each test module's wall time (setup, calls and teardown of its tests) at the end of the run:
-`make test` runs its tiers side by side, and this is what balances them (tools/run_tests.py)."""
+`make test` orders its queue of modules by these (tools/run_tests.py's MEASURED_SECONDS)."""
 
 from collections import defaultdict
 

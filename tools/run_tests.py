@@ -1,19 +1,20 @@
-"""`make test`: the suite in pytest processes side by side, one per tier.
+"""`make test`: the suite in two lanes side by side, each a series of pytest processes.
 
-- ``vm``:   the tests that need the qemu VM (marked ``vm``): most of their time the guest's
-            software-emulated CPU, so they run beside the rest from the start;
-- ``main``: unit, harness, stand-ins, then every end-to-end module not listed in ``E2E_BESIDE``;
-- ``e2e``:  the end-to-end modules in ``E2E_BESIDE`` (none now), from the start.
+- lane ``vm``:   first the tests that need the qemu VM (marked ``vm``): most of their time the
+                 guest's software-emulated CPU;
+- lane ``main``: first unit, harness and stand-in tests;
+then each lane takes the next end-to-end module from one shared queue, longest first, until the
+queue is empty: the VM lane joins in as soon as its guest is done.
 
-Measured (CI from an empty cache, 2026-12-06): with cluster, external, auth and status in a
-third pytest the machine's two cores were busy all along and every tier slowed down (main
-63 min, the VM over 60) against 58.7 / 39.5 min in two tiers: a module mostly waits on its
-targets, but its targets' containers and the VM keep the CPU busy. So E2E_BESIDE is empty until
-the suite needs less CPU; the split and its per-module wall times stay to balance by.
+Measured (CI from an empty cache): two fixed tiers took 63 min, the VM tier done after 34 min
+and the main tier's modules running one after the other for another 29 min on a machine with a
+free core; a third pytest from the start (2026-12-06) slowed every tier (the VM and two module
+series on two cores). Sharing the queue keeps two things running at any time, never three.
 
 Targets, cache artifacts, /etc/hosts entries and the measurements file are safe to share
-(free target indexes, flock). Each tier's log goes to LOG_DIR/<tier>.log; the main tier's is
-also shown as it runs, the others after it. Prints each tier's wall time; fails if any failed.
+(free target indexes, flock). Each lane's log goes to LOG_DIR/<lane>.log; the main lane's is
+also shown as it runs, the other after it. Prints each module's and each lane's wall time;
+fails if any pytest failed.
 """
 
 from __future__ import annotations
@@ -28,78 +29,100 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_DIR = Path(os.environ.get("MLFLOW_STACK_TEST_LOGS", "/tmp/mlflow-stack-test-logs"))
-
-# Modules run by a second end-to-end pytest from the start (see above: none now). Minutes in the
-# CI run of 2026-12-06 with three tiers: cluster 17.9, auth 14.8, external 10.2, status 8.1.
-E2E_BESIDE: list[str] = []
 VM_MODULE = "tests/e2e/test_vm.py"
 
+# Wall seconds of each end-to-end module in the CI run of 2026-12-07 (main tier): the queue's
+# order, longest first, so the last module to start is a short one. A new module goes first.
+MEASURED_SECONDS = {
+    "tests/e2e/test_container.py": 898, "tests/e2e/test_auth.py": 636, "tests/e2e/test_cluster.py": 579,
+    "tests/e2e/test_backup.py": 543, "tests/e2e/test_external.py": 274, "tests/e2e/test_import.py": 233,
+    "tests/e2e/test_status.py": 225, "tests/e2e/test_firewall.py": 126,
+}
 
-def main_tier_e2e_modules() -> list[str]:
-    """Every end-to-end module the other tiers do not run (a new module lands here)."""
-    modules = sorted(str(path.relative_to(REPO)) for path in (REPO / "tests/e2e").glob("test_*.py"))
-    return [module for module in modules if module not in E2E_BESIDE and module != VM_MODULE]
+# What each lane runs before it takes modules from the queue.
+LANE_FIRST = {
+    # The harness's own VM self-test is left out: test_vm.py boots, reboots and cleans up the
+    # same VM (run it with `make harness-test` when changing the harness).
+    "vm": ["-m", "vm", "tests/harness", VM_MODULE, "--deselect", "tests/harness/test_harness.py::test_vm_target"],
+    "main": ["-m", "not vm", "tests/unit", "tests/harness", "tests/standins"],
+}
 
 
-def tiers() -> dict[str, list[str]]:
-    return {
-        # The harness's own VM self-test is left out: test_vm.py boots, reboots and cleans up the
-        # same VM (run it with `make harness-test` when changing the harness).
-        "vm": ["-m", "vm", "tests/harness", VM_MODULE,
-               "--deselect", "tests/harness/test_harness.py::test_vm_target"],
-        "main": ["-m", "not vm", "tests/unit", "tests/harness", "tests/standins", *main_tier_e2e_modules()],
-        **({"e2e": ["-m", "not vm", *E2E_BESIDE]} if E2E_BESIDE else {}),
-    }
+def e2e_queue() -> list[str]:
+    """Every end-to-end module but the VM's, the longest (by the last measurement) first."""
+    modules = [str(path.relative_to(REPO)) for path in (REPO / "tests/e2e").glob("test_*.py")]
+    return sorted((m for m in modules if m != VM_MODULE), key=lambda m: (-MEASURED_SECONDS.get(m, 10**6), m))
 
 
-def copy_output(stream, log: Path, show: bool) -> None:
-    with open(log, "wb") as handle:
-        for line in stream:
-            handle.write(line)
-            handle.flush()
+class Lanes:
+    def __init__(self) -> None:
+        self.queue = e2e_queue()
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.running: set[subprocess.Popen] = set()
+        self.results: list[tuple[str, str, int, float]] = []  # lane, what, exit code, seconds
+
+    def next_module(self) -> str | None:
+        with self.lock:
+            return None if self.stopping or not self.queue else self.queue.pop(0)
+
+    def pytest(self, lane: str, what: str, args: list[str], log, show: bool) -> None:
+        started = time.monotonic()
+        process = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+        with self.lock:
+            self.running.add(process)
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
             if show:
                 sys.stdout.buffer.write(line)
                 sys.stdout.flush()
+        process.wait()
+        with self.lock:
+            self.running.discard(process)
+            self.results.append((lane, what, process.returncode, time.monotonic() - started))
+
+    def lane(self, name: str) -> None:
+        with open(LOG_DIR / f"{name}.log", "wb") as log:
+            self.pytest(name, " ".join(a for a in LANE_FIRST[name] if a.startswith("tests/")), LANE_FIRST[name],
+                        log, show=name == "main")
+            while (module := self.next_module()) is not None:
+                log.write(f"\n=== {name} lane: {module} ===\n".encode())
+                self.pytest(name, module, ["-m", "not vm", module], log, show=name == "main")
+
+    def stop(self, signum, frame) -> None:
+        with self.lock:
+            self.stopping = True
+            for process in self.running:
+                process.send_signal(signal.SIGTERM)  # pytest's harness stops its targets on SIGTERM
 
 
 def run() -> int:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    processes: dict[str, subprocess.Popen] = {}
-    logs: dict[str, Path] = {}
+    lanes = Lanes()
+    signal.signal(signal.SIGTERM, lanes.stop)
+    signal.signal(signal.SIGINT, lanes.stop)
+    threads = {name: threading.Thread(target=lanes.lane, args=(name,)) for name in LANE_FIRST}
     ended: dict[str, float] = {}
-    copiers: list[threading.Thread] = []
-
-    def stop_all(signum, frame):
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # pytest's harness stops its targets on SIGTERM
-
-    signal.signal(signal.SIGTERM, stop_all)
-    signal.signal(signal.SIGINT, stop_all)
-    for name, args in tiers().items():
-        logs[name] = LOG_DIR / f"{name}.log"
-        processes[name] = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=REPO, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT)
-        copiers.append(threading.Thread(target=copy_output, daemon=True,
-                                        args=(processes[name].stdout, logs[name], name == "main")))
-        copiers[-1].start()
-    while len(ended) < len(processes):
-        for name, process in processes.items():
-            if name not in ended and process.poll() is not None:
+    for thread in threads.values():
+        thread.start()
+    while len(ended) < len(threads):
+        for name, thread in threads.items():
+            thread.join(timeout=0.5)
+            if not thread.is_alive() and name not in ended:
                 ended[name] = time.monotonic() - started
-        time.sleep(1)
-    for copier in copiers:
-        copier.join()
-    for name in processes:
-        if name != "main":
-            print(f"\n=== the {name} tier (ran beside the main tier) ===", flush=True)
-            print(logs[name].read_text(errors="replace"), flush=True)
-    print("\n=== wall time of each tier (all started together) ===")
-    for name, process in processes.items():
-        print(f"{name:5} {ended[name]:7.0f} s  exit {process.returncode}  log {logs[name]}")
+    print("\n=== the vm lane (ran beside the main lane) ===", flush=True)
+    print((LOG_DIR / "vm.log").read_text(errors="replace"), flush=True)
+    print("\n=== wall time of each pytest (lane, exit code) ===")
+    for lane, what, code, seconds in lanes.results:
+        print(f"{seconds:7.0f} s  {lane:4} exit {code}  {what}")
+    print("\n=== wall time of each lane (both started together) ===")
+    for name in threads:
+        print(f"{name:5} {ended[name]:7.0f} s  log {LOG_DIR / f'{name}.log'}")
     print(f"all   {time.monotonic() - started:7.0f} s", flush=True)
-    return 0 if all(process.returncode == 0 for process in processes.values()) else 1
+    return 0 if lanes.results and all(code == 0 for _, _, code, _ in lanes.results) and not lanes.queue else 1
 
 
 if __name__ == "__main__":

@@ -1,15 +1,57 @@
-"""`make test`'s tiers (tools/run_tests.py) run every end-to-end module exactly once."""
+"""`make test`'s lanes (tools/run_tests.py): every end-to-end module runs exactly once, the VM
+lane joins the shared queue when its guest is done, and one failed pytest fails the run."""
 
+import threading
+import time
 from pathlib import Path
 
 from tools import run_tests
 
 
-def test_every_end_to_end_module_runs_in_exactly_one_tier():
-    modules = sorted(str(path.relative_to(run_tests.REPO)) for path in Path(run_tests.REPO, "tests/e2e").glob("test_*.py"))
-    tiers = run_tests.tiers()
-    in_tiers = [arg for args in tiers.values() for arg in args if arg.startswith("tests/e2e/")]
-    assert sorted(in_tiers) == modules
-    assert set(run_tests.E2E_BESIDE) <= set(modules)
-    assert ("e2e" in tiers) == bool(run_tests.E2E_BESIDE)  # no empty pytest
-    assert "tests/unit" in tiers["main"] and "-m" in tiers["vm"] and tiers["vm"][tiers["vm"].index("-m") + 1] == "vm"
+def e2e_modules() -> list[str]:
+    return sorted(str(p.relative_to(run_tests.REPO)) for p in Path(run_tests.REPO, "tests/e2e").glob("test_*.py"))
+
+
+def test_the_queue_holds_every_end_to_end_module_but_the_vms_longest_first():
+    queue = run_tests.e2e_queue()
+    assert sorted(queue + [run_tests.VM_MODULE]) == e2e_modules()
+    assert set(run_tests.MEASURED_SECONDS) <= set(queue), "a measured module no longer exists"
+    seconds = [run_tests.MEASURED_SECONDS.get(module, 10**6) for module in queue]
+    assert seconds == sorted(seconds, reverse=True)
+    assert run_tests.VM_MODULE in run_tests.LANE_FIRST["vm"]
+    assert run_tests.LANE_FIRST["vm"][run_tests.LANE_FIRST["vm"].index("-m") + 1] == "vm"
+    assert {"tests/unit", "tests/harness", "tests/standins"} <= set(run_tests.LANE_FIRST["main"])
+
+
+def run_with_fake_pytest(monkeypatch, tmp_path, seconds: dict[str, float], failing: str = "") -> tuple[int, list]:
+    """run() with each pytest replaced by a sleep of `seconds[what]`; returns (exit, results)."""
+    monkeypatch.setattr(run_tests, "LOG_DIR", tmp_path)
+    monkeypatch.setattr(run_tests, "e2e_queue", lambda: ["a.py", "b.py", "c.py"])
+    lanes_seen = []
+
+    def fake(self, lane, what, args, log, show):
+        time.sleep(seconds.get(what, 0.05))
+        with self.lock:
+            self.results.append((lane, what, 1 if what == failing else 0, 0.0))
+        lanes_seen.append(self)
+
+    monkeypatch.setattr(run_tests.Lanes, "pytest", fake)
+    monkeypatch.setattr(run_tests.signal, "signal", lambda *a: None)  # run() may be off the main thread
+    code = run_tests.run()
+    return code, lanes_seen[0].results
+
+
+def test_the_vm_lane_takes_modules_once_its_guest_is_done(monkeypatch, tmp_path):
+    vm_first = " ".join(a for a in run_tests.LANE_FIRST["vm"] if a.startswith("tests/"))
+    main_first = " ".join(a for a in run_tests.LANE_FIRST["main"] if a.startswith("tests/"))
+    code, results = run_with_fake_pytest(monkeypatch, tmp_path, {vm_first: 0.3, main_first: 0.05, "a.py": 1.0})
+    assert code == 0
+    by_lane = {what: lane for lane, what, _, _ in results}
+    assert sorted(w for w in by_lane if w.endswith(".py")) == ["a.py", "b.py", "c.py"]
+    # main started a.py at once; the VM lane, free after 0.3 s, took b.py while a.py ran.
+    assert by_lane["a.py"] == "main" and by_lane["b.py"] == "vm"
+
+
+def test_one_failed_pytest_fails_the_run(monkeypatch, tmp_path):
+    code, results = run_with_fake_pytest(monkeypatch, tmp_path, {}, failing="b.py")
+    assert code == 1 and len(results) == 5
