@@ -4,7 +4,7 @@
     .venv/bin/python tools/render_snapshot.py /tmp/after    # on the new one
     diff -r /tmp/before /tmp/after
 
-For the default config and one that differs in every templated value: every uploaded file,
+For the default config, one that differs in every templated value and one with metrics: every uploaded file,
 byte for byte, plus the commands and the facts asked (the remote round trips) of deploy.py
 on a fresh and on a converged host. No host is contacted (tests/unit/plan.py).
 """
@@ -22,7 +22,9 @@ from tests.unit.test_plan import converged_facts, deploy_file, fresh_facts  # no
 
 
 def snapshot(out: Path) -> None:
-    for label, overrides in (("default", {}), ("non_default", NON_DEFAULT)):
+    # metrics: the exporters and the proxy's /metrics block (off in both others).
+    for label, overrides in (("default", {}), ("non_default", NON_DEFAULT),
+                             ("metrics", {"metrics_networks": ["10.0.5.0/24", "192.0.2.7"]})):
         config = make_config(**overrides)
         for host_state, facts in (("fresh", fresh_facts()), ("converged", converged_facts(config))):
             result = plan(deploy_file, config, facts, data=host_data(**overrides))

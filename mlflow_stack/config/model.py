@@ -1,7 +1,7 @@
 """StackConfig: every setting of one host, validated (config/load.py), frozen, typed.
 
-One field per setting of config/settings.py in the table's order (a unit test keeps them equal),
-then what the load reads once from local files, then values derived from the fields. Derived
+Its fields: every setting (config/settings.py's Settings, typed and documented there), the
+inventory name, what the load reads once from local files; then values derived from them. Derived
 values never touch a file or a host: a template or step reading one costs nothing.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from mlflow_stack.config.cluster import STANDALONE, Cluster
 from mlflow_stack.config.releases import SCHEMA_REVISIONS
-from mlflow_stack.config.settings import AuthUser
+from mlflow_stack.config.settings import AuthUser, Settings
 from mlflow_stack.services import BUILT_IMAGE, POSTGRES_CA_MOUNT, S3_CA_MOUNT, Service, Topology, stack_services
 from mlflow_stack.services.mlflow import s3_secret
 from mlflow_stack.services.model import secret
@@ -26,110 +26,10 @@ def worker_count(workers: int | None, proxied: bool) -> int:
     return workers if workers is not None else (4 if proxied else 1)
 
 
-@dataclass(frozen=True)
-class StackConfig:
+@dataclass(frozen=True, kw_only=True)
+class StackConfig(Settings):
+    # Every setting is a field of Settings (config/settings.py), typed there.
     inventory_name: str
-    # Docker engine
-    docker_source: str
-    docker_apt_url: str
-    docker_log_max_size: str
-    docker_log_max_file: int
-    docker_live_restore: bool
-    docker_image_archives: tuple[str, ...]
-    extra_ca_certificates: tuple[str, ...]
-    # Service account and layout
-    stack_dir: str
-    compose_project: str
-    stack_user: str
-    stack_uid: int
-    stack_gid: int
-    # MLflow
-    mlflow_version: str
-    mlflow_psycopg2_version: str
-    mlflow_boto3_version: str
-    mlflow_image: str
-    python_image: str
-    pip_index_url: str
-    mlflow_bind_address: str
-    mlflow_port: int
-    mlflow_public_host: str | None
-    mlflow_public_names: tuple[str, ...]
-    mlflow_workers: int | None
-    mlflow_ui_workers: int
-    mlflow_db_pool_size: int
-    mlflow_disable_telemetry: bool
-    mlflow_health_timeout: int
-    # PostgreSQL (backend store)
-    postgres_image: str
-    postgres_db: str
-    postgres_user: str
-    postgres_password: str | None
-    # MinIO (artifact store)
-    minio_image: str
-    minio_root_user: str
-    minio_root_password: str | None
-    minio_api_bind_address: str
-    minio_api_port: int
-    minio_console_port: int
-    minio_bucket: str
-    minio_bucket_prefix: str
-    # Authentication
-    mlflow_auth: bool
-    mlflow_auth_admin_user: str
-    mlflow_auth_admin_password: str | None
-    mlflow_flask_server_secret_key: str | None
-    mlflow_auth_cache_seconds: int
-    mlflow_auth_default_permission: str
-    mlflow_auth_users: tuple[AuthUser, ...]
-    # Backup and restore
-    backup_dir: str | None
-    backup_local_dir: str | None
-    backup_schedule: str | None
-    backup_keep: int
-    restore_from: str | None
-    restore_overwrite: bool
-    # Status and logs (run parameters)
-    status_format: str
-    logs_lines: int
-    logs_service: str | None
-    # Uninstall (run parameters)
-    uninstall_data: bool
-    uninstall_confirm: str | None
-    uninstall_docker: bool
-    # Secrets (run parameters)
-    rotate_secrets: tuple[str, ...]
-    # Housekeeping (mlflow gc)
-    gc_keep_deleted_runs: str | None
-    gc_schedule: str
-    # External backends (instead of the bundled PostgreSQL and MinIO)
-    postgres_external_host: str | None
-    postgres_external_port: int
-    postgres_sslmode: str
-    postgres_ca_file: str | None
-    s3_endpoint_url: str | None
-    s3_region: str
-    s3_addressing_style: str
-    s3_access_key: str | None
-    s3_secret_access_key: str | None
-    s3_ca_file: str | None
-    # Import of a classic MLflow data set (run parameters)
-    classic_backend_store: str | None
-    classic_artifact_root: str | None
-    classic_database_password: str | None
-    # TLS
-    tls: str
-    proxy_image: str
-    tls_cert_file: str | None
-    tls_key_file: str | None
-    tls_ca_file: str | None
-    tls_ca_local_dir: str
-    # Metrics
-    metrics_networks: tuple[str, ...]
-    node_exporter_image: str
-    # Cluster
-    postgres_port: int
-    postgres_bind_address: str
-    cluster_address: str | None
 
     # Read once by the load from local files (config/load.py)
     mlflow_lock: bytes = field(repr=False, default=b"")  # the release's hash-locked requirements

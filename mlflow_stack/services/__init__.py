@@ -16,11 +16,11 @@ from typing import Mapping
 
 import yaml
 
-from .model import (BUILT_IMAGE, LOOPBACK, POSTGRES_CA_MOUNT, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDir, Port,
-                    Service, Topology)
+from .model import (BUILT_IMAGE, LOOPBACK, POSTGRES_CA_MOUNT, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDir,
+                    MetricsRoute, Port, Service, Topology)
 
 __all__ = ["BUILT_IMAGE", "LOOPBACK", "POSTGRES_CA_MOUNT", "S3_CA_MOUNT", "ComposeContext", "ConfigFile", "DataDir",
-           "Port", "Service", "Topology", "stack_services", "compose_document", "compose_file"]
+           "MetricsRoute", "Port", "Service", "Topology", "stack_services", "compose_document", "compose_file"]
 
 # Every module of this package but the model, in compose order (a one-shot's dependencies first).
 _MODULES = sorted((importlib.import_module(f"{__name__}.{module.name}") for module in pkgutil.iter_modules(__path__)

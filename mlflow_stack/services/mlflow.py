@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .migrate_db import database_ca, database_uri, runs_mlflow
-from .model import (BUILT_IMAGE, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDir, Port, Service, Topology,
-                    answers_http, base, healthcheck, mounts_and_ports, secret)
+from .model import (BUILT_IMAGE, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDir, MetricsRoute, Port, Service,
+                    Topology, answers_http, base, healthcheck, mounts_and_ports, secret)
 
 ORDER = 50
 # MLflow's Prometheus files (--expose-prometheus, with metrics_networks): a tmpfs of each server's
@@ -40,7 +40,9 @@ def server_service(name: str, topology: Topology, compose, ports: tuple[Port, ..
                    # ca.crt: its own S3 calls go to the public name, through the proxy (AWS_CA_BUNDLE).
                    config_files=(ConfigFile("auth.ini", "/etc/mlflow-stack/auth.ini"), *database_ca(topology),
                                  *s3_ca(topology), ConfigFile("tls/ca.crt", "/etc/mlflow-stack/ca.crt", tls_only=True)),
-                   ports=ports, tls_only=tls_only, compose=compose)
+                   ports=ports, tls_only=tls_only, compose=compose,
+                   # --expose-prometheus (server_entry) serves them at the server's own /metrics.
+                   metrics=MetricsRoute(f"/metrics/{name}", 5000) if topology.metrics else None)
 
 
 def compose(service: Service, context: ComposeContext) -> dict:

@@ -43,6 +43,14 @@ class Port:
 
 
 @dataclass(frozen=True)
+class MetricsRoute:
+    """Prometheus metrics a service serves at /metrics on `port`, which the TLS proxy serves at
+    `path` to metrics_networks only (services/proxy.py)."""
+    path: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Topology:
     """What decides which services a host runs and how they are wired."""
     role: str = "standalone"  # config/cluster.py: standalone, data, tracking or balancer
@@ -81,6 +89,7 @@ class Service:
     secrets: tuple[str, ...] = ()  # keys of the secrets file compose interpolates into it
     ports: tuple[Port, ...] = ()
     tls_only: bool = False  # present only behind this host's TLS proxy (the proxy, the tracking API's server)
+    metrics: MetricsRoute | None = None  # with metrics_networks: its Prometheus page, through the proxy
     # Its whole compose entry (the service's module); the parts above are filled in by `entry`.
     compose: Callable[[Service, ComposeContext], dict] | None = field(default=None, compare=False, repr=False)
 

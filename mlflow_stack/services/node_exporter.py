@@ -1,11 +1,11 @@
 """The host's metrics for the lab's Prometheus (node exporter): CPU, memory, load, disks and
 filesystems, and the backup and gc timers' last results, which their units write as a textfile
 (files/host/job-result.sh). Runs with metrics_networks; the proxy serves it as /metrics/host to
-those networks only (templates/nginx.conf.j2)."""
+those networks only (its MetricsRoute)."""
 
 from __future__ import annotations
 
-from .model import ComposeContext, ConfigFile, Service, Topology, base, healthcheck, volumes
+from .model import ComposeContext, ConfigFile, MetricsRoute, Service, Topology, base, healthcheck, volumes
 
 ORDER = 58
 PORT = 9100
@@ -17,7 +17,8 @@ def service(topology: Topology) -> Service | None:
     if not (topology.metrics and topology.proxied):
         return None
     return Service("node-exporter", image="node_exporter_image", tls_only=True,
-                   config_files=(ConfigFile(TEXTFILE_DIR, "/textfile"),), compose=compose)
+                   config_files=(ConfigFile(TEXTFILE_DIR, "/textfile"),), metrics=MetricsRoute("/metrics/host", PORT),
+                   compose=compose)
 
 
 def compose(service: Service, context: ComposeContext) -> dict:

@@ -3,14 +3,10 @@ under the public name, on the ports MLflow and MinIO publish without TLS (templa
 
 from __future__ import annotations
 
-from . import node_exporter
 from .migrate_db import runs_mlflow
 from .model import ComposeContext, ConfigFile, Port, Service, Topology, base, healthcheck, listens, mounts_and_ports
 
 ORDER = 60
-# With metrics_networks: the exporters the proxy serves under /metrics (nginx.conf's metrics_locations).
-METRICS_ROUTES = (("/metrics/mlflow", "mlflow:5000"), ("/metrics/mlflow-api", "mlflow-api:5000"),
-                  ("/metrics/host", f"node-exporter:{node_exporter.PORT}"))
 
 
 def service(topology: Topology) -> Service | None:
@@ -37,15 +33,17 @@ def compose(service: Service, context: ComposeContext) -> dict:
     }
 
 
-def metrics_locations(networks: tuple[str, ...]) -> str:
-    """nginx.conf's /metrics block: the exporters, to `networks` only ("" without metrics). Every
-    path under /metrics stops in it, whatever its spelling (MLflow's own /metrics too)."""
-    if not networks:
+def metrics_locations(networks: tuple[str, ...], services: tuple[Service, ...]) -> str:
+    """nginx.conf's /metrics block: each of `services`' metrics route (MetricsRoute), to `networks`
+    only ("" without metrics). Every path under /metrics stops in it, whatever its spelling
+    (MLflow's own /metrics too)."""
+    routes = [(s.metrics.path, f"{s.name}:{s.metrics.port}") for s in services if s.metrics]
+    if not networks or not routes:
         return ""
     lines = ["", "        # Prometheus metrics, for metrics_networks only (MLflow's also ask for an MLflow user).",
              "        location ^~ /metrics {", *(f"            allow {network};" for network in networks),
              "            deny all;"]
-    for path, upstream in METRICS_ROUTES:
+    for path, upstream in routes:
         variable = f"${upstream.split(':')[0].replace('-', '_')}_metrics"  # not $host_...: nginx has $host
         lines += [f"            location = {path} {{", f"                set {variable} {upstream};",
                   f"                proxy_pass http://{variable}/metrics;", "            }"]

@@ -52,7 +52,7 @@ def template_context(config: StackConfig) -> dict:
         mlflow_app_options=list(config.mlflow_app_options),
         mlflow_worker_count=config.mlflow_worker_count,
         mlflow_api_path=mlflow_api.PATH_PREFIX,
-        metrics_locations=proxy.metrics_locations(config.metrics_networks),
+        metrics_locations=proxy.metrics_locations(config.metrics_networks, config.services),
         allowed_hosts=",".join(config.allowed_hosts),
         database_address=config.database_address,
         database_uri_options=config.database_uri_options,

@@ -14,6 +14,8 @@ import yaml
 
 from mlflow_stack.config import ConfigError
 from mlflow_stack.config.releases import EXPORTER_LOCK
+from mlflow_stack.services import MetricsRoute, Service
+from mlflow_stack.services.proxy import metrics_locations
 from mlflow_stack.steps.schedules import backup_unit_context, gc_unit_context
 from mlflow_stack.steps.stack_files import build_context, compose_file, mlflow_image_ref, render
 from tests.unit.helpers import REPO, make_config
@@ -64,6 +66,18 @@ def test_the_proxy_serves_the_three_to_the_listed_networks_only():
         assert upstream in location and "/metrics;" in location, path
     # Any other spelling under /metrics (MLflow's own /metrics too) stops at the prefix location.
     assert block.index("return 404;") > block.index("location = /metrics/host")
+
+
+def test_a_services_metrics_route_is_all_the_proxy_needs():
+    # A new exporter declares its route in its own module (Service.metrics); the proxy's block
+    # is written from the host's services, the routes in their compose order.
+    exporter = Service("queue-exporter", image="queue_exporter_image", metrics=MetricsRoute("/metrics/queue", 9121))
+    config = metrics_config()
+    block = metrics_locations(config.metrics_networks, (*config.services, exporter))
+    paths = [line.split()[2] for line in block.splitlines() if line.strip().startswith("location = ")]
+    assert paths == ["/metrics/mlflow", "/metrics/mlflow-api", "/metrics/host", "/metrics/queue"]
+    assert "set $queue_exporter_metrics queue-exporter:9121;" in block
+    assert metrics_locations((), (*config.services, exporter)) == ""
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -15,7 +15,7 @@ from mlflow_stack import services
 from mlflow_stack.config import certificates
 from mlflow_stack.steps import (auth, docker_engine, schedules, secrets, service_account, stack, stack_files, tls,
                                 upgrades)
-from mlflow_stack.services import LONG_RUNNING_SERVICES, ONESHOT_SERVICES, secret_keys
+from mlflow_stack.services import BUILT_IMAGE, LONG_RUNNING_SERVICES, ONESHOT_SERVICES, secret_keys
 from mlflow_stack.steps.stack_files import HOST_CA_DIR, mlflow_image_ref, compose_file, render
 
 from .helpers import HOST_NAME, NON_DEFAULT, REPO, host_data, make_config
@@ -190,11 +190,9 @@ def converged_facts(config, distro: str = "debian12") -> dict:
 
 def running_services(config) -> dict:
     """The ComposeServices fact of a healthy stack, each service started from its configured image."""
-    images = {"postgres": config.postgres_image, "minio": config.minio_image, "mlflow": mlflow_image_ref(config),
-              "mlflow-api": mlflow_image_ref(config),
-              "create-bucket": config.minio_image, "migrate-db": mlflow_image_ref(config), "proxy": config.proxy_image}
-    return {name: {**status, "image": images[name]} for name, status in HEALTHY.items()
-            if name in config.service_names}
+    images = {service.name: mlflow_image_ref(config) if service.image == BUILT_IMAGE else getattr(config, service.image)
+              for service in config.services}
+    return {name: {**status, "image": images[name]} for name, status in HEALTHY.items() if name in images}
 
 
 def converged_cluster(config) -> dict:

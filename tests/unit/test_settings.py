@@ -18,9 +18,10 @@ def test_each_setting_is_defined_once():
 
 
 def test_the_config_has_one_field_per_setting_in_the_table_order():
-    # ...then what the load reads from local files once, and the host's part of a cluster, which
-    # the inventory's groups decide (config/cluster.py). Typed: each field's type is written out.
-    assert [field.name for field in fields(StackConfig)] == ["inventory_name", *DEFAULTS, "mlflow_lock",
+    # ...then the inventory name, what the load reads from local files once, and the host's part
+    # of a cluster, which the inventory's groups decide (config/cluster.py). Typed: each field's
+    # type is written out (in Settings for a setting).
+    assert [field.name for field in fields(StackConfig)] == [*DEFAULTS, "inventory_name", "mlflow_lock",
                                                                "postgres_ca_name", "s3_ca_name", "cluster"]
     assert all(isinstance(field.type, str) and field.type for field in fields(StackConfig))
 
@@ -45,3 +46,13 @@ def test_a_derived_value_reads_no_file(monkeypatch, tmp_path):
 def test_default_follows_its_own_rule_and_the_doc_is_one_line(setting):
     assert setting.check(setting.default) is None
     assert setting.doc.strip() and "\n" not in setting.doc and "|" not in setting.doc  # a README table cell
+
+
+def test_a_list_setting_is_kept_as_a_tuple_as_its_type_says():
+    # The config is frozen: a list from host data becomes a tuple (read=), and the field's type
+    # in Settings says so, for editors and type checkers.
+    types = {field.name: field.type for field in fields(StackConfig)}
+    for setting in SETTINGS:
+        if isinstance(setting.default, list):
+            assert setting.read is not None, setting.name
+            assert types[setting.name].startswith("tuple["), (setting.name, types[setting.name])
