@@ -383,13 +383,19 @@ class Settings:
                                        "like '10.0.5.7'"),
         "Networks or addresses the lab's Prometheus scrapes from. Through the TLS proxy, on `mlflow_port`, "
         "to these sources only: `/metrics/mlflow` and `/metrics/mlflow-api` (MLflow's request metrics, "
-        "`--expose-prometheus`; any MLflow user's basic-auth) and `/metrics/host` (the host's CPU, memory, "
-        "disks and filesystems, and the backup and gc timers' last results). `[]`: no metrics. "
+        "`--expose-prometheus`; any MLflow user's basic-auth), `/metrics/host` (the host's CPU, memory, "
+        "disks and filesystems, and the backup and gc timers' last results) and `/metrics/database` (the bundled "
+        "PostgreSQL's). `[]`: no metrics. "
         "A single server with TLS only.", read=tuple)
     node_exporter_image: str = metrics_setting("prom/node-exporter:v1.9.1",
         checks.pattern(checks.IMAGE, "an image reference like 'prom/node-exporter:v1.9.1'"),
         "With `metrics_networks`: the host's metrics. Any image with the official node-exporter image's "
         "contract (`/bin/node_exporter` as entrypoint, its `--path.*` and textfile options, `wget`).")
+    postgres_exporter_image: str = metrics_setting("quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+        checks.pattern(checks.IMAGE, "an image reference like 'quay.io/prometheuscommunity/postgres-exporter:v0.17.1'"),
+        "With `metrics_networks` and the bundled PostgreSQL: the database's metrics. Any image with the official "
+        "postgres-exporter image's contract (`/bin/postgres_exporter` as entrypoint, `DATA_SOURCE_URI`/`_USER`/"
+        "`_PASS`, `wget`).")
 
     # Cluster
     postgres_port: int = cluster_setting(5432, checks.int_range(1, 65535),

@@ -357,15 +357,17 @@ def metrics_page(url: str, ca_file: str, credentials: tuple[str, str] | None = N
 
 
 def test_metrics_reach_the_listed_network_only_and_show_a_failed_backup(server, record):
-    """metrics_networks naming this machine: the node exporter starts, both MLflow servers export;
-    through the proxy /metrics/host has the host's figures and the timers' results, MLflow's
-    metrics need an MLflow user too; a source not listed (the host itself) is refused; a failed
-    backup shows as 0 there and as a warning in status; a rerun changes nothing."""
+    """metrics_networks naming this machine: the node and database exporters start, both MLflow
+    servers export; through the proxy /metrics/host has the host's figures and the timers'
+    results, /metrics/database the database's, MLflow's metrics need an MLflow user too; a source
+    not listed (the host itself) is refused; a stopped database shows as down and its failed
+    backup as 0 there and as a warning in status; a rerun changes nothing."""
     target, uri, ca = server["target"], server["uri"], server["ca"]
     control = target.ssh("echo ${SSH_CLIENT%% *}").stdout.strip()  # this machine, as the target sees it
     metrics = {"metrics_networks": [control]}
     first = server["deployer"].run(overrides=metrics).check()
-    assert "node-exporter" in compose_status(target) and stack_is_healthy(compose_status(target), stack_services(tls=True, metrics=True))
+    assert {"node-exporter", "postgres-exporter"} <= set(compose_status(target))
+    assert stack_is_healthy(compose_status(target), stack_services(tls=True, metrics=True))
     assert server["deployer"].run(overrides=metrics).check().changed == []
     admin = ("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"])
     assert status(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", admin, ca_file=ca) == 200
@@ -375,6 +377,8 @@ def test_metrics_reach_the_listed_network_only_and_show_a_failed_backup(server, 
     assert metrics_page(f"{uri}/metrics/mlflow-api", ca)[0] == 401  # MLflow's own, for its users only
     code, text = metrics_page(f"{uri}/metrics/host", ca)
     assert code == 200 and "node_filesystem_avail_bytes{" in text and "node_load1 " in text, (code, text[:500])
+    code, text = metrics_page(f"{uri}/metrics/database", ca)
+    assert code == 200 and "\npg_up 1\n" in text and "pg_database_size_bytes{" in text, (code, text[:500])
     assert metrics_page(f"{uri}/metrics", ca, admin)[0] == 404  # no other path under /metrics reaches MLflow
     # The host itself is no listed source: refused by the proxy, whatever the credentials.
     refused = target.ssh(f"curl -sk -o /dev/null -w '%{{http_code}}' https://127.0.0.1:5000/metrics/host").stdout
@@ -384,6 +388,7 @@ def test_metrics_reach_the_listed_network_only_and_show_a_failed_backup(server, 
     try:
         assert target.ssh("systemctl start mlflow-backup.service", check=False).returncode != 0
         assert 'mlflow_stack_job_last_run_success{job="backup"} 0' in metrics_page(f"{uri}/metrics/host", ca)[1]
+        assert "\npg_up 0\n" in metrics_page(f"{uri}/metrics/database", ca)[1]  # what the lab's alert fires on
         document = server["deployer"].run(overrides={**metrics, "status_format": "json"}, deploy="status.py").check()
         assert "the last mlflow-backup run failed" in document.stdout, document.stdout[-3000:]
     finally:

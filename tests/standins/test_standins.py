@@ -1,6 +1,6 @@
 """Prove that the stand-in images honour the contract of the images they replace.
 
-Runs the five images on a private host dockerd (see dockerd.py); published ports
+Runs the images on a private host dockerd (see dockerd.py); published ports
 are on 127.0.0.1 only.  Needs root, debootstrap and docker.io (dockerd).
 """
 
@@ -534,3 +534,56 @@ def test_node_exporter_contract(docker, tmp_path):
         assert 'mountpoint="/"' in metrics  # the host's root, seen through --path.rootfs
     finally:
         docker.docker("rm", "-f", name, check=False)
+
+
+# -- postgres exporter (the database's metrics) -------------------------------------------
+
+
+def test_postgres_exporter_contract(docker, tmp_path):
+    """The compose entry's environment (DATA_SOURCE_URI/_USER/_PASS, the database by its compose
+    name), command and wget health check, an arbitrary `user:`: the PostgreSQL stand-in's figures
+    come out of /metrics."""
+    from mlflow_stack.services.model import ComposeContext, Topology
+    from mlflow_stack.services.postgres_exporter import PORT, compose, service
+    from tests.unit.helpers import make_config
+
+    config = make_config(tls="self-signed", metrics_networks=["10.0.5.0/24"], postgres_user=PG_USER, postgres_db=PG_DB)
+    entry = compose(service(Topology(tls=True, metrics=True)), ComposeContext(config, "unused", "unused"))
+    environment = {**entry["environment"], "DATA_SOURCE_PASS": PG_PASSWORD}  # what compose interpolates
+    data = _owned_dir(tmp_path, "pgdata")
+    database, exporter = (f"standin-{role}-{uuid.uuid4().hex[:8]}" for role in ("pg", "pg-exporter"))
+    docker.docker("run", "-d", "--name", database, "--user", f"{UID}:{UID}", "-e", f"POSTGRES_USER={PG_USER}",
+                  "-e", f"POSTGRES_PASSWORD={PG_PASSWORD}", "-e", f"POSTGRES_DB={PG_DB}",
+                  "-v", f"{data}:/var/lib/postgresql/data", STANDIN_IMAGES["postgres"])
+    try:
+        _wait(lambda: _exec(docker, database, "pg_isready", "-U", PG_USER, "-d", PG_DB).returncode == 0, 90,
+              "pg_isready")
+        docker.docker("run", "-d", "--name", exporter, "--user", f"{UID}:{UID}",
+                      "--add-host", f"postgres:{_container_ip(docker, database)}",
+                      *(option for key, value in environment.items() for option in ("-e", f"{key}={value}")),
+                      STANDIN_IMAGES["postgres-exporter"], *entry["command"])
+        health = entry["healthcheck"]["test"][1:]
+        _wait(lambda: _exec(docker, exporter, *health).returncode == 0, 30, "postgres exporter answering")
+        assert _out(_exec(docker, exporter, "id", "-u")).strip() == str(UID)
+
+        def metrics() -> str:
+            with urllib.request.urlopen(f"http://{_container_ip(docker, exporter)}:{PORT}/metrics", timeout=10) as r:
+                return r.read().decode()
+
+        def page_with(line: str) -> str | None:
+            text = metrics()
+            return text if f"\n{line}\n" in text else None
+
+        page = _wait(lambda: page_with("pg_up 1"), 30, "pg_up 1")
+        assert f'pg_database_size_bytes{{datname="{PG_DB}"}}' in page, page[-2000:]
+        # A wrong password: the exporter still answers, and says the database is down.
+        docker.docker("rm", "-f", exporter)
+        docker.docker("run", "-d", "--name", exporter, "--user", f"{UID}:{UID}",
+                      "--add-host", f"postgres:{_container_ip(docker, database)}",
+                      *(option for key, value in {**environment, "DATA_SOURCE_PASS": "wrong"}.items()
+                        for option in ("-e", f"{key}={value}")),
+                      STANDIN_IMAGES["postgres-exporter"], *entry["command"])
+        _wait(lambda: _exec(docker, exporter, *health).returncode == 0, 30, "postgres exporter answering")
+        _wait(lambda: page_with("pg_up 0"), 30, "pg_up 0")
+    finally:
+        docker.docker("rm", "-f", exporter, database, check=False)

@@ -45,27 +45,42 @@ def test_with_metrics_both_mlflow_servers_export_each_into_its_own_directory_and
     assert "wget" in exporter["healthcheck"]["test"]  # the official image has no bash
 
 
+def test_with_metrics_the_bundled_database_is_exported_as_the_stack_role_by_its_secret():
+    services = yaml.safe_load(compose_file(metrics_config(postgres_db="tracking", postgres_user="tracker")))["services"]
+    exporter = services["postgres-exporter"]
+    assert exporter["image"] == "quay.io/prometheuscommunity/postgres-exporter:v0.17.1" and "ports" not in exporter
+    assert exporter["environment"] == {"DATA_SOURCE_URI": "postgres:5432/tracking?sslmode=disable",
+                                       "DATA_SOURCE_USER": "tracker",
+                                       "DATA_SOURCE_PASS": "${POSTGRES_PASSWORD:?missing in .env; rerun the deploy}"}
+    assert "depends_on" not in exporter  # up while the database is down, to say so
+    assert "wget" in exporter["healthcheck"]["test"]
+    # An external database is the institute's to watch: no exporter, no route.
+    external = metrics_config(postgres_external_host="db.example.org", postgres_password="x" * 20)
+    assert "postgres-exporter" not in yaml.safe_load(compose_file(external))["services"]
+    assert "/metrics/database" not in render("nginx.conf.j2", external)
+
+
 def test_without_metrics_nothing_is_exported():
     config = make_config(tls="self-signed")
     services = yaml.safe_load(compose_file(config))["services"]
-    assert "node-exporter" not in services
+    assert "node-exporter" not in services and "postgres-exporter" not in services
     for name in ("mlflow", "mlflow-api"):
         assert not any("prometheus" in part for part in services[name]["command"]) and "tmpfs" not in services[name]
     assert "/metrics" not in render("nginx.conf.j2", config)
 
 
-def test_the_proxy_serves_the_three_to_the_listed_networks_only():
+def test_the_proxy_serves_the_exporters_to_the_listed_networks_only():
     conf = render("nginx.conf.j2", metrics_config())
     block = conf[conf.index("location ^~ /metrics {"):conf.index("# The S3 API")]
     assert [line.strip() for line in block.splitlines() if line.strip().startswith(("allow", "deny"))] == [
         "allow 10.0.5.0/24;", "allow 192.0.2.7;", "allow 2001:db8:5::/48;", "deny all;"]
     for path, upstream in (("/metrics/mlflow", "mlflow:5000"), ("/metrics/mlflow-api", "mlflow-api:5000"),
-                           ("/metrics/host", "node-exporter:9100")):
+                           ("/metrics/host", "node-exporter:9100"), ("/metrics/database", "postgres-exporter:9187")):
         location = block[block.index(f"location = {path} {{"):]
         location = location[:location.index("}")]
         assert upstream in location and "/metrics;" in location, path
     # Any other spelling under /metrics (MLflow's own /metrics too) stops at the prefix location.
-    assert block.index("return 404;") > block.index("location = /metrics/host")
+    assert block.index("return 404;") > block.index("location = /metrics/database")
 
 
 def test_a_services_metrics_route_is_all_the_proxy_needs():
@@ -75,7 +90,7 @@ def test_a_services_metrics_route_is_all_the_proxy_needs():
     config = metrics_config()
     block = metrics_locations(config.metrics_networks, (*config.services, exporter))
     paths = [line.split()[2] for line in block.splitlines() if line.strip().startswith("location = ")]
-    assert paths == ["/metrics/mlflow", "/metrics/mlflow-api", "/metrics/host", "/metrics/queue"]
+    assert paths == ["/metrics/mlflow", "/metrics/mlflow-api", "/metrics/host", "/metrics/database", "/metrics/queue"]
     assert "set $queue_exporter_metrics queue-exporter:9121;" in block
     assert metrics_locations((), (*config.services, exporter)) == ""
 

@@ -33,6 +33,7 @@ STANDIN_IMAGES = {
     "minio": "standin/minio:RELEASE.standin",
     "nginx": "standin/nginx:1.28",
     "node-exporter": "standin/node-exporter:trixie",
+    "postgres-exporter": "standin/postgres-exporter:trixie",
 }
 BASE_IMAGE = "standin/debian:trixie"
 # The machine's extra CA certificates (its TLS-intercepting proxy): targets and image builds need them.
@@ -51,6 +52,7 @@ def standin_settings(archive: Path) -> dict:
         "minio_image": STANDIN_IMAGES["minio"],
         "proxy_image": STANDIN_IMAGES["nginx"],
         "node_exporter_image": STANDIN_IMAGES["node-exporter"],
+        "postgres_exporter_image": STANDIN_IMAGES["postgres-exporter"],
     }
 
 SUITE = "trixie"
@@ -296,11 +298,10 @@ def build_archive(target: Path) -> None:
                               work / "build-minio.log",
                               {"LOCALBUCKET_WHEEL": LOCALBUCKET_WHEEL})
                 _log(f"built {STANDIN_IMAGES['minio']}: {time.monotonic() - t0:.0f}s")
-                _docker_build(daemon, STANDIN_IMAGES["nginx"], IMAGES_DIR / "nginx", work / "build-nginx.log")
-                _log(f"built {STANDIN_IMAGES['nginx']}: {time.monotonic() - t0:.0f}s")
-                _docker_build(daemon, STANDIN_IMAGES["node-exporter"], IMAGES_DIR / "node-exporter",
-                              work / "build-node-exporter.log")
-                _log(f"built {STANDIN_IMAGES['node-exporter']}: {time.monotonic() - t0:.0f}s")
+                # The rest: a Dockerfile on the base each, nothing else.
+                for name in ("nginx", "node-exporter", "postgres-exporter"):
+                    _docker_build(daemon, STANDIN_IMAGES[name], IMAGES_DIR / name, work / f"build-{name}.log")
+                    _log(f"built {STANDIN_IMAGES[name]}: {time.monotonic() - t0:.0f}s")
             finally:
                 pg_thread.join()
             if errors:
