@@ -42,8 +42,8 @@ def run_with_fake_pytest(monkeypatch, tmp_path, seconds: dict[str, float], faili
 
 
 def test_the_vm_lane_takes_modules_once_its_guest_is_done(monkeypatch, tmp_path):
-    vm_first = " ".join(a for a in run_tests.LANE_FIRST["vm"] if a.startswith("tests/"))
-    main_first = " ".join(a for a in run_tests.LANE_FIRST["main"] if a.startswith("tests/"))
+    vm_first, main_first = run_tests.describe(run_tests.LANE_FIRST["vm"]), run_tests.describe(run_tests.LANE_FIRST["main"])
+    assert vm_first == f"tests/harness {run_tests.VM_MODULE}"  # not the deselected test
     code, results = run_with_fake_pytest(monkeypatch, tmp_path, {vm_first: 0.3, main_first: 0.05, "a.py": 1.0})
     assert code == 0
     by_lane = {what: lane for lane, what, _, _ in results}
