@@ -17,6 +17,7 @@ from typing import Any
 from pyinfra.api import DeployError
 
 from mlflow_stack.config.cluster import STANDALONE, Cluster, ClusterError, cluster_of
+from mlflow_stack.config.local_files import content_name
 from mlflow_stack.config.model import StackConfig, _url_host
 from mlflow_stack.config.releases import lock_file
 from mlflow_stack.config.rules import cluster_errors, cross_errors, typo_errors
@@ -69,7 +70,8 @@ def load_config(data: dict[str, Any], inventory_name: str, environ: dict[str, st
     return StackConfig(inventory_name=inventory_name, cluster=cluster, **values,
                        mlflow_lock=lock_file(values["mlflow_version"]).read_bytes(),
                        postgres_ca_name=_content_name("postgres-ca", values["postgres_ca_file"]),
-                       s3_ca_name=_content_name("s3-ca", values["s3_ca_file"]))
+                       s3_ca_name=_content_name("s3-ca", values["s3_ca_file"]),
+                       image_archive_names=tuple(content_name(a) for a in values["docker_image_archives"]))
 
 
 def _data_host_backends(values: dict[str, Any], cluster: Cluster) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class StackConfig(Settings):
     mlflow_lock: bytes = field(repr=False, default=b"")  # the release's hash-locked requirements
     postgres_ca_name: str | None = None  # the uploaded name of postgres_ca_file, by its content
     s3_ca_name: str | None = None  # the same for s3_ca_file
+    image_archive_names: tuple[str, ...] = ()  # docker_image_archives' names on the host, by content
     cluster: Cluster = field(default=Cluster(STANDALONE))
 
     @property

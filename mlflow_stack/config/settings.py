@@ -108,7 +108,8 @@ class Settings:
     docker_live_restore: bool = docker_setting(True, checks.boolean,
         "Containers keep running while dockerd restarts.")
     docker_image_archives: tuple[str, ...] = docker_setting([], checks.local_files,
-        "Local `docker save` tarballs uploaded and loaded before the start (air-gapped servers).", read=tuple)
+        "Local `docker save` tarballs uploaded and loaded before the start (air-gapped servers); each is "
+        "loaded once, kept on the host under a name made from its content.", read=tuple)
     extra_ca_certificates: tuple[str, ...] = docker_setting([], checks.local_files,
         "Local PEM files trusted by the host and the MLflow image build (TLS-intercepting proxy, private "
         "mirror).", read=tuple)

@@ -85,8 +85,8 @@ def planned_facts(config: StackConfig) -> list[PlannedFact]:
         planned += _uploaded(f"{config.ca_dir}/ca.crt") + _uploaded(f"{config.tls_dir}/ca.crt")
     # load_image_archives
     planned.append(_listed(f"{stack}/images"))
-    planned += [step for archive in config.docker_image_archives
-                for step in _uploaded(f"{stack}/images/{Path(archive).name}")]
+    planned += [(File, {"path": f"{stack}/images/{name}{marker}"}) for name in config.image_archive_names
+                for marker in ("", ".loaded")]
     # apply_database_password, protect_data, start_stack
     if "postgres" in config.service_names:
         planned += [(facts.DatabasePasswordState, database), (facts.DatabaseCluster, dict(database))]

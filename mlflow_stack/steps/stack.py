@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy
+from pyinfra.facts.files import File
 from pyinfra.operations import docker, files, server
 from pyinfra.operations.util import any_changed
 
@@ -18,19 +20,25 @@ from mlflow_stack.steps.stack_files import mlflow_image_ref, remove_stale_files,
 
 @deploy("Load image archives")
 def load_image_archives(config: StackConfig | None = None):
-    """For air-gapped hosts: upload `docker save` tarballs and load each one that changed."""
+    """For air-gapped hosts: upload `docker save` tarballs and load each one not loaded yet.
+    The host's copy is named by its content (config.image_archive_names) and gets a marker once
+    loaded: a rerun asks whether both exist, and hashes a GB-sized file on neither side.
+    Returns the loads (a new image: the stack must come up again)."""
     config = config or config_from_host()
-    uploads = []
-    for archive in config.docker_image_archives:
-        remote = f"{config.stack_dir}/images/{Path(archive).name}"
-        upload = files.put(name=f"Upload image archive {Path(archive).name}", src=archive, dest=remote,
-                           user="root", group="root", mode="600")
-        server.shell(name=f"Load image archive {Path(archive).name}", commands=[f"docker load --input {remote}"],
-                     _if=upload.did_change)
-        uploads.append(upload)
+    loads, wanted = [], {}
+    for archive, name in zip(config.docker_image_archives, config.image_archive_names):
+        remote, marker = f"{config.stack_dir}/images/{name}", f"{config.stack_dir}/images/{name}.loaded"
+        wanted.update({name: archive, f"{name}.loaded": archive})
+        copy = host.get_fact(File, path=remote)
+        if copy and copy.get("size") == os.path.getsize(archive) and host.get_fact(File, path=marker):
+            continue  # uploaded whole and loaded by an earlier run
+        files.put(name=f"Upload image archive {Path(archive).name}", src=archive, dest=remote,
+                  user="root", group="root", mode="600")
+        loads.append(server.shell(name=f"Load image archive {Path(archive).name}",
+                                  commands=[f"docker load --input {remote} && touch {marker}"]))
     # An archive dropped from the config is only disk space on the host now.
-    remove_stale_files(f"{config.stack_dir}/images", {Path(a).name: a for a in config.docker_image_archives})
-    return uploads
+    remove_stale_files(f"{config.stack_dir}/images", wanted)
+    return loads
 
 
 @deploy("Build the MLflow image and start the stack")

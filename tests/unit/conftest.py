@@ -15,8 +15,9 @@ def _no_secret_env(monkeypatch):
 @pytest.fixture(autouse=True)
 def _local_files_in_tmp(tmp_path, monkeypatch):
     """What the deploy writes on the control machine (the fetched CA certificate, under
-    tls_ca_local_dir relative to where pyinfra runs) lands in the test's own directory."""
+    tls_ca_local_dir relative to where pyinfra runs; the digest cache) lands in the test's own directory."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture

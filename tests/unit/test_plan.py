@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import runpy
 from pathlib import Path
@@ -118,8 +120,8 @@ def expected_file_modes(config) -> dict[str, int]:
         name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".crt"
         modes[f"{HOST_CA_DIR}/{name}"] = 644
         modes[f"{config.stack_dir}/build/ca-certificates/{name}"] = 644
-    for path in config.docker_image_archives:
-        modes[f"{config.stack_dir}/images/{path.rsplit('/', 1)[-1]}"] = 600
+    for name in config.image_archive_names:
+        modes[f"{config.stack_dir}/images/{name}"] = 600
     if config.external_database or config.external_s3:
         modes.update({f"{config.stack_dir}/{script}": 755 for script in stack_files.BACKEND_CHECK_SCRIPTS})
     modes.update({f"{config.stack_dir}/{name}": 644 for name in stack_files.backend_ca_files(config).values()})
@@ -506,16 +508,60 @@ def test_removed_ca_certificate_leaves_the_build_context():
 # --- image archives and the stack --------------------------------------------------------------
 
 
-def test_image_archives_are_uploaded_and_loaded(tmp_path):
+def test_image_archives_are_uploaded_by_content_and_loaded(tmp_path):
     archive = tmp_path / "postgres-17.tar"
     archive.write_bytes(b"fake docker save output")
     config = make_config(docker_image_archives=[str(archive)])
-    remote = f"{config.stack_dir}/images/postgres-17.tar"
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:12]
+    remote = f"{config.stack_dir}/images/postgres-17-{digest}.tar"
     result = plan(stack.load_image_archives, config, fresh_facts())
     assert result.uploads[remote] == archive.read_bytes()
-    assert f"docker load --input {remote}" in result.commands
+    assert f"docker load --input {remote} && touch {remote}.loaded" in result.commands
     assert f"chmod 600 {remote}" in result.commands
-    assert plan(stack.load_image_archives, config, converged_facts(config)).changing == {}
+    assert [op for op in result.changing if op.startswith("Load image archives | Load image archive postgres-17.tar")]
+
+
+def test_a_loaded_archive_is_neither_hashed_nor_asked_for_its_checksum_again(tmp_path, monkeypatch):
+    archive = tmp_path / "postgres-17.tar"
+    archive.write_bytes(b"fake docker save output")
+    config = make_config(docker_image_archives=[str(archive)])
+    remote = f"{config.stack_dir}/images/{config.image_archive_names[0]}"
+    facts = converged_facts(config)
+    facts["File"] = {**facts["File"], remote: {**root_file(600), "size": archive.stat().st_size},
+                     f"{remote}.loaded": root_file(600)}
+    def no_hash(*args, **kwargs):
+        raise AssertionError("hashed an archive on a rerun")
+    monkeypatch.setattr("pyinfra.api.util.get_file_sha1", no_hash)
+    assert plan(stack.load_image_archives, config, facts).ops == []
+    # Loaded but the marker is gone (a load that failed half-way): loaded again, not uploaded.
+    del facts["File"][f"{remote}.loaded"]
+    monkeypatch.undo()
+    again = plan(stack.load_image_archives, config, facts)
+    assert list(again.changing) == ["Load image archives | Load image archive postgres-17.tar"], again.changing
+    # Another content is another name: uploaded and loaded; the old copy and marker go.
+    archive.write_bytes(b"a newer docker save output")
+    newer = make_config(docker_image_archives=[str(archive)])
+    assert newer.image_archive_names != config.image_archive_names
+    facts["File"][f"{remote}.loaded"] = root_file(600)
+    facts["FindFiles"] = {**facts.get("FindFiles", {}), f"{config.stack_dir}/images": [remote, f"{remote}.loaded"]}
+    replaced = plan(stack.load_image_archives, newer, facts)
+    assert f"{config.stack_dir}/images/{newer.image_archive_names[0]}" in replaced.uploads
+    assert {f"rm -f {remote}", f"rm -f {remote}.loaded"} <= set(replaced.commands)
+
+
+def test_the_archive_digest_is_computed_once_per_version_of_the_file(tmp_path, monkeypatch):
+    from mlflow_stack.config import local_files
+    archive = tmp_path / "images.tar"
+    archive.write_bytes(b"x" * 3_000_000)
+    first = local_files.content_name(str(archive))
+    assert first == f"images-{hashlib.sha256(archive.read_bytes()).hexdigest()[:12]}.tar"
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    assert local_files.content_name(str(archive)) == first and str(archive) not in opened  # from the cache
+    archive.write_bytes(b"y" * 3_000_000)  # same size, new mtime: hashed again
+    os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 1_000_000))
+    assert local_files.content_name(str(archive)) != first
 
 
 def test_no_archives_no_operations():

@@ -22,7 +22,8 @@ def test_the_config_has_one_field_per_setting_in_the_table_order():
     # of a cluster, which the inventory's groups decide (config/cluster.py). Typed: each field's
     # type is written out (in Settings for a setting).
     assert [field.name for field in fields(StackConfig)] == [*DEFAULTS, "inventory_name", "mlflow_lock",
-                                                               "postgres_ca_name", "s3_ca_name", "cluster"]
+                                                               "postgres_ca_name", "s3_ca_name", "image_archive_names",
+                                                               "cluster"]
     assert all(isinstance(field.type, str) and field.type for field in fields(StackConfig))
 
 
