@@ -8,16 +8,14 @@ what is allowed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from pyinfra.api import DeployError
 
 from mlflow_stack.config.cluster import STANDALONE, Cluster, ClusterError, cluster_of
-from mlflow_stack.config.local_files import content_name
+from mlflow_stack.config.local_files import content_name, sha256_of
 from mlflow_stack.config.model import StackConfig, _url_host
 from mlflow_stack.config.releases import lock_file
 from mlflow_stack.config.rules import cluster_errors, cross_errors, typo_errors
@@ -90,7 +88,7 @@ def _content_name(stem: str, path: str | None) -> str | None:
     running containers read."""
     if path is None:
         return None
-    return f"{stem}-{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]}.crt"
+    return f"{stem}-{sha256_of(path)[:12]}.crt"
 
 
 def config_from_host() -> StackConfig:

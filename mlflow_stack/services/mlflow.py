@@ -7,6 +7,7 @@ from .model import (BUILT_IMAGE, S3_CA_MOUNT, ComposeContext, ConfigFile, DataDi
                     Topology, answers_http, base, healthcheck, mounts_and_ports, secret)
 
 ORDER = 50
+PORT = 5000  # MLflow's inside its container (the proxy, the balancer and the exporters' route reach it there)
 # MLflow's Prometheus files (--expose-prometheus, with metrics_networks): a tmpfs of each server's
 # own, empty at every start (prometheus_client names them by PID, which two containers share).
 METRICS_DIR = "/run/mlflow-metrics"
@@ -26,7 +27,7 @@ def service(topology: Topology) -> Service | None:
         return None
     return server_service("mlflow", topology, compose,
                           # With TLS the proxy publishes the port instead: plain HTTP stays in the compose network.
-                          ports=(Port("mlflow_port", "mlflow_bind_address", container_port=5000, plain_only=True),))
+                          ports=(Port("mlflow_port", "mlflow_bind_address", container_port=PORT, plain_only=True),))
 
 
 def server_service(name: str, topology: Topology, compose, ports: tuple[Port, ...] = (), tls_only: bool = False) -> Service:
@@ -42,7 +43,7 @@ def server_service(name: str, topology: Topology, compose, ports: tuple[Port, ..
                                  *s3_ca(topology), ConfigFile("tls/ca.crt", "/etc/mlflow-stack/ca.crt", tls_only=True)),
                    ports=ports, tls_only=tls_only, compose=compose,
                    # --expose-prometheus (server_entry) serves them at the server's own /metrics.
-                   metrics=MetricsRoute(f"/metrics/{name}", 5000) if topology.metrics else None)
+                   metrics=MetricsRoute(f"/metrics/{name}", PORT) if topology.metrics else None)
 
 
 def compose(service: Service, context: ComposeContext) -> dict:
@@ -78,7 +79,7 @@ def server_entry(service: Service, context: ComposeContext, workers: int, server
     }
     metrics = [f"--expose-prometheus={METRICS_DIR}"] if config.metrics_networks else []
     entry["command"] = [
-        "mlflow", "server", "--host=0.0.0.0", "--port=5000", f"--workers={workers}",
+        "mlflow", "server", "--host=0.0.0.0", f"--port={PORT}", f"--workers={workers}",
         "--serve-artifacts", f"--artifacts-destination={config.artifacts_destination}", *server_options,
         *config.mlflow_app_options, *metrics,
     ]
@@ -86,7 +87,7 @@ def server_entry(service: Service, context: ComposeContext, workers: int, server
         entry["tmpfs"] = [METRICS_DIR]
     entry.update(mounts_and_ports(service, context))
     entry["healthcheck"] = healthcheck(
-        answers_http(5000, "/health"),
+        answers_http(PORT, "/health"),
         retries=30,
         # Its first start may take as long as the deploy waits for it (slow or emulated hosts):
         # failed checks before then do not mark it unhealthy; the first passing one ends the wait.
