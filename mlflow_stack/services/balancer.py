@@ -27,5 +27,5 @@ def compose(service: Service, context: ComposeContext) -> dict:
         "command": ["nginx", "-g", "daemon off;"],
         **mounts_and_ports(service, context),
         # It listens; the tracking servers' own health is the balancer's business per request.
-        "healthcheck": healthcheck(listens(context.config.mlflow_port), retries=20, start_period="10s"),
+        "healthcheck": healthcheck(listens(context.config.mlflow_port), context.config),
     }

@@ -43,5 +43,5 @@ def compose(service: Service, context: ComposeContext) -> dict:
         "networks": {"default": {"aliases": list(config.minio_network_aliases)}},
         # Clients fetch artifacts with presigned URLs that point here (no credentials needed).
         **mounts_and_ports(service, context),
-        "healthcheck": healthcheck(["CMD", "mc", "ready", "local"], retries=20, start_period="30s"),
+        "healthcheck": healthcheck(["CMD", "mc", "ready", "local"], config),
     }

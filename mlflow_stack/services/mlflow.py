@@ -86,12 +86,7 @@ def server_entry(service: Service, context: ComposeContext, workers: int, server
     if metrics:
         entry["tmpfs"] = [METRICS_DIR]
     entry.update(mounts_and_ports(service, context))
-    entry["healthcheck"] = healthcheck(
-        answers_http(PORT, "/health"),
-        retries=30,
-        # Its first start may take as long as the deploy waits for it (slow or emulated hosts):
-        # failed checks before then do not mark it unhealthy; the first passing one ends the wait.
-        start_period=f"{config.mlflow_health_timeout}s")
+    entry["healthcheck"] = healthcheck(answers_http(PORT, "/health"), config)
     # It starts once the database is up, the bucket exists and the schema is this MLflow's.
     waits_for = {"postgres": "service_healthy", "create-bucket": "service_completed_successfully"}
     entry["depends_on"] = {name: {"condition": condition} for name, condition in waits_for.items()

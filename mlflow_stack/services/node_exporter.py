@@ -29,6 +29,5 @@ def compose(service: Service, context: ComposeContext) -> dict:
                     "--collector.textfile.directory=/textfile", f"--web.listen-address=:{PORT}"],
         "volumes": ["/proc:/host/proc:ro", "/sys:/host/sys:ro", "/:/host/root:ro", *volumes(service, context)],
         # The official image is busybox-based: wget, no bash.
-        "healthcheck": healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/"],
-                                   retries=20, start_period="10s"),
+        "healthcheck": healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/"], context.config),
     }

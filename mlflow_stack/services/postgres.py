@@ -29,6 +29,5 @@ def compose(service: Service, context: ComposeContext) -> dict:
             "PGDATA": "/var/lib/postgresql/data",
         },
         **mounts_and_ports(service, context),
-        "healthcheck": healthcheck(["CMD", "pg_isready", "-U", config.postgres_user, "-d", config.postgres_db],
-                                   retries=20, start_period="60s"),
+        "healthcheck": healthcheck(["CMD", "pg_isready", "-U", config.postgres_user, "-d", config.postgres_db], config),
     }

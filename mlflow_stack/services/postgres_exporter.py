@@ -32,6 +32,5 @@ def compose(service: Service, context: ComposeContext) -> dict:
         # the lab's alert fires on), and compose stops a service's dependents along with it.
         "command": [f"--web.listen-address=:{PORT}"],
         # The official image is busybox-based: wget, no bash.
-        "healthcheck": healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/"],
-                                   retries=20, start_period="10s"),
+        "healthcheck": healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/"], config),
     }

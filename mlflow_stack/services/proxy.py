@@ -29,7 +29,7 @@ def compose(service: Service, context: ComposeContext) -> dict:
         # traffic goes through it by the name its presigned URLs carry.
         "networks": {"default": {"aliases": list(config.proxy_network_aliases)}},
         **mounts_and_ports(service, context),
-        "healthcheck": healthcheck(listens(config.mlflow_port, config.minio_api_port), retries=20, start_period="10s"),
+        "healthcheck": healthcheck(listens(config.mlflow_port, config.minio_api_port), config),
     }
 
 
