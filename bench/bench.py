@@ -150,6 +150,21 @@ def bench_metrics(target, deployer: Deployer) -> None:
           "node exporter memory " + ", ".join(f"{mib:.0f} MiB" for mib in exporter_memory.values()))
 
 
+IDLE_SECONDS = 60
+# CPU time of every process on the target, the reaped ones included (a health probe is a process
+# that exits: its time moves to its parent's cutime/cstime), in clock ticks.
+CPU_TICKS = ("python3 -c 'import glob\nt = 0\nfor f in glob.glob(\"/proc/[0-9]*/stat\"):\n"
+             "    try: t += sum(map(int, open(f).read().rsplit(\")\", 1)[1].split()[11:15]))\n"
+             "    except OSError: pass\nprint(t)'")
+
+
+def idle_cpu_percent(target) -> float:
+    """What the healthy, unused stack costs the server: % of one core over IDLE_SECONDS."""
+    out = target.ssh(f"{CPU_TICKS}; sleep {IDLE_SECONDS}; {CPU_TICKS}; getconf CLK_TCK").stdout.split()
+    before, after, ticks_per_second = map(int, out)
+    return 100 * (after - before) / ticks_per_second / IDLE_SECONDS
+
+
 def bench_deploy(target, deployer: Deployer, first_seconds: float) -> None:
     reruns = [deployer.run(extra_args=("--debug",)).check() for _ in range(5)]
     for rerun in reruns:
@@ -160,12 +175,15 @@ def bench_deploy(target, deployer: Deployer, first_seconds: float) -> None:
                "--oneshot create-bucket --oneshot migrate-db --service postgres --service minio --service mlflow "
                "--service mlflow-api --service proxy")
     up_to_healthy = time.monotonic() - started
+    idle = idle_cpu_percent(target)
     print("deploy:")
     print(f"  first run (fresh target, image build included): {first_seconds:.1f} s")
     print(f"  no-change rerun: median {statistics.median(r.seconds for r in reruns):.1f} s "
           f"(min {min(r.seconds for r in reruns):.1f}, max {max(r.seconds for r in reruns):.1f}), "
           f"{len(reruns[0].unchanged)} operations, 0 changed, {reruns[0].remote_commands} remote commands")
     print(f"  compose up -> all healthy (stopped stack): {up_to_healthy:.1f} s")
+    print(f"  idle stack, {IDLE_SECONDS} s after it is healthy: {idle:.1f} % of a core (dockerd, containerd, "
+          "the services and their health probes)")
 
 
 def main() -> None:

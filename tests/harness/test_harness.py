@@ -125,7 +125,7 @@ def test_container_ssh_logins_do_not_wait_for_user_manager():
     try:
         other.ssh("for i in $(seq 50); do systemctl is-active -q user@0.service && exit 0; sleep 0.2; done; exit 1")
         times = []
-        for _ in range(5):
+        for _ in range(3):  # the first login, then two after the user manager's stop began
             started = time.monotonic()
             t.ssh("true", timeout=180)
             times.append(round(time.monotonic() - started, 1))
