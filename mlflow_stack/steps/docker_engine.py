@@ -35,6 +35,10 @@ LEGACY_APT_FILES = [
     "/etc/apt/keyrings/docker.gpg",
 ]
 KEYRING = "/etc/apt/keyrings/docker.asc"
+# The health checks' start_interval (services/model.py) needs Docker Engine 25; Compose refuses it
+# on an older one. A fresh install from either source is newer; an engine already installed is kept.
+MIN_ENGINE_MAJOR = 25
+ENGINE_PACKAGES = ("docker-ce", "docker.io")
 
 
 def detect_release() -> tuple[str, int, str]:
@@ -74,6 +78,7 @@ def install_docker(config: StackConfig | None = None):
                 f"docker_source = 'distro': {dist_id} {major} on {host.name} has no Compose v2 package; "
                 "use docker_source = 'official' (or upgrade to Debian 13 / Ubuntu 24.04)"
             )
+    refuse_an_old_engine(packages)
     apt.packages(name="Install Docker packages", packages=packages, update=_missing(packages))
 
     daemon = files.put(
@@ -121,6 +126,25 @@ def _official_repo(config: StackConfig, dist_id: str, codename: str) -> list[str
     )
     apt.update(name="Update apt lists for Docker's repository", _if=repo.did_change)
     return OFFICIAL_PACKAGES
+
+
+def engine_major(version: str) -> int | None:
+    """26 of "26.1.5+dfsg1-9", "5:27.3.1-1~debian.12~bookworm" or "24.0.7-0ubuntu4"."""
+    digits = version.split(":")[-1].split(".")[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def refuse_an_old_engine(packages: list[str]) -> None:
+    """A DeployError before any change when the engine this deploy keeps is older than 25."""
+    installed = host.get_fact(DebPackages)
+    for name in (name for name in packages if name in ENGINE_PACKAGES):
+        for version in installed.get(name, []):
+            major = engine_major(version)
+            if major is not None and major < MIN_ENGINE_MAJOR:
+                raise DeployError(
+                    f"on {host.name}: Docker Engine {version} ({name}) is older than {MIN_ENGINE_MAJOR}, which the "
+                    f"stack's health checks need (Compose's healthcheck.start_interval); upgrade it first "
+                    f"(apt-get install --only-upgrade {name}) and run the deploy again")
 
 
 def _missing(packages: list[str]) -> bool:

@@ -159,7 +159,7 @@ def converged_facts(config, distro: str = "debian12") -> dict:
         sha1s[ca_file], files_present[ca_file] = sha1(b"the CA certificate"), root_file(644)
     facts = fresh_facts(distro)
     facts.update(
-        DebPackages={name: ["1.0"] for name in packages},
+        DebPackages={name: ["27.3.1-1"] for name in packages},
         File=files_present,
         Directory=directories,
         Sha1File=sha1s,
@@ -265,6 +265,25 @@ def test_distro_packages_where_they_ship_compose_v2(distro):
     assert installed(result.commands) == DISTRO[distro]
     assert SOURCES_FILE not in result.uploads
     assert not any("download.docker.com" in c or " remove " in c for c in result.commands)
+
+
+@pytest.mark.parametrize("source, package, version", [
+    ("distro", "docker.io", "24.0.7-0ubuntu4"), ("official", "docker-ce", "5:24.0.9-1~ubuntu.24.04~noble")])
+def test_an_installed_engine_older_than_25_is_refused_before_any_change(source, package, version):
+    facts = fresh_facts("ubuntu2404")
+    facts["DebPackages"] = {package: [version], "vim": ["9"]}
+    with pytest.raises(DeployError, match=r"Docker Engine .* older than 25") as caught:
+        plan(docker_engine.install_docker, make_config(docker_source=source), facts)
+    assert version in str(caught.value) and f"--only-upgrade {package}" in str(caught.value)
+
+
+@pytest.mark.parametrize("version", ["26.1.5+dfsg1-9+b1", "5:27.3.1-1~debian.12~bookworm", "25.0.0-1"])
+def test_an_installed_engine_of_25_or_later_is_kept(version):
+    assert docker_engine.engine_major(version) >= 25
+    facts = fresh_facts("debian13")
+    facts["DebPackages"] = {"docker.io": [version], "docker-compose": ["2.26.1-4"]}
+    commands = plan(docker_engine.install_docker, make_config(docker_source="distro"), facts).commands
+    assert not [c for c in commands if "apt-get" in c and "docker.io" in c], commands  # kept as it is
 
 
 @pytest.mark.parametrize("distro", ["debian12", "ubuntu2204"])
