@@ -14,6 +14,7 @@ import os
 import pprint
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -149,15 +150,31 @@ def read_secrets(target) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def http_json(url: str, payload: dict | None = None) -> dict:
-    """A call to the tracking API as the suite's admin."""
+def http_json(url: str, payload: dict | None = None, ca: str | None = None) -> dict:
+    """A call to the tracking API as the suite's admin (https: trusting the CA file `ca`)."""
     data = json.dumps(payload).encode() if payload is not None else None
     token = base64.b64encode(f"{E2E_ADMIN_USER}:{E2E_ADMIN_PASSWORD}".encode()).decode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json",
                                                               "Authorization": f"Basic {token}"},
                                      method="POST" if data else "GET")
-    with urllib.request.urlopen(request, timeout=30) as response:
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    with urllib.request.urlopen(request, timeout=30, context=context) as response:
         return json.loads(response.read() or b"{}")
+
+
+def run_status(deployer, fmt: str = "text") -> DeployResult:
+    """status.py, which must plan no operation."""
+    result = deployer.run(overrides={"status_format": fmt}, deploy="status.py").check()
+    assert result.changed == [] and result.unchanged == [], "status.py must plan no operation"
+    return result
+
+
+def status_document(result: DeployResult) -> dict:
+    """The one host's part of status.py's JSON document (status_format = "json")."""
+    start = result.stdout.index('{\n  "hosts"')
+    hosts = json.loads(result.stdout[start:result.stdout.index("\n}\n", start) + 2])["hosts"]
+    assert len(hosts) == 1, list(hosts)
+    return next(iter(hosts.values()))
 
 
 def client_env(tracking_uri: str, home: Path) -> dict:

@@ -16,7 +16,7 @@ import pytest
 
 from mlflow_stack.services import stack_services
 from tests.e2e.support import (Deployer, assert_stack_healthy, compose_status, read_secrets, run_client,
-                               stack_warnings)
+                               run_status, stack_warnings, status_document)
 from tests.harness.fixtures import _FACTORY_RANGE, _start_in_range
 
 DB_PASSWORD = "db-" + uuid.uuid4().hex
@@ -166,11 +166,7 @@ def test_a_classic_file_store_is_imported_into_the_external_bucket(server, backe
 
 
 def test_status_reads_the_external_database_through_mlflow(server):
-    from tests.e2e.test_status import json_document
-
-    result = server["deployer"].run(overrides={"status_format": "json"}, deploy="status.py").check()
-    assert result.changed == [] and result.unchanged == [], "status.py must plan no operation"
-    document = json_document(result)
+    document = status_document(run_status(server["deployer"], "json"))
     assert set(document["services"]) == {"migrate-db", "mlflow"}
     assert document["database"]["revision"] == document["schema_revision_expected"], document["database"]
     assert int(document["database"]["runs"]) >= 1 and int(document["database"]["users"]) >= 1

@@ -1,12 +1,20 @@
-"""Import of a classic MLflow data set (issue 11), on one container target over SSH with the
-real pyinfra CLI, TLS at its default (self-signed; the suite's shared settings turn it off).
-The stack is deployed; on the target, the MLflow client inside the built MLflow image writes a
-classic data set the way the classic setup does (a store and `file://` artifacts on a bind
-mount, seen as /app in the container); `import_classic.py` brings it in; a client on this
-machine (trusting the fetched CA) finds everything through the stack. First a file store, then
-a SQLite store with one 500 MiB artifact (uploaded by presigned multipart URLs through the TLS
-proxy), then a PostgreSQL database (a second database in the stack's own PostgreSQL); the
-experiments have the same names each time (merged).
+"""Import of a classic MLflow data set (issue 11), then the day-two verbs, on one container
+target over SSH with the real pyinfra CLI: TLS at its default (self-signed; the suite's shared
+settings turn it off), deployed by a sudo user, the host known by a DNS name only this machine
+resolves, backups scheduled.
+
+The import: the MLflow client inside the built MLflow image writes a classic data set the way the
+classic setup does (a store and `file://` artifacts on a bind mount, seen as /app in the
+container); `import_classic.py` brings it in; a client on this machine (trusting the fetched CA)
+finds everything through the stack. First a file store, then a SQLite store with one 500 MiB
+artifact (uploaded by presigned multipart URLs through the TLS proxy), then a PostgreSQL database
+(a second database in the stack's own PostgreSQL); the experiments have the same names each time
+(merged).
+
+The day-two verbs, on the same stack with its imported data: status.py and logs.py on a healthy,
+a degraded and a stopped stack (read-only: no operation, nothing changes); uninstall.py keeping
+the data, then deploy.py bringing the same data back; the data removed only when confirmed by
+the host's name. (One target for both: a fresh deploy less in the suite.)
 
 The tests share the target and run in order.
 """
@@ -20,7 +28,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import Deployer, read_secrets, run_client, s3_client
+from .support import (Deployer, compose_status, control_machine_hosts_entry, http_json, read_secrets, run_client,
+                      run_status, s3_client, stack_warnings, status_document)
 
 pytestmark = pytest.mark.e2e
 
@@ -70,16 +79,21 @@ def old_database_digest(target) -> str:
 
 @pytest.fixture(scope="module")
 def deployer(container_target, settings, tmp_path_factory):
-    """TLS at its default: the shared settings without "tls"; the CA fetched per inventory name."""
+    """TLS at its default: the shared settings without "tls"; the CA fetched per inventory name, a
+    DNS name that only this machine resolves; a sudo user; backups scheduled (status shows when)."""
     ca_dir = tmp_path_factory.mktemp("ca")
+    name = f"import-{container_target.name}.lab.test"
     defaults = {key: value for key, value in settings.items() if key != "tls"}
-    deployer = Deployer(container_target, {**defaults, "tls_ca_local_dir": str(ca_dir)},
-                        workdir=tmp_path_factory.mktemp("deploy-import"))
-    deployer.run().check()
-    deployer.ca = str(ca_dir / deployer.name / "ca.crt")
-    deployer.uri = f"https://{container_target.address}:5000"
-    deployer.imported = False  # set by each import: the next one merges (the module's tests run in order)
-    return deployer
+    deployer = Deployer(container_target, {**defaults, "tls_ca_local_dir": str(ca_dir),
+                                           "backup_schedule": "*-*-* 03:00:00"},
+                        user="labadmin", workdir=tmp_path_factory.mktemp("deploy-import"), name=name)
+    with control_machine_hosts_entry(name, container_target.address):
+        assert container_target.ssh(f"getent hosts {name}", check=False).returncode != 0, "the target must not resolve it"
+        deployer.run().check()
+        deployer.ca = str(ca_dir / name / "ca.crt")
+        deployer.uri = f"https://{name}:5000"
+        deployer.imported = False  # set by each import: the next one merges (the module's tests run in order)
+        yield deployer
 
 
 def read_imported(deployer, workdir: Path, model: str, model_run: str) -> dict:
@@ -89,7 +103,7 @@ def read_imported(deployer, workdir: Path, model: str, model_run: str) -> dict:
 
 
 def bucket(deployer):
-    return s3_client(f"https://{deployer.target.address}:9000", read_secrets(deployer.target), verify=deployer.ca)
+    return s3_client(f"https://{deployer.name}:9000", read_secrets(deployer.target), verify=deployer.ca)
 
 
 def distinct(metrics: dict) -> dict:
@@ -221,3 +235,80 @@ def test_postgresql_database_is_read_in_read_only_sessions_and_left_unchanged(co
     assert refused.returncode != 0
     assert "read-only transaction" in refused.stdout + refused.stderr
     assert old_database_digest(target) == dropped
+
+
+# The day-two verbs, on the stack with the imported data.
+
+def test_status_of_a_healthy_stack(container_target, deployer):
+    before = compose_status(container_target)
+    text = run_status(deployer).stdout
+    assert f"== {deployer.name} (standalone): https://{deployer.name}:5000, MLflow 3.17.2" in text
+    assert "no warnings" in text and "users" in text and "runs" in text
+    document = status_document(run_status(deployer, "json"))
+    assert stack_warnings(document) == []
+    assert {name: service["healthy"] for name, service in document["services"].items()} == {
+        name: True for name in before}
+    assert document["database"]["revision"] == document["schema_revision_expected"]
+    assert int(document["database"]["users"]) >= 1
+    assert int(document["database"]["runs"]) >= 5  # the imported ones (active)
+    assert "mlflow-backup" in document["schedules"] and document["schedules"]["mlflow-backup"]["next_run"]
+    assert document["disk"]["filesystem"]["free_percent"] > 0
+    assert compose_status(container_target) == before  # read-only
+
+
+def test_logs_of_one_service(deployer):
+    result = deployer.run(overrides={"logs_service": "mlflow", "logs_lines": 5}, deploy="logs.py").check()
+    assert result.changed == [] and result.unchanged == []
+    assert "the last 5 lines of mlflow" in result.stdout and "mlflow-1  |" in result.stdout
+
+
+def test_a_degraded_then_stopped_stack_is_reported_not_changed(container_target, deployer):
+    long_running = sorted(name for name, service in compose_status(container_target).items()
+                          if service["state"] == "running")
+    assert {"minio", "mlflow", "mlflow-api", "postgres", "proxy"} <= set(long_running), long_running
+    container_target.ssh("cd /srv/mlflow && docker compose stop minio")
+    document = status_document(run_status(deployer, "json"))
+    assert "minio is not healthy (exited)" in document["warnings"], document["warnings"]
+    assert compose_status(container_target)["minio"]["state"] == "exited"  # status changed nothing
+    container_target.ssh("cd /srv/mlflow && docker compose stop")
+    document = status_document(run_status(deployer, "json"))
+    assert {document["services"][name]["state"] for name in long_running} == {"exited"}
+    assert sorted(document["warnings"]) == [f"{name} is not healthy (exited)" for name in long_running]
+    assert document["database"].get("revision") is None  # nothing to ask: no error either
+    # The deploy brings it back.
+    assert deployer.run().check().changed
+    assert stack_warnings(status_document(run_status(deployer, "json"))) == []
+
+
+def test_uninstall_keeps_the_data_and_a_deploy_brings_it_back(container_target, deployer):
+    target, uri = container_target, f"{deployer.uri}/api/2.0/mlflow"
+    experiment = http_json(f"{uri}/experiments/create", {"name": "kept-through-uninstall"}, ca=deployer.ca)["experiment_id"]
+    secrets_before = target.ssh("sha256sum /srv/mlflow/.env").stdout
+    removed = deployer.run(deploy="uninstall.py").check()
+    assert removed.changed
+    assert target.ssh("docker ps -aq --filter label=com.docker.compose.project=mlflow").stdout.strip() == ""
+    assert target.ssh("docker image ls -q mlflow-stack/mlflow").stdout.strip() == ""
+    assert target.ssh("ls /etc/systemd/system/ | grep -c mlflow-", check=False).stdout.strip() == "0"
+    for gone in ("compose.yaml", "mlflow.env", "auth.ini", "nginx.conf", "build", "images", "backup.sh"):
+        assert target.ssh(f"test -e /srv/mlflow/{gone}", check=False).returncode != 0, gone
+    for kept in ("data/postgres", "data/minio", ".env"):
+        assert target.ssh(f"test -e /srv/mlflow/{kept}", check=False).returncode == 0, kept
+    assert deployer.run(deploy="uninstall.py").check().changed == []  # again: nothing left to do
+    document = status_document(run_status(deployer, "json"))
+    assert {service["state"] for service in document["services"].values()} == {"missing"}
+
+    deployer.run().check()
+    assert target.ssh("sha256sum /srv/mlflow/.env").stdout == secrets_before
+    assert http_json(f"{uri}/experiments/get?experiment_id={experiment}", ca=deployer.ca)["experiment"]["name"] == \
+        "kept-through-uninstall"
+    assert deployer.run().check().changed == []
+
+
+def test_data_goes_only_when_confirmed_by_the_host_s_name(container_target, deployer):
+    target, name = container_target, deployer.name
+    refused = deployer.run(overrides={"uninstall_data": True}, deploy="uninstall.py")
+    assert refused.returncode != 0 and f"confirm with uninstall_confirm = {name!r}" in refused.stderr
+    assert compose_status(target)["mlflow"]["state"] == "running"  # refused before any change
+    deployer.run(overrides={"uninstall_data": True, "uninstall_confirm": name}, deploy="uninstall.py").check()
+    assert target.ssh("test -e /srv/mlflow", check=False).returncode != 0
+    assert target.ssh("id mlflow", check=False).returncode != 0
