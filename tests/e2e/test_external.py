@@ -166,7 +166,8 @@ def test_a_classic_file_store_is_imported_into_the_external_bucket(server, backe
 
 
 def test_status_reads_the_external_database_through_mlflow(server):
-    document = status_document(run_status(server["deployer"], "json"))
+    result = run_status(server["deployer"], "json")
+    document = status_document(result)
     assert set(document["services"]) == {"migrate-db", "mlflow"}
     assert document["database"]["revision"] == document["schema_revision_expected"], document["database"]
     assert int(document["database"]["runs"]) >= 1 and int(document["database"]["users"]) >= 1
