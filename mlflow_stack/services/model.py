@@ -159,7 +159,7 @@ RETRIES = 4
 START_INTERVAL = "2s"
 
 
-def healthcheck(test: list[str], config) -> dict:
+def healthcheck(test: list[str], config: StackConfig) -> dict:
     return {"test": test, "interval": PROBE_INTERVAL, "timeout": "5s", "retries": RETRIES,
             "start_period": f"{config.mlflow_health_timeout}s", "start_interval": START_INTERVAL}
 

@@ -169,10 +169,15 @@ def run_status(deployer, fmt: str = "text") -> DeployResult:
     return result
 
 
-def status_document(result: DeployResult) -> dict:
-    """The one host's part of status.py's JSON document (status_format = "json")."""
+def status_hosts(result: DeployResult) -> dict[str, dict]:
+    """Inventory name -> that host's part of status.py's JSON document (status_format = "json")."""
     start = result.stdout.index('{\n  "hosts"')
-    hosts = json.loads(result.stdout[start:result.stdout.index("\n}\n", start) + 2])["hosts"]
+    return json.loads(result.stdout[start:result.stdout.index("\n}\n", start) + 2])["hosts"]
+
+
+def status_document(result: DeployResult) -> dict:
+    """The one host's part of status.py's JSON document."""
+    hosts = status_hosts(result)
     assert len(hosts) == 1, list(hosts)
     return next(iter(hosts.values()))
 

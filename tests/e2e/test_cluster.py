@@ -24,7 +24,7 @@ import pytest
 
 from mlflow_stack.services import stack_is_healthy, stack_services
 from tests.e2e.support import (E2E_ADMIN_PASSWORD, E2E_ADMIN_USER, InventoryDeployer, compose_status, stack_warnings,
-                               control_machine_hosts_entry, run_client)
+                               control_machine_hosts_entry, run_client, status_hosts)
 from tests.harness.fixtures import _FACTORY_RANGE, _start_in_range
 
 BALANCER_NAME = "mlflow.cluster.test"
@@ -330,8 +330,7 @@ def test_status_of_every_member_of_the_cluster(cluster):
     result = cluster["deployer"].run(env=SECRETS, deploy="status.py", overrides={"status_format": "json"},
                                      extra_args=CLUSTER_ONLY).check()
     assert result.changed == [] and result.unchanged == [], "status.py must plan no operation"
-    start = result.stdout.index('{\n  "hosts"')
-    hosts = json.loads(result.stdout[start:result.stdout.index("\n}\n", start) + 2])["hosts"]
+    hosts = status_hosts(result)
     assert sorted(document["role"] for document in hosts.values()) == ["balancer", "data", "tracking", "tracking"]
     for name, document in hosts.items():
         assert stack_warnings(document) == [], (name, document["warnings"])
