@@ -565,6 +565,12 @@ def free_index(first: int, last: int) -> int:
     raise IndexInUseError(f"no free index in {first}..{last}")
 
 
+def _in_use(state: dict) -> bool:
+    """Another process made this target and still runs (its target may still be starting)."""
+    owner = state.get("owner")
+    return bool(owner) and owner != os.getpid() and _proc_start_time(owner) == state.get("owner_start")
+
+
 def _prepare(name: str, index: int, kind: str) -> dict:
     if not NAME_RE.match(name):
         raise ValueError(f"target name {name!r} must match {NAME_RE.pattern}")
@@ -572,6 +578,11 @@ def _prepare(name: str, index: int, kind: str) -> dict:
         raise ValueError(f"index {index} out of range 1..254")
     with _state_lock():
         old = load_state(name)
+        if old and _in_use(old):
+            # Two pytest processes (make test's lanes) that pick the same free index also pick the
+            # same name: the second one used to remove the first one's target as "leftovers".
+            raise IndexInUseError(f"target {name!r} is in use by a running process or target "
+                                  f"(python -m tools.harness stop --name {name})")
         if old:
             log(f"removing leftovers of earlier target {name}")
             cleanup_state(old)
@@ -580,6 +591,7 @@ def _prepare(name: str, index: int, kind: str) -> dict:
             raise IndexInUseError(problem)
         state = {"name": name, "kind": kind, "index": index, "address": f"10.99.{index}.2",
                  "ssh_key": str(rootfs_mod.ssh_keypair()), "pid": None, "pid_start": None,
+                 "owner": os.getpid(), "owner_start": _proc_start_time(os.getpid()),
                  "links": [], "rules": [], "paths": [], "created": time.time()}
         _save_state(state)
     return state
