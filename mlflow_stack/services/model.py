@@ -153,15 +153,14 @@ def mounts_and_ports(service: Service, context: ComposeContext) -> dict:
 # a probe may time out on a loaded host and pass again.
 PROBE_INTERVAL = "30s"
 RETRIES = 4
-# Probes of a starting service: often, so a start is seen at once; a service is "starting" until its
-# first passing probe or the deploy's wait (mlflow_health_timeout) is over. Needs Docker Engine 25
-# (every docker_source installs 26 or later).
-START_INTERVAL = "2s"
+# Probes of a starting service: often (mlflow_health_start_interval), so a start is seen at once; a
+# service is "starting" until its first passing probe or the deploy's wait (mlflow_health_timeout)
+# is over. Needs Docker Engine 25 (every docker_source installs 26 or later).
 
 
 def healthcheck(test: list[str], config: StackConfig) -> dict:
     return {"test": test, "interval": PROBE_INTERVAL, "timeout": "5s", "retries": RETRIES,
-            "start_period": f"{config.mlflow_health_timeout}s", "start_interval": START_INTERVAL}
+            "start_period": f"{config.mlflow_health_timeout}s", "start_interval": f"{config.mlflow_health_start_interval}s"}
 
 
 def answers_http(port: int, path: str) -> list[str]:
