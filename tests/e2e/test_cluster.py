@@ -1,7 +1,7 @@
-"""A cluster and two independent servers in one inventory, provisioned in one run: a data host
+"""A cluster and an independent server in one inventory, provisioned in one run: a data host
 (PostgreSQL + MinIO, open to the cluster's members only), two tracking servers, a balancer
-reached by a DNS name and speaking TLS with the lab's certificate (tls = 'files'), and two
-servers of their own beside them (plain HTTP). A client logs a model through the balancer and
+reached by a DNS name and speaking TLS with the lab's certificate (tls = 'files'), and a server
+of its own beside them (plain HTTP). A client logs a model through the balancer and
 another loads it through the second tracking server directly (whose MLflow fetches it from S3
 through the balancer, trusting the lab's CA); with one tracking server stopped the balancer keeps
 serving; a rerun changes nothing on any host."""
@@ -32,7 +32,7 @@ BALANCER_NAME = "mlflow.cluster.test"
 SECRETS = {"MLFLOW_STACK_POSTGRES_PASSWORD": "pg-" + uuid.uuid4().hex,
            "MLFLOW_STACK_MINIO_ROOT_PASSWORD": "minio-" + uuid.uuid4().hex,
            "MLFLOW_STACK_MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
-# The cluster's hosts only (the inventory also holds two servers of their own).
+# The cluster's hosts only (the inventory also holds a server of its own).
 CLUSTER_ONLY = tuple(arg for group in ("mlflow_data_hosts", "mlflow_tracking_servers", "mlflow_balancers")
                      for arg in ("--limit", group))
 ROLES = {"data": stack_services(role="data", tls=True),
@@ -72,15 +72,14 @@ def trusting_the_lab() -> dict:
 def cluster(settings, record, tmp_path_factory):
     targets = {}
     try:
-        for role in ("data", "tracking1", "tracking2", "balancer", "standalone", "standalone2"):
+        for role in ("data", "tracking1", "tracking2", "balancer", "standalone"):
             targets[role] = _start_in_range(*_FACTORY_RANGE)
         groups = {
             "mlflow_data_hosts": [(targets["data"].address, targets["data"])],
             "mlflow_tracking_servers": [(targets["tracking1"].address, targets["tracking1"]),
                                         (targets["tracking2"].address, targets["tracking2"])],
             "mlflow_balancers": [(BALANCER_NAME, targets["balancer"])],
-            "mlflow_servers": [(targets["standalone"].address, targets["standalone"]),
-                               (targets["standalone2"].address, targets["standalone2"])],
+            "mlflow_servers": [(targets["standalone"].address, targets["standalone"])],
         }
         tls = lab_certificate(tmp_path_factory.mktemp("lab-pki"))
         LAB["ca"] = tls["tls_ca_file"]
@@ -97,8 +96,7 @@ def cluster(settings, record, tmp_path_factory):
 
 
 def role_of(name: str) -> str:
-    return {"data": "data", "tracking1": "tracking", "tracking2": "tracking", "balancer": "balancer",
-            "standalone2": "standalone"}.get(name, name)
+    return {"data": "data", "tracking1": "tracking", "tracking2": "tracking", "balancer": "balancer"}.get(name, name)
 
 
 def test_one_run_brings_up_every_member_and_the_independent_servers(cluster):
@@ -167,11 +165,10 @@ def test_a_model_logged_through_the_balancer_loads_through_a_tracking_server_dir
                             env=trusting_the_lab())
     assert float(prediction) == pytest.approx(31.0)
     cluster["run_id"] = run_id
-    # The independent servers are their own: the cluster's run is in neither (each passed the
-    # deploy's smoke test through its own address in the same run).
-    for name in ("standalone", "standalone2"):
-        standalone = cluster["targets"][name].address
-        assert call(f"http://{standalone}:5000", "runs/get", {"run_id": run_id}, allow_error=True) == 404
+    # The independent server is its own: the cluster's run is not in it (it passed the deploy's
+    # smoke test through its own address in the same run).
+    standalone = cluster["targets"]["standalone"].address
+    assert call(f"http://{standalone}:5000", "runs/get", {"run_id": run_id}, allow_error=True) == 404
 
 
 def call(uri: str, path: str, payload: dict, allow_error: bool = False):
@@ -345,8 +342,8 @@ def test_status_of_every_member_of_the_cluster(cluster):
 def test_a_rerun_changes_nothing_on_any_host(cluster, record):
     rerun = cluster["deployer"].run(env=SECRETS).check()
     assert rerun.changed_on == {}, rerun.changed_on
-    record("cluster_rerun_seconds_six_hosts", round(rerun.seconds, 1))
-    # The same rerun for one host alone: pyinfra runs the hosts in parallel, so six cost
+    record("cluster_rerun_seconds_five_hosts", round(rerun.seconds, 1))
+    # The same rerun for one host alone: pyinfra runs the hosts in parallel, so five cost
     # about what one does.
     single = cluster["deployer"].run(env=SECRETS, extra_args=("--limit", cluster["targets"]["standalone"].address))
     single.check()

@@ -29,6 +29,9 @@ from .support import (
 )
 
 pytestmark = pytest.mark.e2e
+# Plain Debian: this module's targets get Docker from apt through the deploy (the other modules'
+# targets have Debian's Docker already: tests/harness/fixtures.py).
+FRESH_DEBIAN = True
 
 # Operations that may change when only the MLflow port changes: the rendered files, the
 # compose validation, the restart of what changed, the wait and the smoke test.
@@ -73,6 +76,7 @@ def logged_model(container_target, first_run, tmp_path_factory):
 
 def test_first_run_brings_up_a_healthy_stack(container_target, first_run):
     assert not first_run.errors
+    assert "Install Docker Engine and Compose v2 | Install Docker packages" in first_run.changed
     assert smoke_op(5000, container_target.address) in first_run.changed
     assert_stack_healthy(container_target)
 

@@ -15,22 +15,28 @@ _VM_INDEX = 200
 
 
 def _start_in_range(first: int, last: int, name: str | None = None,
-                    skip: set[int] = frozenset()) -> Target:
+                    skip: set[int] = frozenset(), docker: bool = True) -> Target:
     index = first
     while True:
         index = free_index(index, last)
         if index not in skip:
             try:
-                return start_container_target(index=index, name=name or f"ct{index}")
+                return start_container_target(index=index, name=name or f"ct{index}", docker=docker)
             except IndexInUseError:
                 pass  # another process claimed it between the check and the start
         index += 1
 
 
+def _docker_preinstalled(request) -> bool:
+    """Debian's Docker already on the target, unless the module tests its install from apt
+    (`FRESH_DEBIAN = True` in the module): see tools/harness/rootfs.DOCKER_PACKAGES."""
+    return not getattr(request.module, "FRESH_DEBIAN", False)
+
+
 @pytest.fixture(scope="module")
-def container_target():
+def container_target(request):
     """A fresh nspawn container target for the test module; stopped afterwards."""
-    target = _start_in_range(*_MODULE_RANGE)
+    target = _start_in_range(*_MODULE_RANGE, docker=_docker_preinstalled(request))
     try:
         yield target
     finally:
@@ -38,7 +44,7 @@ def container_target():
 
 
 @pytest.fixture
-def container_target_factory():
+def container_target_factory(request):
     """Call factory() (or factory(index=N, name=...)) to start extra container targets.
 
     Each gets a distinct index; all are stopped at the end of the test.
@@ -48,9 +54,9 @@ def container_target_factory():
 
     def factory(index: int | None = None, name: str | None = None) -> Target:
         if index is None:
-            target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used)
+            target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used, docker=_docker_preinstalled(request))
         else:
-            target = start_container_target(index=index, name=name)
+            target = start_container_target(index=index, name=name, docker=_docker_preinstalled(request))
         used.add(target.index)
         started.append(target)
         return target

@@ -621,13 +621,15 @@ def _finish(target: Target, keep: bool) -> Target:
 
 # ---------------------------------------------------------------- container targets
 
-def start_container_target(index: int = 1, name: str | None = None, *, keep: bool = False) -> Target:
+def start_container_target(index: int = 1, name: str | None = None, *, keep: bool = False,
+                           docker: bool = False) -> Target:
     """Boot a systemd-nspawn container at 10.99.<index>.2 and wait until SSH answers.
 
     keep=True: no atexit/signal cleanup in this process (the CLI uses it; stop via the name).
+    docker=True: Debian's Docker already installed (rootfs.DOCKER_PACKAGES).
     """
     name = name or f"ct{index}"
-    root_src = rootfs_mod.build_rootfs("container")
+    root_src = rootfs_mod.build_rootfs("container", docker=docker)
     t0 = time.monotonic()
     state = _prepare(name, index, "container")
     target = Target(name=name, kind="container", address=state["address"],
@@ -812,7 +814,7 @@ def build_vm_image(index: int = 200) -> Path:
     """Cached dir with vmlinuz, initrd.img, base.qcow2 and ready.qcow2 (holds snapshot 'ready')."""
     from .cache import build_cached
 
-    rootfs = rootfs_mod.build_rootfs("vm", vm_index=index)
+    rootfs = rootfs_mod.build_rootfs("vm", vm_index=index, docker=True)
     inputs: list[str | bytes] = [rootfs.name, str(index), str(VM_MEM_MB), str(VM_SMP),
                                  HOST_TAP_MAC, GUEST_MAC, " ".join(_qemu_cmd(Path("I"), Path("D"), "T", Path("L"), True))]
 
