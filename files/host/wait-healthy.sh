@@ -5,21 +5,25 @@
 # has exited, or the one-shot failed; otherwise fails after TIMEOUT_SECONDS (slow but
 # progressing starts). An unhealthy service that runs is waited for too: Docker keeps checking,
 # and on a slow or loaded host a check that timed out 20 times in a row passes again later.
-# Usage: wait-healthy.sh --project NAME --timeout SECONDS [--oneshot SERVICE]... [--service SERVICE]...
+# Looks every INTERVAL seconds (default 2; the deploy passes mlflow_health_start_interval: a
+# look starts docker's CLI, which costs a very slow host as much as a health probe).
+# Usage: wait-healthy.sh --project NAME --timeout SECONDS [--interval SECONDS] [--oneshot SERVICE]... [--service SERVICE]...
 set -u
-project= timeout= oneshots= services=
+project= timeout= oneshots= services= interval=2
 while [ $# -ge 2 ]; do
     case $1 in
         --project) project=$2 ;;
         --timeout) timeout=$2 ;;
+        --interval) interval=$2 ;;
         --oneshot) oneshots="$oneshots $2" ;;
         --service) services="$services $2" ;;
         *) break ;;
     esac
     shift 2
 done
-if [ $# -ne 0 ] || [ -z "$project" ] || [ -z "$timeout" ]; then
-    echo "usage: wait-healthy.sh --project NAME --timeout SECONDS [--oneshot SERVICE]... [--service SERVICE]..." >&2
+case $interval in ''|*[!0-9]*|0) interval= ;; esac
+if [ $# -ne 0 ] || [ -z "$project" ] || [ -z "$timeout" ] || [ -z "$interval" ]; then
+    echo "usage: wait-healthy.sh --project NAME --timeout SECONDS [--interval SECONDS] [--oneshot SERVICE]... [--service SERVICE]..." >&2
     exit 2
 fi
 set -- $services
@@ -80,7 +84,7 @@ while :; do
         reason="not healthy after ${timeout}s (mlflow_health_timeout):$waiting${unhealthy:+ (unhealthy, its health check keeps failing:$unhealthy)}"
     fi
     [ -n "$reason" ] && break
-    sleep 2
+    sleep "$interval"
 done
 docker compose --project-name "$project" ps --all >&2
 for service in $waiting; do

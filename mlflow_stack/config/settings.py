@@ -186,8 +186,8 @@ class Settings:
     # A probe is a process started in the container: ~0.06 s of CPU on a server, ~1.3 s under
     # software emulation, where a probe every 2 s of each starting service slowed their start.
     mlflow_health_start_interval: int = mlflow_setting(2, checks.int_range(1, 60),
-        "Seconds between health probes of a starting service (then every 30 s). Each probe starts a process "
-        "in the container; a very slow host (software emulation) starts faster with 10-20.")
+        "Seconds between health probes of a starting service (then every 30 s), and between the deploy's looks "
+        "while it waits. Each starts a process; a very slow host (software emulation) starts faster with 10-20.")
 
     # PostgreSQL (backend store)
     postgres_image: str = postgres_setting("postgres:17",

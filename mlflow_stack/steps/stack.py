@@ -116,7 +116,8 @@ def check_command(config: StackConfig) -> StringCommand:
 
 def wait_command(config: StackConfig, *services: str, oneshots: tuple[str, ...] = ()) -> str:
     return str(script_command(f"{config.stack_dir}/wait-healthy.sh", shell="sh", project=config.compose_project,
-                              timeout=config.mlflow_health_timeout, oneshot=tuple(oneshots), service=tuple(services)))
+                              timeout=config.mlflow_health_timeout, interval=config.mlflow_health_start_interval,
+                              oneshot=tuple(oneshots), service=tuple(services)))
 
 
 @deploy("Apply the database password")

@@ -106,7 +106,7 @@ def start_database_command(config: StackConfig) -> StringCommand:
                          QuoteString(config.compose_project), "up", "-d", "--no-deps", "postgres", ">/dev/null", "2>&1",
                          "&&", script_command(f"{config.stack_dir}/wait-healthy.sh", shell="sh",
                                               project=config.compose_project, timeout=config.mlflow_health_timeout,
-                                              service="postgres"))
+                                              interval=config.mlflow_health_start_interval, service="postgres"))
 
 
 def _back_up_a_stopped_database(state, host, config: StackConfig, image_change: str | None) -> bool:

@@ -55,6 +55,7 @@ NON_DEFAULT = dict(
     mlflow_public_names=["10.0.0.5", "mlflow", "2001:db8::5"],
     mlflow_workers=4,
     mlflow_health_timeout=120,
+    mlflow_health_start_interval=7,
     postgres_image="registry.example.org/library/postgres:16.4",
     postgres_db="tracking",
     postgres_user="tracker",

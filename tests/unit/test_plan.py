@@ -595,7 +595,8 @@ def compose_up(config) -> str:
 
 def wait(config) -> str:
     return (f"sh {config.stack_dir}/wait-healthy.sh --project {config.compose_project} "
-            f"--timeout {config.mlflow_health_timeout} --oneshot create-bucket --oneshot migrate-db "
+            f"--timeout {config.mlflow_health_timeout} --interval {config.mlflow_health_start_interval} "
+            "--oneshot create-bucket --oneshot migrate-db "
             + " ".join(f"--service {name}" for name in services.long_running_services(config.tls)))
 
 

@@ -301,19 +301,19 @@ def test_compose_up_is_bounded_by_the_health_timeout(timeout):
     (up,) = [c for c in commands if " up -d" in c]
     assert up.startswith(f"timeout {timeout} docker compose --project-directory {config.stack_dir} ")
     assert commands[-1] == (f"sh {config.stack_dir}/wait-healthy.sh --project {config.compose_project} --timeout {timeout} "
-                            "--oneshot create-bucket --oneshot migrate-db --service postgres --service minio "
+                            "--interval 2 --oneshot create-bucket --oneshot migrate-db --service postgres --service minio "
                             "--service mlflow --service mlflow-api --service proxy")
 
 
 def test_wait_command():
     config = make_config(**NON_DEFAULT)
     assert stack.wait_command(config, "postgres") == \
-        "sh /opt/mlflow-stack/wait-healthy.sh --project mlops --timeout 120 --service postgres"
+        "sh /opt/mlflow-stack/wait-healthy.sh --project mlops --timeout 120 --interval 7 --service postgres"
     assert stack.wait_command(config, *LONG_RUNNING_SERVICES, oneshots=ONESHOT_SERVICES) == (
-        "sh /opt/mlflow-stack/wait-healthy.sh --project mlops --timeout 120 --oneshot create-bucket --oneshot migrate-db "
+        "sh /opt/mlflow-stack/wait-healthy.sh --project mlops --timeout 120 --interval 7 --oneshot create-bucket --oneshot migrate-db "
         + " ".join(f"--service {name}" for name in LONG_RUNNING_SERVICES))
     assert stack.wait_command(config, "postgres", oneshots=("create-bucket",)) == (
-        "sh /opt/mlflow-stack/wait-healthy.sh --project mlops --timeout 120 --oneshot create-bucket --service postgres")
+        "sh /opt/mlflow-stack/wait-healthy.sh --project mlops --timeout 120 --interval 7 --oneshot create-bucket --service postgres")
 
 
 # --- the smoke test operation --------------------------------------------------------------------

@@ -73,6 +73,18 @@ def test_slow_start_is_waited_for(docker):
     assert len([line for line in docker.argv if line.startswith("docker inspect")]) == 3
 
 
+def test_the_interval_given_is_the_time_between_looks(docker):
+    # The deploy passes mlflow_health_start_interval: on a very slow host, fewer docker CLI starts.
+    starting = snapshot(mlflow="running starting 0 0")
+    docker.statuses(starting, starting, starting, snapshot())  # the first one: the restart counts before
+    started = time.monotonic()
+    proc = docker.run(["sh", SCRIPT, "--project", "mlflow", "--timeout", "60", "--interval", "3",
+                       *[a for name in SERVICES for a in ("--service", name)]], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started >= 5.5  # two waits of 3 s, not of the default 2 s
+    assert len([line for line in docker.argv if line.startswith("docker inspect")]) == 4
+
+
 def test_crash_loop_fails_in_seconds_with_the_logs(docker):
     docker.write("logs.mlflow", "mlflow-1 | ModuleNotFoundError: No module named 'psycopg2'\n"
                                 "mlflow-1 | the second log line\n")
@@ -355,7 +367,8 @@ def test_a_container_labelled_not_one_off_counts(docker):
 
 
 @pytest.mark.parametrize("args", [["mlflow", "300", "--service", "mlflow"], ["--project", "mlflow", "--service", "mlflow"],
-                                  ["--project", "mlflow", "--timeout", "30", "mlflow"]])
+                                  ["--project", "mlflow", "--timeout", "30", "mlflow"],
+                                  ["--project", "mlflow", "--timeout", "30", "--interval", "0", "--service", "mlflow"]])
 def test_positional_or_missing_arguments_are_refused_with_the_usage(docker, args):
     proc = docker.run(["sh", SCRIPT, *args], timeout=30)
     assert proc.returncode == 2 and "usage: wait-healthy.sh --project NAME --timeout SECONDS" in proc.stderr
