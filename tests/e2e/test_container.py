@@ -374,7 +374,7 @@ def test_mlflow_that_cannot_start_is_reported_within_a_minute(container_target, 
 def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, settings, tmp_path, record):
     """A fresh server, deployed by a sudo user with a given database password, inventoried by
     a DNS name that only the control machine (the clients) can resolve."""
-    target = container_target_factory()
+    target = container_target_factory(docker=True)  # the install from apt is the module target's test
     name, other_name = f"mlflow-{target.name}.lab.test", f"tracking-{target.name}.lab.test"
     password = "given-" + uuid.uuid4().hex
     env = {"MLFLOW_STACK_POSTGRES_PASSWORD": password}

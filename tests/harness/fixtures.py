@@ -45,18 +45,19 @@ def container_target(request):
 
 @pytest.fixture
 def container_target_factory(request):
-    """Call factory() (or factory(index=N, name=...)) to start extra container targets.
+    """Call factory() (or factory(index=N, name=..., docker=...)) to start extra container targets.
 
     Each gets a distinct index; all are stopped at the end of the test.
     """
     started: list[Target] = []
     used: set[int] = set()
 
-    def factory(index: int | None = None, name: str | None = None) -> Target:
+    def factory(index: int | None = None, name: str | None = None, docker: bool | None = None) -> Target:
+        docker = _docker_preinstalled(request) if docker is None else docker
         if index is None:
-            target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used, docker=_docker_preinstalled(request))
+            target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used, docker=docker)
         else:
-            target = start_container_target(index=index, name=name, docker=_docker_preinstalled(request))
+            target = start_container_target(index=index, name=name, docker=docker)
         used.add(target.index)
         started.append(target)
         return target
