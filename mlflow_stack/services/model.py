@@ -153,14 +153,15 @@ def mounts_and_ports(service: Service, context: ComposeContext) -> dict:
 # a probe may time out on a loaded host and pass again.
 PROBE_INTERVAL = "30s"
 RETRIES = 4
-# Probes of a starting service: often (mlflow_health_start_interval), so a start is seen at once; a
-# service is "starting" until its first passing probe or the deploy's wait (mlflow_health_timeout)
-# is over. Needs Docker Engine 25 (every docker_source installs 26 or later).
 
 
 def healthcheck(test: list[str], config: StackConfig) -> dict:
+    # A starting service is probed often (mlflow_health_start_interval), so a start is seen at once;
+    # it is "starting" until its first passing probe or the deploy's wait (mlflow_health_timeout) is
+    # over. start_interval needs Docker Engine 25 (every docker_source installs 26 or later).
     return {"test": test, "interval": PROBE_INTERVAL, "timeout": "5s", "retries": RETRIES,
-            "start_period": f"{config.mlflow_health_timeout}s", "start_interval": f"{config.mlflow_health_start_interval}s"}
+            "start_period": f"{config.mlflow_health_timeout}s",
+            "start_interval": f"{config.mlflow_health_start_interval}s"}
 
 
 def answers_http(port: int, path: str) -> list[str]:

@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES
+
 from .cache import build_cached, cache_root
 
 SUITE = "trixie"
@@ -20,12 +22,12 @@ BASE_PACKAGES = [
 ]
 # The VM boots its own kernel (qemu -kernel/-initrd taken from the rootfs /boot).
 VM_PACKAGES = ["linux-image-amd64", "initramfs-tools"]
-# Debian's Docker, as `docker_source = "distro"` installs it (with its recommended packages, like
-# the deploy's apt): preinstalled in the VM and in the container targets of the modules that do not
-# test the install itself (a lab server that already runs Docker). The install from apt on plain
-# Debian is tested by tests/e2e/test_container.py, `make demo` and `make bench`. In the VM it took
-# 112 s of emulated CPU per run, on a path the container targets prove.
-DOCKER_PACKAGES = ["docker.io", "docker-compose"]
+# Debian's Docker, the packages `docker_source = "distro"` installs (with their recommended
+# packages, like the deploy's apt): preinstalled in the VM and in the container targets of the
+# modules that do not test the install itself (a lab server that already runs Docker). The install
+# from apt on plain Debian is tested by tests/e2e/test_container.py, `make demo` and `make bench`.
+# In the VM it took 103-112 s of emulated CPU per run, on a path the container targets prove.
+DOCKER_PACKAGES = DISTRO_PACKAGES[("debian", 13)]
 SUDO_USER = "labadmin"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 
