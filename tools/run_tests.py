@@ -12,7 +12,8 @@ free core; a third pytest from the start (2026-12-06) slowed every tier (the VM 
 series on two cores). Sharing the queue keeps two things running at any time, never three:
 47 min in the CI rehearsal of 2026-12-07, both lanes ending within a minute of each other;
 43 min after the probes, the status module's merge and the VM lane's image builds moved ahead;
-42 min with Docker preinstalled where the install is not what is tested (2b96289).
+42 min with Docker preinstalled where the install is not what is tested (2b96289), 36 min
+(lanes) with fewer probes and looks in the VM (b53f73f).
 
 Targets, cache artifacts, /etc/hosts entries and the measurements file are safe to share
 (free target indexes, flock). Each lane's log goes to LOG_DIR/<lane>.log; the main lane's is
@@ -34,12 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 LOG_DIR = Path(os.environ.get("MLFLOW_STACK_TEST_LOGS", "/tmp/mlflow-stack-test-logs"))
 VM_MODULE = "tests/e2e/test_vm.py"
 
-# Wall seconds of each end-to-end module in the CI rehearsal of 2026-12-07 (2b96289): the queue's
+# Wall seconds of each end-to-end module in the CI rehearsal of 2026-12-07 (b53f73f): the queue's
 # order, longest first, so the last module to start is a short one. A new module goes first.
 MEASURED_SECONDS = {
-    "tests/e2e/test_container.py": 901, "tests/e2e/test_auth.py": 455, "tests/e2e/test_backup.py": 419,
-    "tests/e2e/test_import.py": 389, "tests/e2e/test_cluster.py": 345, "tests/e2e/test_external.py": 236,
-    "tests/e2e/test_firewall.py": 110,
+    "tests/e2e/test_container.py": 701, "tests/e2e/test_auth.py": 454, "tests/e2e/test_import.py": 449,
+    "tests/e2e/test_backup.py": 359, "tests/e2e/test_cluster.py": 340, "tests/e2e/test_external.py": 209,
+    "tests/e2e/test_firewall.py": 104,
 }
 
 # What each lane runs before it takes modules from the queue.
