@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
+from tests.harness.fixtures import docker_preinstalled
 from tests.e2e.support import E2E_ADMIN_PASSWORD
 from tools.harness.rootfs import build_rootfs
 from tools.standins.build import ensure_standin_archive, standin_settings
@@ -51,7 +52,7 @@ def pytest_collection_finish(session) -> None:
         return
     if any(item.get_closest_marker("vm") and "tests/e2e/" in item.nodeid for item in session.items):
         threading.Thread(target=_build_images, name="image-archives", daemon=True).start()
-    if any(getattr(item.module, "FRESH_DEBIAN", False) for item in session.items if "tests/e2e/" in item.nodeid):
+    if any(not docker_preinstalled(item.module) for item in session.items if "tests/e2e/" in item.nodeid):
         threading.Thread(target=_build_docker_rootfs, name="docker-rootfs", daemon=True).start()
 
 

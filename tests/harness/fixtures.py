@@ -27,16 +27,16 @@ def _start_in_range(first: int, last: int, name: str | None = None,
         index += 1
 
 
-def _docker_preinstalled(request) -> bool:
-    """Debian's Docker already on the target, unless the module tests its install from apt
+def docker_preinstalled(module) -> bool:
+    """Debian's Docker already on the module's targets, unless it tests its install from apt
     (`FRESH_DEBIAN = True` in the module): see tools/harness/rootfs.DOCKER_PACKAGES."""
-    return not getattr(request.module, "FRESH_DEBIAN", False)
+    return not getattr(module, "FRESH_DEBIAN", False)
 
 
 @pytest.fixture(scope="module")
 def container_target(request):
     """A fresh nspawn container target for the test module; stopped afterwards."""
-    target = _start_in_range(*_MODULE_RANGE, docker=_docker_preinstalled(request))
+    target = _start_in_range(*_MODULE_RANGE, docker=docker_preinstalled(request.module))
     try:
         yield target
     finally:
@@ -53,7 +53,7 @@ def container_target_factory(request):
     used: set[int] = set()
 
     def factory(index: int | None = None, name: str | None = None, docker: bool | None = None) -> Target:
-        docker = _docker_preinstalled(request) if docker is None else docker
+        docker = docker_preinstalled(request.module) if docker is None else docker
         if index is None:
             target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used, docker=docker)
         else:
