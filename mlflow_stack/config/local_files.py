@@ -55,3 +55,23 @@ def content_name(path: str) -> str:
     local = Path(path)
     suffix = "".join(local.suffixes[-1:])
     return f"{local.name[:len(local.name) - len(suffix)]}-{sha256_of(path)[:12]}{suffix}"
+
+
+def archive_images(path: str) -> dict[str, tuple[str, ...]] | None:
+    """The images a `docker save` archive holds: image id -> its tags, from the archive's
+    manifest.json (read by seeking over the layers, not through them). None when that cannot be
+    read without decompressing the whole file (a compressed archive, which `docker load` also
+    takes) or the file is not such an archive."""
+    import tarfile
+
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            handle = archive.extractfile("manifest.json")
+            manifest = json.load(handle) if handle else None
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return None
+    if not isinstance(manifest, list):
+        return None
+    # "Config" is "<hex>.json" (docker < 25) or "blobs/sha256/<hex>" (OCI layout): the image id.
+    return {f"sha256:{entry['Config'].rsplit('/', 1)[-1].removesuffix('.json')}": tuple(entry.get("RepoTags") or ())
+            for entry in manifest if isinstance(entry, dict) and isinstance(entry.get("Config"), str)} or None

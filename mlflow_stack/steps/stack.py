@@ -7,12 +7,14 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy
+from pyinfra.facts.docker import DockerImages
 from pyinfra.facts.files import File
 from pyinfra.operations import docker, files, server
 from pyinfra.operations.util import any_changed
 
 from mlflow_stack.config.cluster import STANDALONE
 from mlflow_stack.config import StackConfig, config_from_host
+from mlflow_stack.config.local_files import archive_images
 from mlflow_stack.facts.host import BackendsChecked, ComposeServices, DatabasePasswordState
 from mlflow_stack.services import stack_is_healthy
 from mlflow_stack.steps.stack_files import mlflow_image_ref, remove_stale_files, script_command
@@ -22,23 +24,39 @@ from mlflow_stack.steps.stack_files import mlflow_image_ref, remove_stale_files,
 def load_image_archives(config: StackConfig | None = None):
     """For air-gapped hosts: upload `docker save` tarballs and load each one not loaded yet.
     The host's copy is named by its content (config.image_archive_names) and gets a marker once
-    loaded: a rerun asks whether both exist, and hashes a GB-sized file on neither side.
-    Returns the loads (a new image: the stack must come up again)."""
+    loaded: a rerun asks whether the marker exists, and hashes a GB-sized file on neither side.
+    A host that has an archive's images already (the same ids and tags: pulled, built, loaded
+    by hand, or baked into the server's disk image) gets only the marker, not GBs it would load
+    for nothing. Returns the loads (a new image: the stack must come up again)."""
     config = config or config_from_host()
     loads, wanted = [], {}
     for archive, name in zip(config.docker_image_archives, config.image_archive_names):
         remote, marker = f"{config.stack_dir}/images/{name}", f"{config.stack_dir}/images/{name}.loaded"
         wanted.update({name: archive, f"{name}.loaded": archive})
+        if host.get_fact(File, path=marker):
+            continue  # loaded by an earlier run, or its images were found on the host
         copy = host.get_fact(File, path=remote)
-        if copy and copy.get("size") == os.path.getsize(archive) and host.get_fact(File, path=marker):
-            continue  # uploaded whole and loaded by an earlier run
-        files.put(name=f"Upload image archive {Path(archive).name}", src=archive, dest=remote,
-                  user="root", group="root", mode="600")
+        uploaded = bool(copy) and copy.get("size") == os.path.getsize(archive)
+        archived = None if uploaded else archive_images(archive)
+        if archived and images_on_host(archived, host.get_fact(DockerImages)):
+            files.file(name=f"Note that the host has the images of {Path(archive).name} already", path=marker,
+                       user="root", group="root", mode="600")
+            continue
+        if not uploaded:
+            files.put(name=f"Upload image archive {Path(archive).name}", src=archive, dest=remote,
+                      user="root", group="root", mode="600")
         loads.append(server.shell(name=f"Load image archive {Path(archive).name}",
                                   commands=[f"docker load --input {remote} && touch {marker}"]))
     # An archive dropped from the config is only disk space on the host now.
     remove_stale_files(f"{config.stack_dir}/images", wanted)
     return loads
+
+
+def images_on_host(archived: dict[str, tuple[str, ...]], on_host: list[dict] | None) -> bool:
+    """Does the host have every image of the archive, by id, with each of its tags? (A tag that
+    names another image there would be moved by the load.)"""
+    tags = {image.get("Id"): set(image.get("RepoTags") or ()) for image in on_host or ()}
+    return all(image in tags and set(wanted) <= tags[image] for image, wanted in archived.items())
 
 
 @deploy("Build the MLflow image and start the stack")

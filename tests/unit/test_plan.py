@@ -568,6 +568,59 @@ def test_a_loaded_archive_is_neither_hashed_nor_asked_for_its_checksum_again(tmp
     assert {f"rm -f {remote}", f"rm -f {remote}.loaded"} <= set(replaced.commands)
 
 
+def docker_save_archive(path: Path, images: dict[str, list[str]], oci: bool = False) -> Path:
+    """A small tarball laid out like `docker save` output: a layer, then manifest.json."""
+    import io
+    import tarfile
+
+    manifest = [{"Config": (f"blobs/sha256/{image}" if oci else f"{image}.json"), "RepoTags": tags,
+                 "Layers": ["layer.tar"]} for image, tags in images.items()]
+    with tarfile.open(path, "w") as archive:
+        for member, data in (("layer.tar", b"x" * 10_000), ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_archive_whose_images_the_host_has_is_neither_uploaded_nor_loaded(tmp_path):
+    archive = docker_save_archive(tmp_path / "standins.tar", {"a" * 64: ["standin/postgres:17"],
+                                                             "b" * 64: ["standin/minio:x", "minio:latest"]})
+    config = make_config(docker_image_archives=[str(archive)])
+    marker = f"{config.stack_dir}/images/{config.image_archive_names[0]}.loaded"
+    host_images = [{"Id": "sha256:" + "a" * 64, "RepoTags": ["standin/postgres:17"]},
+                   {"Id": "sha256:" + "b" * 64, "RepoTags": ["minio:latest", "standin/minio:x"]}]
+    facts = {**fresh_facts(), "DockerImages": host_images}
+    result = plan(stack.load_image_archives, config, facts)
+    assert not result.uploads and not [c for c in result.commands if "docker load" in c], result.commands
+    assert list(result.changing) == [f"Load image archives | Note that the host has the images of standins.tar "
+                                     "already"], result.changing
+    assert f"touch {marker}" in result.text()
+    # The next run sees the marker and asks nothing more (not the host's images either).
+    facts["File"] = {marker: root_file(600)}
+    again = plan(stack.load_image_archives, config, facts)
+    assert again.ops == [] and ("DockerImages", None) not in again.asked
+    # One tag on the host names another image (or an image is missing): uploaded and loaded.
+    for other in ([host_images[0], {"Id": "sha256:" + "c" * 64, "RepoTags": ["standin/minio:x"]}], host_images[:1]):
+        moved = plan(stack.load_image_archives, config, {**fresh_facts(), "DockerImages": other})
+        assert f"{config.stack_dir}/images/{config.image_archive_names[0]}" in moved.uploads
+        assert any("docker load" in c for c in moved.commands)
+
+
+def test_the_images_of_an_archive_are_read_from_its_manifest(tmp_path):
+    import gzip
+
+    from mlflow_stack.config.local_files import archive_images
+    images = {"d" * 64: ["mlflow-stack/mlflow:3.17.2-abc"]}
+    for oci in (False, True):
+        path = docker_save_archive(tmp_path / f"oci-{oci}.tar", images, oci=oci)
+        assert archive_images(str(path)) == {"sha256:" + "d" * 64: ("mlflow-stack/mlflow:3.17.2-abc",)}
+    # Compressed (`docker load` takes it; reading it would mean the whole file) or not an archive: unknown.
+    (tmp_path / "c.tar.gz").write_bytes(gzip.compress((tmp_path / "oci-False.tar").read_bytes()))
+    (tmp_path / "plain.tar").write_bytes(b"fake docker save output")
+    assert archive_images(str(tmp_path / "c.tar.gz")) is None and archive_images(str(tmp_path / "plain.tar")) is None
+
+
 def test_the_archive_digest_is_computed_once_per_version_of_the_file(tmp_path, monkeypatch):
     from mlflow_stack.config import local_files
     archive = tmp_path / "images.tar"
