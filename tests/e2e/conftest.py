@@ -11,6 +11,7 @@ from tests.harness.fixtures import container_target, container_target_factory, v
 from tests.harness.fixtures import docker_preinstalled
 from tests.e2e.support import E2E_ADMIN_PASSWORD
 from tools.harness.rootfs import build_rootfs
+from tools.harness.targets import docker_data_with_images
 from tools.standins.build import ensure_standin_archive, standin_settings
 from tools.standins.mlflow_image import with_mlflow_image
 
@@ -38,6 +39,8 @@ def _build_images() -> None:
 def _build_docker_rootfs() -> None:
     try:
         build_rootfs("container", docker=True)
+        archives = suite_settings(ensure_standin_archive())["docker_image_archives"]
+        docker_data_with_images(tuple(Path(archive) for archive in archives))
     except Exception as error:  # the fixture builds again and fails with the real error
         print(f"background rootfs build failed: {error}")
 
@@ -47,7 +50,7 @@ def pytest_collection_finish(session) -> None:
     their inputs, under a lock) while the VM image is built and booted, not after it. In an
     empty cache the two came one after the other in the VM lane: 161 s, then 159 s. With a
     module on plain Debian (the first in `make test`'s main lane): the root filesystem with
-    Docker that the next modules use, while it runs."""
+    Docker and the Docker data with the suite's images that the next modules use, while it runs."""
     if session.config.option.collectonly:
         return
     if any(item.get_closest_marker("vm") and "tests/e2e/" in item.nodeid for item in session.items):

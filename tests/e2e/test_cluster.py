@@ -69,11 +69,11 @@ def trusting_the_lab() -> dict:
 
 
 @pytest.fixture(scope="module")
-def cluster(settings, record, tmp_path_factory):
+def cluster(settings, preloaded_images, record, tmp_path_factory):
     targets = {}
     try:
         for role in ("data", "tracking1", "tracking2", "balancer", "standalone"):
-            targets[role] = _start_in_range(*_FACTORY_RANGE)
+            targets[role] = _start_in_range(*_FACTORY_RANGE, images=preloaded_images)
         groups = {
             "mlflow_data_hosts": [(targets["data"].address, targets["data"])],
             "mlflow_tracking_servers": [(targets["tracking1"].address, targets["tracking1"]),

@@ -29,8 +29,9 @@ from .support import (
 )
 
 pytestmark = pytest.mark.e2e
-# Plain Debian: this module's targets get Docker from apt through the deploy (the other modules'
-# targets have Debian's Docker already: tests/harness/fixtures.py).
+# Plain Debian: this module's target gets Docker from apt and the images from their archives
+# through the deploy (the other modules' targets have Debian's Docker and the suite's images
+# already: tests/harness/fixtures.py).
 FRESH_DEBIAN = True
 
 # Operations that may change when only the MLflow port changes: the rendered files, the
@@ -74,9 +75,14 @@ def logged_model(container_target, first_run, tmp_path_factory):
     return {"run_id": run_id, "workdir": workdir}
 
 
-def test_first_run_brings_up_a_healthy_stack(container_target, first_run):
+def test_first_run_brings_up_a_healthy_stack(container_target, first_run, settings):
     assert not first_run.errors
     assert "Install Docker Engine and Compose v2 | Install Docker packages" in first_run.changed
+    # Plain Debian: the image archives (an air-gapped server's) travel and are loaded.
+    for archive in settings["docker_image_archives"]:
+        name = os.path.basename(archive)
+        assert {f"Load image archives | Upload image archive {name}",
+                f"Load image archives | Load image archive {name}"} <= set(first_run.changed), first_run.changed
     assert smoke_op(5000, container_target.address) in first_run.changed
     assert_stack_healthy(container_target)
 
@@ -386,6 +392,11 @@ def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, se
         # -vv --diff: the given password travels on stdin and must not show up anywhere.
         result = deployer.run(env=env, overrides={"mlflow_version": "3.16.1"}, extra_args=("-vv", "--diff")).check()
         record("container_sudo_first_run_seconds", round(result.seconds, 1))
+        # The server has the archives' images already: nothing uploaded or loaded.
+        for archive in settings["docker_image_archives"]:
+            name = os.path.basename(archive)
+            assert f"Load image archives | Note that the host has the images of {name} already" in result.changed
+            assert f"Load image archives | Upload image archive {name}" not in result.changed
         assert f"Verify the stack from the control machine | Smoke-test MLflow at http://{name}:5000" in result.changed
         assert password not in result.stdout + result.stderr
         assert_stack_healthy(target)

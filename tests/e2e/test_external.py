@@ -39,9 +39,9 @@ def mlflow_started_at(target) -> str:
 
 
 @pytest.fixture(scope="module")
-def tracking_target():
+def tracking_target(preloaded_images):
     """B: a second target for the whole module (container_target, A, runs the backends)."""
-    target = _start_in_range(*_FACTORY_RANGE)
+    target = _start_in_range(*_FACTORY_RANGE, images=preloaded_images)
     try:
         yield target
     finally:

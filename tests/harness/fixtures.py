@@ -15,28 +15,30 @@ _VM_INDEX = 200
 
 
 def _start_in_range(first: int, last: int, name: str | None = None,
-                    skip: set[int] = frozenset(), docker: bool = True) -> Target:
+                    skip: set[int] = frozenset(), docker: bool = True, images: tuple = ()) -> Target:
     index = first
     while True:
         index = free_index(index, last)
         if index not in skip:
             try:
-                return start_container_target(index=index, name=name or f"ct{index}", docker=docker)
+                return start_container_target(index=index, name=name or f"ct{index}", docker=docker,
+                                              images=images if docker else ())
             except IndexInUseError:
                 pass  # another process claimed it between the check and the start
         index += 1
 
 
 def docker_preinstalled(module) -> bool:
-    """Debian's Docker already on the module's targets, unless it tests its install from apt
+    """Debian's Docker, with the suite's images loaded (the `preloaded_images` fixture), already
+    on the module's targets, unless it tests the install from apt and the archives' upload
     (`FRESH_DEBIAN = True` in the module): see tools/harness/rootfs.DOCKER_PACKAGES."""
     return not getattr(module, "FRESH_DEBIAN", False)
 
 
 @pytest.fixture(scope="module")
-def container_target(request):
+def container_target(request, preloaded_images):
     """A fresh nspawn container target for the test module; stopped afterwards."""
-    target = _start_in_range(*_MODULE_RANGE, docker=docker_preinstalled(request.module))
+    target = _start_in_range(*_MODULE_RANGE, docker=docker_preinstalled(request.module), images=preloaded_images)
     try:
         yield target
     finally:
@@ -44,7 +46,7 @@ def container_target(request):
 
 
 @pytest.fixture
-def container_target_factory(request):
+def container_target_factory(request, preloaded_images):
     """Call factory() (or factory(index=N, name=..., docker=...)) to start extra container targets.
 
     Each gets a distinct index; all are stopped at the end of the test.
@@ -55,9 +57,10 @@ def container_target_factory(request):
     def factory(index: int | None = None, name: str | None = None, docker: bool | None = None) -> Target:
         docker = docker_preinstalled(request.module) if docker is None else docker
         if index is None:
-            target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used, docker=docker)
+            target = _start_in_range(*_FACTORY_RANGE, name=name, skip=used, docker=docker, images=preloaded_images)
         else:
-            target = start_container_target(index=index, name=name, docker=docker)
+            target = start_container_target(index=index, name=name, docker=docker,
+                                            images=preloaded_images if docker else ())
         used.add(target.index)
         started.append(target)
         return target
@@ -76,9 +79,9 @@ def container_target_factory(request):
 
 
 @pytest.fixture(scope="module")
-def vm_target():
+def vm_target(preloaded_images):
     """A fresh qemu VM (resumed from the cached snapshot) for the test module; stopped afterwards."""
-    target = start_vm_target(index=_VM_INDEX)
+    target = start_vm_target(index=_VM_INDEX, images=preloaded_images)
     try:
         yield target
     finally:

@@ -141,7 +141,7 @@ def build_cached(kind: str, inputs: list[str | bytes], builder: Callable[[Path],
     return final
 
 
-def prune(max_age_days: float, kinds: tuple[str, ...] = ("debootstrap", "rootfs", "vm-image")) -> list[Path]:
+def prune(max_age_days: float, kinds: tuple[str, ...] = ("debootstrap", "rootfs", "docker-data", "vm-image")) -> list[Path]:
     """Delete artifacts of `kinds` not used for max_age_days (callers make sure none is in use)."""
     cutoff = time.time() - max_age_days * 86400
     removed = []
