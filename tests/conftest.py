@@ -28,7 +28,6 @@ def preloaded_images() -> tuple[Path, ...]:
     preinstalled has their images already (tests/harness/fixtures.py), as a server whose images
     were pulled or baked into its disk; the deploy is still handed the archives and finds their
     images there. Built on first use, cached by their inputs."""
-    from tests.e2e.conftest import suite_settings
-    from tools.standins.build import ensure_standin_archive
+    from tests.e2e.conftest import suite_archives
 
-    return tuple(Path(archive) for archive in suite_settings(ensure_standin_archive())["docker_image_archives"])
+    return suite_archives()

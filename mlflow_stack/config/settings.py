@@ -109,7 +109,8 @@ class Settings:
         "Containers keep running while dockerd restarts.")
     docker_image_archives: tuple[str, ...] = docker_setting([], checks.local_files,
         "Local `docker save` tarballs uploaded and loaded before the start (air-gapped servers); each is "
-        "loaded once, kept on the host under a name made from its content.", read=tuple)
+        "loaded once, kept on the host under a name made from its content. A host that has an archive's "
+        "images already (same ids and tags) gets neither the upload nor the load.", read=tuple)
     extra_ca_certificates: tuple[str, ...] = docker_setting([], checks.local_files,
         "Local PEM files trusted by the host and the MLflow image build (TLS-intercepting proxy, private "
         "mirror).", read=tuple)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
-from tests.harness.fixtures import docker_preinstalled
+from tests.harness.fixtures import VM_INDEX, docker_preinstalled
 from tests.e2e.support import E2E_ADMIN_PASSWORD
 from tools.harness.rootfs import build_rootfs
 from tools.harness.targets import docker_data_with_images
@@ -29,34 +29,38 @@ def suite_settings(standin_archive: Path) -> dict:
                               "tls": "off"})
 
 
-def _build_images() -> None:
-    try:
-        suite_settings(ensure_standin_archive())
-    except Exception as error:  # the settings fixture builds again and fails with the real error
-        print(f"background image build failed: {error}")
+def suite_archives() -> tuple[Path, ...]:
+    return tuple(Path(archive) for archive in suite_settings(ensure_standin_archive())["docker_image_archives"])
 
 
-def _build_docker_rootfs() -> None:
-    try:
-        build_rootfs("container", docker=True)
-        archives = suite_settings(ensure_standin_archive())["docker_image_archives"]
-        docker_data_with_images(tuple(Path(archive) for archive in archives))
-    except Exception as error:  # the fixture builds again and fails with the real error
-        print(f"background rootfs build failed: {error}")
+def _in_background(name: str, *steps) -> None:
+    """Run the steps one after the other in a thread; a failure is printed, and the fixture
+    that needs the artifact builds it again and fails with the real error."""
+    def run() -> None:
+        try:
+            for step in steps:
+                step()
+        except Exception as error:
+            print(f"background build {name} failed: {error}")
+
+    threading.Thread(target=run, name=name, daemon=True).start()
 
 
 def pytest_collection_finish(session) -> None:
-    """With a VM test in this pytest: build the stand-in and MLflow image archives (cached by
-    their inputs, under a lock) while the VM image is built and booted, not after it. In an
-    empty cache the two came one after the other in the VM lane: 161 s, then 159 s. With a
-    module on plain Debian (the first in `make test`'s main lane): the root filesystem with
-    Docker and the Docker data with the suite's images that the next modules use, while it runs."""
+    """Build what the first targets need side by side (each cached by its inputs, under a lock),
+    not one after the other in a fixture. With a VM test in this pytest (the VM lane): the image
+    archives then the Docker data loaded with them, beside the VM's root filesystem; the VM
+    image needs all three (in an empty cache the archives and the VM image came one after the
+    other: 161 s, then 159 s). With a module on plain Debian (the first in `make test`'s main
+    lane): the root filesystem with Docker and that Docker data, for the modules after it."""
     if session.config.option.collectonly:
         return
-    if any(item.get_closest_marker("vm") and "tests/e2e/" in item.nodeid for item in session.items):
-        threading.Thread(target=_build_images, name="image-archives", daemon=True).start()
-    if any(not docker_preinstalled(item.module) for item in session.items if "tests/e2e/" in item.nodeid):
-        threading.Thread(target=_build_docker_rootfs, name="docker-rootfs", daemon=True).start()
+    if any(item.get_closest_marker("vm") for item in session.items):
+        _in_background("vm-rootfs", lambda: build_rootfs("vm", vm_index=VM_INDEX, docker=True))
+    if any(item.get_closest_marker("vm") for item in session.items) or \
+            any(not docker_preinstalled(item.module) for item in session.items if "tests/e2e/" in item.nodeid):
+        _in_background("container-rootfs", lambda: build_rootfs("container", docker=True))
+        _in_background("docker-data", lambda: docker_data_with_images(suite_archives()))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ __all__ = ["container_target", "container_target_factory", "vm_target"]
 # 60 = bench), VM 200. Free indexes are picked so parallel sessions/workers do not collide.
 _MODULE_RANGE = (1, 9)
 _FACTORY_RANGE = (10, 49)
-_VM_INDEX = 200
+VM_INDEX = 200
 
 
 def _start_in_range(first: int, last: int, name: str | None = None,
@@ -81,7 +81,7 @@ def container_target_factory(request, preloaded_images):
 @pytest.fixture(scope="module")
 def vm_target(preloaded_images):
     """A fresh qemu VM (resumed from the cached snapshot) for the test module; stopped afterwards."""
-    target = start_vm_target(index=_VM_INDEX, images=preloaded_images)
+    target = start_vm_target(index=VM_INDEX, images=preloaded_images)
     try:
         yield target
     finally:
