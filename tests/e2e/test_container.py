@@ -79,10 +79,9 @@ def test_first_run_brings_up_a_healthy_stack(container_target, first_run, settin
     assert not first_run.errors
     assert "Install Docker Engine and Compose v2 | Install Docker packages" in first_run.changed
     # Plain Debian: the image archives (an air-gapped server's) travel and are loaded.
-    for archive in settings["docker_image_archives"]:
-        name = os.path.basename(archive)
-        assert {f"Load image archives | Upload image archive {name}",
-                f"Load image archives | Load image archive {name}"} <= set(first_run.changed), first_run.changed
+    for archive in map(os.path.basename, settings["docker_image_archives"]):
+        assert {f"Load image archives | Upload image archive {archive}",
+                f"Load image archives | Load image archive {archive}"} <= set(first_run.changed), first_run.changed
     assert smoke_op(5000, container_target.address) in first_run.changed
     assert_stack_healthy(container_target)
 
@@ -393,10 +392,9 @@ def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, se
         result = deployer.run(env=env, overrides={"mlflow_version": "3.16.1"}, extra_args=("-vv", "--diff")).check()
         record("container_sudo_first_run_seconds", round(result.seconds, 1))
         # The server has the archives' images already: nothing uploaded or loaded.
-        for archive in settings["docker_image_archives"]:
-            name = os.path.basename(archive)
-            assert f"Load image archives | Note that the host has the images of {name} already" in result.changed
-            assert f"Load image archives | Upload image archive {name}" not in result.changed
+        for archive in map(os.path.basename, settings["docker_image_archives"]):
+            assert f"Load image archives | Note that the host has the images of {archive} already" in result.changed
+            assert f"Load image archives | Upload image archive {archive}" not in result.changed
         assert f"Verify the stack from the control machine | Smoke-test MLflow at http://{name}:5000" in result.changed
         assert password not in result.stdout + result.stderr
         assert_stack_healthy(target)
