@@ -79,9 +79,9 @@ def container_target_factory(request, preloaded_images):
 
 
 @pytest.fixture(scope="module")
-def vm_target(preloaded_images):
+def vm_target():
     """A fresh qemu VM (resumed from the cached snapshot) for the test module; stopped afterwards."""
-    target = start_vm_target(index=VM_INDEX, images=preloaded_images)
+    target = start_vm_target(index=VM_INDEX)
     try:
         yield target
     finally:
