@@ -600,9 +600,11 @@ def test_an_archive_whose_images_the_host_has_is_neither_uploaded_nor_loaded(tmp
     facts["File"] = {marker: root_file(600)}
     again = plan(stack.load_image_archives, config, facts)
     assert again.ops == [] and ("DockerImages", None) not in again.asked
-    # One tag on the host names another image (or an image is missing): uploaded and loaded.
-    for other in ([host_images[0], {"Id": "sha256:" + "c" * 64, "RepoTags": ["standin/minio:x"]}], host_images[:1]):
-        moved = plan(stack.load_image_archives, config, {**fresh_facts(), "DockerImages": other})
+    # One tag on the host names another image, an image is missing, or Docker is not there yet
+    # (the fact's default): uploaded and loaded.
+    for other in ([host_images[0], {"Id": "sha256:" + "c" * 64, "RepoTags": ["standin/minio:x"]}], host_images[:1],
+                  None):
+        moved = plan(stack.load_image_archives, config, {**fresh_facts(), **({"DockerImages": other} if other else {})})
         assert f"{config.stack_dir}/images/{config.image_archive_names[0]}" in moved.uploads
         assert any("docker load" in c for c in moved.commands)
 
