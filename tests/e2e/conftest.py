@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
-from tests.harness.fixtures import VM_INDEX, docker_preinstalled
+from tests.harness.fixtures import docker_preinstalled
 from tests.e2e.support import E2E_ADMIN_PASSWORD
 from tools.harness.rootfs import build_rootfs
-from tools.harness.targets import build_vm_image, docker_data_with_images
+from tools.harness.targets import docker_data_with_images
 from tools.standins.build import ensure_standin_archive, standin_settings
 from tools.standins.mlflow_image import with_mlflow_image
 
@@ -49,15 +49,14 @@ def _in_background(name: str, *steps) -> None:
 def pytest_collection_finish(session) -> None:
     """Build what the first targets need side by side (each cached by its inputs, under a lock),
     not one after the other in a fixture. With a VM test in this pytest (the VM lane): the image
-    archives and the VM image, while the unit tests run (in an empty cache the two came one
-    after the other: 161 s, then 159 s). With a module on plain Debian (the first in `make test`'s main
+    archives while the VM image is built and booted (in an empty cache the two came one after
+    the other: 161 s, then 159 s). With a module on plain Debian (the first in `make test`'s main
     lane): the root filesystem with Docker and the Docker data loaded with the suite's images,
     for the modules after it, while it runs."""
     if session.config.option.collectonly:
         return
     if any(item.get_closest_marker("vm") and "tests/e2e/" in item.nodeid for item in session.items):
         _in_background("image-archives", suite_archives)
-        _in_background("vm-image", lambda: build_vm_image(VM_INDEX))
     if any(not docker_preinstalled(item.module) for item in session.items if "tests/e2e/" in item.nodeid):
         _in_background("container-rootfs", lambda: build_rootfs("container", docker=True))
         _in_background("docker-data", lambda: docker_data_with_images(suite_archives()))

@@ -33,12 +33,12 @@ def test_each_test_before_the_queue_runs_in_exactly_one_lane():
     everything = collected(["tests/unit", "tests/harness", "tests/standins", run_tests.VM_MODULE])
     assert not vm & main
     assert vm | main == everything - {"tests/harness/test_harness.py::test_vm_target"}
-    # The VM lane: the unit tests first, then the VM tests; the main lane has no VM test.
-    assert any(test.startswith("tests/unit/") for test in vm)
+    # The VM lane: the VM tests; the main lane: the unit tests and no VM test.
+    assert any(test.startswith("tests/unit/") for test in main)
     assert {test for test in everything if "vm" in test and "test_harness.py" in test} - {
         "tests/harness/test_harness.py::test_vm_target"} <= vm
     assert any(test.startswith(run_tests.VM_MODULE) for test in vm)
-    assert not any(test.startswith(("tests/unit/", run_tests.VM_MODULE)) for test in main)
+    assert not any(test.startswith(run_tests.VM_MODULE) for test in main)
 
 
 def run_with_fake_pytest(monkeypatch, tmp_path, seconds: dict[str, float], failing: str = "") -> tuple[int, list]:
@@ -61,7 +61,7 @@ def run_with_fake_pytest(monkeypatch, tmp_path, seconds: dict[str, float], faili
 
 def test_the_vm_lane_takes_modules_once_its_guest_is_done(monkeypatch, tmp_path):
     vm_first, main_first = run_tests.describe(run_tests.LANE_FIRST["vm"]), run_tests.describe(run_tests.LANE_FIRST["main"])
-    assert vm_first == f"tests/unit tests/harness {run_tests.VM_MODULE}"  # not the deselected test
+    assert vm_first == f"tests/harness {run_tests.VM_MODULE}"  # not the deselected test
     code, results = run_with_fake_pytest(monkeypatch, tmp_path, {vm_first: 0.3, main_first: 0.05, "a.py": 1.0})
     assert code == 0
     by_lane = {what: lane for lane, what, _, _ in results}
