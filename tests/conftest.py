@@ -2,6 +2,9 @@
 `make test` orders its queue of modules by these (tools/run_tests.py's MEASURED_SECONDS)."""
 
 from collections import defaultdict
+from pathlib import Path
+
+import pytest
 
 _seconds_by_module: dict[str, float] = defaultdict(float)
 
@@ -17,3 +20,14 @@ def pytest_terminal_summary(terminalreporter):
     for module, seconds in sorted(_seconds_by_module.items(), key=lambda item: -item[1]):
         if seconds >= 1:  # the rest: unit modules of no weight
             terminalreporter.write_line(f"{seconds:8.1f} s  {module}")
+
+
+@pytest.fixture(scope="session")
+def preloaded_images() -> tuple[Path, ...]:
+    """The suite's image archives (stand-ins, the MLflow image). Every target with Docker
+    preinstalled has their images already (tests/harness/fixtures.py), as a server whose images
+    were pulled or baked into its disk; the deploy is still handed the archives and finds their
+    images there. Built on first use, cached by their inputs."""
+    from tests.e2e.conftest import suite_archives
+
+    return suite_archives()

@@ -35,22 +35,18 @@ REPO = Path(__file__).resolve().parents[1]
 LOG_DIR = Path(os.environ.get("MLFLOW_STACK_TEST_LOGS", "/tmp/mlflow-stack-test-logs"))
 VM_MODULE = "tests/e2e/test_vm.py"
 
-# Wall seconds of each end-to-end module in the CI rehearsals of 2026-12-07 afternoon (aae495d;
-# container and auth from 2132de8): the queue's order, longest first, so the last module to
-# start is a short one. A new module goes first.
+# Wall seconds of each end-to-end module in the CI rehearsal of 2026-12-07 (b53f73f): the queue's
+# order, longest first, so the last module to start is a short one. A new module goes first.
 MEASURED_SECONDS = {
-    "tests/e2e/test_container.py": 754, "tests/e2e/test_auth.py": 528, "tests/e2e/test_import.py": 353,
-    "tests/e2e/test_backup.py": 338, "tests/e2e/test_cluster.py": 286, "tests/e2e/test_external.py": 195,
-    "tests/e2e/test_firewall.py": 81,
+    "tests/e2e/test_container.py": 701, "tests/e2e/test_auth.py": 454, "tests/e2e/test_import.py": 449,
+    "tests/e2e/test_backup.py": 359, "tests/e2e/test_cluster.py": 340, "tests/e2e/test_external.py": 209,
+    "tests/e2e/test_firewall.py": 104,
 }
 
 # What each lane runs before it takes modules from the queue.
 LANE_FIRST = {
     # The harness's own VM self-test is left out: test_vm.py boots, reboots and cleans up the
-    # same VM (run it with `make harness-test` when changing the harness). The unit tests stay in
-    # the main lane: moved before the VM test (to run while its image is built) they held the
-    # main lane's start as long (its builds are the wait) and the VM's first run took 1355 s
-    # (2026-12-07 rehearsal of 2132de8).
+    # same VM (run it with `make harness-test` when changing the harness).
     "vm": ["-m", "vm", "tests/harness", VM_MODULE, "--deselect", "tests/harness/test_harness.py::test_vm_target"],
     "main": ["-m", "not vm", "tests/unit", "tests/harness", "tests/standins"],
 }

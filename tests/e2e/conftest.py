@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.fixtures import container_target, container_target_factory, vm_target  # noqa: F401
-from tests.harness.fixtures import docker_preinstalled
+from tests.harness.fixtures import VM_INDEX, docker_preinstalled
 from tests.e2e.support import E2E_ADMIN_PASSWORD
 from tools.harness.rootfs import build_rootfs
 from tools.harness.targets import docker_data_with_images
@@ -49,26 +49,18 @@ def _in_background(name: str, *steps) -> None:
 def pytest_collection_finish(session) -> None:
     """Build what the first targets need side by side (each cached by its inputs, under a lock),
     not one after the other in a fixture. With a VM test in this pytest (the VM lane): the image
-    archives while the VM image is built and booted (in an empty cache the two came one after
-    the other: 161 s, then 159 s). With a module on plain Debian (the first in `make test`'s main
-    lane): the root filesystem with Docker and the Docker data loaded with the suite's images,
-    for the modules after it, while it runs."""
+    archives then the Docker data loaded with them, beside the VM's root filesystem; the VM
+    image needs all three (in an empty cache the archives and the VM image came one after the
+    other: 161 s, then 159 s). With a module on plain Debian (the first in `make test`'s main
+    lane): the root filesystem with Docker and that Docker data, for the modules after it."""
     if session.config.option.collectonly:
         return
-    if any(item.get_closest_marker("vm") and "tests/e2e/" in item.nodeid for item in session.items):
-        _in_background("image-archives", suite_archives)
-    if any(not docker_preinstalled(item.module) for item in session.items if "tests/e2e/" in item.nodeid):
+    if any(item.get_closest_marker("vm") for item in session.items):
+        _in_background("vm-rootfs", lambda: build_rootfs("vm", vm_index=VM_INDEX, docker=True))
+    if any(item.get_closest_marker("vm") for item in session.items) or \
+            any(not docker_preinstalled(item.module) for item in session.items if "tests/e2e/" in item.nodeid):
         _in_background("container-rootfs", lambda: build_rootfs("container", docker=True))
         _in_background("docker-data", lambda: docker_data_with_images(suite_archives()))
-
-
-@pytest.fixture(scope="session")
-def preloaded_images() -> tuple[Path, ...]:
-    """The suite's image archives (stand-ins, the MLflow image). Every container target with
-    Docker preinstalled has their images already (tests/harness/fixtures.py), as a server whose
-    images were pulled or baked into its disk; the deploy is still handed the archives and finds
-    their images there."""
-    return suite_archives()
 
 
 @pytest.fixture(scope="session")

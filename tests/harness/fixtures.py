@@ -79,9 +79,9 @@ def container_target_factory(request, preloaded_images):
 
 
 @pytest.fixture(scope="module")
-def vm_target():
+def vm_target(preloaded_images):
     """A fresh qemu VM (resumed from the cached snapshot) for the test module; stopped afterwards."""
-    target = start_vm_target(index=VM_INDEX)
+    target = start_vm_target(index=VM_INDEX, images=preloaded_images)
     try:
         yield target
     finally:

@@ -142,9 +142,10 @@ def test_container_ssh_logins_do_not_wait_for_user_manager():
 
 
 @pytest.mark.vm
-def test_vm_watchdog_detects_a_panicked_guest():
+def test_vm_watchdog_detects_a_panicked_guest(preloaded_images):
     """A crashed guest kernel (qemu still running) is detected within seconds, not after hours."""
-    t = start_vm_target(index=200, name="panicvm")
+    # The image tests/e2e/test_vm.py boots (its images preloaded): one cold boot in `make test`.
+    t = start_vm_target(index=200, name="panicvm", images=preloaded_images)
     try:
         t.assert_alive()
         # The kernel does not use cmpxchg16b; user space still has x86-64-v2 (NumPy needs it).

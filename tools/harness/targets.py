@@ -771,7 +771,7 @@ def docker_data_with_images(archives: tuple[Path, ...]) -> Path:
     targets that should have those images already (a server whose images were pulled or baked
     into its disk). Loaded by that same Docker, in a container target: a target's start then
     copies 1.2 GB of files instead of an SFTP upload and a `docker load` of 1.3 GB each (35 s of
-    CPU per target here). Not for the VM: its image would wait for the archives (docs/dev/measured.md)."""
+    CPU per target here; minutes of emulated CPU in the VM)."""
     from .cache import build_cached
 
     base = rootfs_mod.build_rootfs("container", docker=True)
@@ -868,13 +868,18 @@ def _hmp(sock_path: Path, commands: list[str], timeout: float = 600) -> str:
     return "".join(out)
 
 
-def build_vm_image(index: int = 200) -> Path:
-    """Cached dir with vmlinuz, initrd.img, base.qcow2 and ready.qcow2 (holds snapshot 'ready')."""
+def build_vm_image(index: int = 200, images: tuple[Path, ...] = ()) -> Path:
+    """Cached dir with vmlinuz, initrd.img, base.qcow2 and ready.qcow2 (holds snapshot 'ready').
+    images: `docker save` archives whose images the guest's Docker has already (loaded on
+    this machine's CPU: docker_data_with_images)."""
     from .cache import build_cached
 
     rootfs = rootfs_mod.build_rootfs("vm", vm_index=index, docker=True)
+    docker_data = docker_data_with_images(images) if images else None
     inputs: list[str | bytes] = [rootfs.name, str(index), str(VM_MEM_MB), str(VM_SMP),
                                  HOST_TAP_MAC, GUEST_MAC, " ".join(_qemu_cmd(Path("I"), Path("D"), "T", Path("L"), True))]
+    if docker_data:
+        inputs.append(docker_data.name)
 
     def build(tmp: Path) -> None:
         t0 = time.monotonic()
@@ -883,7 +888,14 @@ def build_vm_image(index: int = 200) -> Path:
         shutil.copy(sorted(boot.glob("vmlinuz-*"))[-1], tmp / "vmlinuz")
         shutil.copy(sorted(boot.glob("initrd.img-*"))[-1], tmp / "initrd.img")
         log("creating VM disk image")
-        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(tmp / "base.raw"), "16G"])
+        source = rootfs
+        if docker_data:
+            source = tmp / "rootfs"
+            _run(["cp", "-a", "--reflink=auto", str(rootfs), str(source)])
+            _put_docker_data(docker_data, source)
+        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(source), str(tmp / "base.raw"), "16G"])
+        if docker_data:
+            shutil.rmtree(source)
         _run(["qemu-img", "convert", "-O", "qcow2", str(tmp / "base.raw"), str(tmp / "base.qcow2")])
         (tmp / "base.raw").unlink()
         for attempt in range(1, COLD_BOOT_ATTEMPTS + 1):
@@ -924,13 +936,15 @@ def build_vm_image(index: int = 200) -> Path:
     return build_cached("vm-image", inputs, build)
 
 
-def start_vm_target(index: int = 200, name: str | None = None, *, keep: bool = False) -> Target:
+def start_vm_target(index: int = 200, name: str | None = None, *, keep: bool = False,
+                    images: tuple[Path, ...] = ()) -> Target:
     """Resume a fresh qemu VM from the cached snapshot at 10.99.<index>.2; wait for SSH.
 
     The guest's static address is baked into the image, so each index has its own cached image.
+    images: `docker save` archives whose images the guest's Docker has already.
     """
     name = name or f"vm{index}"
-    image_dir = build_vm_image(index)
+    image_dir = build_vm_image(index, images)
     t0 = time.monotonic()
     state = _prepare(name, index, "vm")
     target = Target(name=name, kind="vm", address=state["address"],
