@@ -33,13 +33,12 @@ def suite_archives() -> tuple[Path, ...]:
     return tuple(Path(archive) for archive in suite_settings(ensure_standin_archive())["docker_image_archives"])
 
 
-def _in_background(name: str, *steps) -> None:
-    """Run the steps one after the other in a thread; a failure is printed, and the fixture
-    that needs the artifact builds it again and fails with the real error."""
+def _in_background(name: str, build) -> None:
+    """Run `build` in a thread; a failure is printed, and the fixture that needs the artifact
+    builds it again and fails with the real error."""
     def run() -> None:
         try:
-            for step in steps:
-                step()
+            build()
         except Exception as error:
             print(f"background build {name} failed: {error}")
 
