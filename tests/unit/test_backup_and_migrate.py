@@ -406,6 +406,20 @@ def test_migrate_db_leaves_an_empty_database_to_the_server(migrations, mlflow_ve
     assert run["after"] is None
 
 
+def test_migrate_db_tells_an_empty_database_without_importing_mlflow(tmp_path, mlflow_version):
+    # Every new server starts with an empty database; MLflow's import is the cost of this one-shot.
+    driver = ("import runpy, sys\ntry:\n    runpy.run_path(sys.argv[1], run_name='__main__')\nfinally:\n"
+              "    print(sorted(name for name in sys.modules if name.split('.')[0] in ('mlflow', 'alembic')))")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'new.db'}"}
+    proc = subprocess.run([sys.executable, "-c", driver, str(MIGRATE_DB)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    told, imported = proc.stdout.strip().splitlines()
+    assert told == f"no MLflow schema yet: MLflow {mlflow_version} creates it at its first start"
+    assert imported == "[]"
+
+
 def test_migrate_db_refuses_a_schema_it_does_not_know(migrations):
     run = migrations["newer"]
     assert run["rc"] == 3

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES
+from mlflow_stack.steps.stack_files import HOST_CA_DIR as STACK_CA_DIR
 
 from .cache import build_cached, cache_root
 
@@ -158,8 +159,14 @@ def _configure(root: Path, kind: str, pubkey: str, with_security: bool, vm_net: 
     _write(root / f"etc/sudoers.d/{SUDO_USER}", f"{SUDO_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
 
     # The control machine sits behind a TLS-intercepting proxy: trust its CAs (image build only).
+    # The VM trusts them where the deploy puts its `extra_ca_certificates` (a server set up so
+    # before): the deploy's `update-ca-certificates` took 56 s of emulated CPU there, on a path
+    # every container target's first run proves.
+    ca_dir = root / ("usr/local/share/ca-certificates" if kind == "container" else STACK_CA_DIR.lstrip("/"))
+    ca_dir.mkdir(parents=True, exist_ok=True)
     for crt in host_ca_certs():
-        shutil.copy(crt, root / "usr/local/share/ca-certificates" / crt.name)
+        shutil.copy(crt, ca_dir / crt.name)
+        os.chmod(ca_dir / crt.name, 0o644)
     run(chroot + ["update-ca-certificates"], stdout=subprocess.DEVNULL)
 
     run(chroot + ["systemctl", "enable", "ssh"], stderr=subprocess.DEVNULL)
