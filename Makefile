@@ -14,6 +14,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	@command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null && command -v qemu-system-x86_64 >/dev/null && command -v dockerd >/dev/null && command -v ssh >/dev/null && command -v mkfs.ext4 >/dev/null \
 		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(HOST_PACKAGES); }
 	test -x $(PY) || python3 -m venv $(VENV)
+	$(PREWARM)
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $(VENV)/.demo-installed $@
 
@@ -36,6 +37,10 @@ unit: setup
 # Two lanes side by side (tools/run_tests.py): the VM tests (marked `vm`) beside unit, harness
 # and stand-in tests, then both take end-to-end modules from one queue; each lane's log is kept
 # under /tmp/mlflow-stack-test-logs/. All must pass.
+# From an empty cache the first builds (debootstraps, stand-in images) start while pip installs
+# the venv (tools/prewarm.py; its log beside the lanes' logs).
+TEST_LOGS := $(or $(MLFLOW_STACK_TEST_LOGS),/tmp/mlflow-stack-test-logs)
+test: PREWARM = mkdir -p $(TEST_LOGS) && ($(PY) -m tools.prewarm > $(TEST_LOGS)/prewarm.log 2>&1 &)
 test: setup
 	$(PY) tools/run_tests.py
 

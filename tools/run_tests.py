@@ -108,7 +108,7 @@ class Lanes:
 
 def run() -> int:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     lanes = Lanes()
     signal.signal(signal.SIGTERM, lanes.stop)
     signal.signal(signal.SIGINT, lanes.stop)
@@ -123,6 +123,10 @@ def run() -> int:
                 ended[name] = time.monotonic() - started
     print("\n=== the vm lane (ran beside the main lane) ===", flush=True)
     print((LOG_DIR / "vm.log").read_text(errors="replace"), flush=True)
+    # The builds the Makefile started during `make setup` (tools/prewarm.py), if it did for this run.
+    prewarm = LOG_DIR / "prewarm.log"
+    if prewarm.exists() and prewarm.stat().st_mtime > started_at - 600:
+        print("\n=== builds started during the set-up ===\n" + prewarm.read_text(errors="replace"), flush=True)
     print("\n=== wall time of each pytest (lane, exit code) ===")
     for lane, what, code, seconds in lanes.results:
         print(f"{seconds:7.0f} s  {lane:4} exit {code}  {what}")

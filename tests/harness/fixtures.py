@@ -31,7 +31,7 @@ def _start_in_range(first: int, last: int, name: str | None = None,
 def docker_preinstalled(module) -> bool:
     """Debian's Docker, with the suite's images loaded (the `preloaded_images` fixture), already
     on the module's targets, unless it tests the install from apt and the archives' upload
-    (`FRESH_DEBIAN = True` in the module): see tools/harness/rootfs.DOCKER_PACKAGES."""
+    (`FRESH_DEBIAN = True` in the module): see tools/harness/rootfs.docker_packages()."""
     return not getattr(module, "FRESH_DEBIAN", False)
 
 

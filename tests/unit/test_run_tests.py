@@ -1,6 +1,8 @@
 """`make test`'s lanes (tools/run_tests.py): every end-to-end module runs exactly once, the VM
 lane joins the shared queue when its guest is done, and one failed pytest fails the run."""
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,3 +58,37 @@ def test_the_vm_lane_takes_modules_once_its_guest_is_done(monkeypatch, tmp_path)
 def test_one_failed_pytest_fails_the_run(monkeypatch, tmp_path):
     code, results = run_with_fake_pytest(monkeypatch, tmp_path, {}, failing="b.py")
     assert code == 1 and len(results) == 5
+
+
+# --- the builds that start during `make setup` (tools/prewarm.py) -------------------------------
+
+
+def make_dry_run(goal: str) -> list[str]:
+    """The commands `make GOAL` would run with the venv's requirements just changed."""
+    proc = subprocess.run(["make", "-n", "-W", "requirements-test.txt", goal], cwd=run_tests.REPO,
+                          capture_output=True, text=True, check=True)
+    return proc.stdout.splitlines()
+
+
+def test_make_test_starts_the_first_builds_between_the_venv_and_pip_install():
+    commands = make_dry_run("test")
+    venv = next(i for i, line in enumerate(commands) if "-m venv" in line)
+    prewarm = next(i for i, line in enumerate(commands) if "-m tools.prewarm" in line)
+    pip = next(i for i, line in enumerate(commands) if "pip install" in line)
+    assert venv < prewarm < pip
+    assert commands[prewarm].rstrip().endswith("&)"), "it must not hold up pip"
+    assert "prewarm.log" in commands[prewarm]
+    # `make setup` alone (or the demo's) leaves nothing running behind it.
+    assert not [line for line in make_dry_run("setup") if "prewarm" in line]
+
+
+def test_the_prewarmed_builds_need_only_the_standard_library():
+    # They run before pip has installed pyinfra, PyYAML or Jinja2 into the venv.
+    probe = ("import sys, tools.prewarm as p; builds = p._builds(); "
+             "print(sorted(builds)); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyinfra', 'mlflow_stack', 'yaml', 'jinja2', 'mlflow'}))")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=run_tests.REPO, capture_output=True, text=True,
+                          check=True)
+    names, third_party = proc.stdout.strip().splitlines()
+    assert "debootstrap for the VM" in names and "stand-in images" in names
+    assert third_party == "[]"

@@ -9,9 +9,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES
-from mlflow_stack.steps.stack_files import HOST_CA_DIR as STACK_CA_DIR
-
 from .cache import build_cached, cache_root
 
 SUITE = "trixie"
@@ -23,12 +20,26 @@ BASE_PACKAGES = [
 ]
 # The VM boots its own kernel (qemu -kernel/-initrd taken from the rootfs /boot).
 VM_PACKAGES = ["linux-image-amd64", "initramfs-tools"]
-# Debian's Docker, the packages `docker_source = "distro"` installs (with their recommended
-# packages, like the deploy's apt): preinstalled in the VM and in the container targets of the
-# modules that do not test the install itself (a lab server that already runs Docker). The install
-# from apt on plain Debian is tested by tests/e2e/test_container.py, `make demo` and `make bench`.
-# In the VM it took 103-112 s of emulated CPU per run, on a path the container targets prove.
-DOCKER_PACKAGES = DISTRO_PACKAGES[("debian", 13)]
+
+
+def docker_packages() -> list[str]:
+    """Debian's Docker, the packages `docker_source = "distro"` installs (with their recommended
+    packages, like the deploy's apt): preinstalled in the VM and in the container targets of the
+    modules that do not test the install itself (a lab server that already runs Docker). The
+    install from apt on plain Debian is tested by tests/e2e/test_container.py, `make demo` and
+    `make bench`. In the VM it took 103-112 s of emulated CPU per run, on a path the container
+    targets prove. (Imported here, not at the top: the debootstraps run before the venv has
+    pyinfra, tools/prewarm.py.)"""
+    from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES
+
+    return list(DISTRO_PACKAGES[("debian", 13)])
+
+
+def stack_ca_dir() -> str:
+    """Where the deploy keeps the CA files of `extra_ca_certificates`."""
+    from mlflow_stack.steps.stack_files import HOST_CA_DIR
+
+    return HOST_CA_DIR
 SUDO_USER = "labadmin"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 
@@ -162,7 +173,7 @@ def _configure(root: Path, kind: str, pubkey: str, with_security: bool, vm_net: 
     # The VM trusts them where the deploy puts its `extra_ca_certificates` (a server set up so
     # before): the deploy's `update-ca-certificates` took 56 s of emulated CPU there, on a path
     # every container target's first run proves.
-    ca_dir = root / ("usr/local/share/ca-certificates" if kind == "container" else STACK_CA_DIR.lstrip("/"))
+    ca_dir = root / ("usr/local/share/ca-certificates" if kind == "container" else stack_ca_dir().lstrip("/"))
     ca_dir.mkdir(parents=True, exist_ok=True)
     for crt in host_ca_certs():
         shutil.copy(crt, ca_dir / crt.name)
@@ -189,7 +200,7 @@ def _install_docker(root: Path) -> None:
     try:
         t0 = time.monotonic()
         run(["chroot", str(root), "apt-get", "update", "-q"], stdout=subprocess.DEVNULL, env=env)
-        run(["chroot", str(root), "apt-get", "install", "-y", "-q", *DOCKER_PACKAGES], stdout=subprocess.DEVNULL, env=env)
+        run(["chroot", str(root), "apt-get", "install", "-y", "-q", *docker_packages()], stdout=subprocess.DEVNULL, env=env)
         run(["chroot", str(root), "apt-get", "clean"], env=env)
         log(f"Docker preinstalled in {time.monotonic() - t0:.0f}s")
     finally:
@@ -206,20 +217,24 @@ def vm_netconfig(index: int) -> str:
             f"    address 10.99.{index}.2/30\n    gateway 10.99.{index}.1\n")
 
 
+def debootstrap(kind: str) -> Path:
+    """The cached debootstrap a root filesystem of `kind` is made from."""
+    return _debootstrap(BASE_PACKAGES + (VM_PACKAGES if kind == "vm" else []))
+
+
 def build_rootfs(kind: str = "container", vm_index: int = 200, docker: bool = False) -> Path:
     """Return a cached, configured rootfs directory for kind "container" or "vm"; docker: with
-    Debian's Docker installed (DOCKER_PACKAGES)."""
+    Debian's Docker installed (docker_packages())."""
     if kind not in ("container", "vm"):
         raise ValueError(kind)
-    packages = BASE_PACKAGES + (VM_PACKAGES if kind == "vm" else [])
-    base = _debootstrap(packages)
+    base = debootstrap(kind)
     key = ssh_keypair()
     pubkey = key.with_suffix(".pub").read_text()
     with_security = security_mirror_reachable()
     vm_net = vm_netconfig(vm_index) if kind == "vm" else None
     inputs: list[str | bytes] = [
         BUILD_VERSION, kind, base.name, pubkey, str(with_security), CGROUP_UNIT, vm_net or "",
-        Path(__file__).read_bytes(), *(DOCKER_PACKAGES if docker else []),
+        Path(__file__).read_bytes(), *(docker_packages() if docker else []),
     ]
     if kind == "vm":
         inputs.append(host_nameserver())

@@ -633,7 +633,7 @@ def start_container_target(index: int = 1, name: str | None = None, *, keep: boo
     """Boot a systemd-nspawn container at 10.99.<index>.2 and wait until SSH answers.
 
     keep=True: no atexit/signal cleanup in this process (the CLI uses it; stop via the name).
-    docker=True: Debian's Docker already installed (rootfs.DOCKER_PACKAGES).
+    docker=True: Debian's Docker already installed (rootfs.docker_packages()).
     images: `docker save` archives whose images that Docker has already (implies docker).
     """
     name = name or f"ct{index}"
