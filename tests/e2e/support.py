@@ -203,28 +203,48 @@ def run_client(script: str, tracking_uri: str, workdir: Path, *args: str, timeou
 
 
 @contextlib.contextmanager
-def control_machine_hosts_entry(name: str, address: str):
+def control_machine_hosts_entry(name: str, address: str, hosts_path: Path = Path("/etc/hosts")):
     """Make `name` resolve to `address` on this (the control) machine only, as a lab's
     clients have it in /etc/hosts or an internal zone; the target knows nothing of it.
-    The file is rewritten under a lock: `make test` runs end-to-end modules side by side."""
-    marker = f"# mlflow-stack e2e {uuid.uuid4().hex}"
-    with _hosts_file() as hosts:
-        with hosts.open("a") as handle:
-            handle.write(f"{address} {name} {marker}\n")
+    The file is rewritten under a lock: `make test` runs end-to-end modules side by side.
+    Each line names the process that wrote it: a line left by a process that is gone (a run
+    killed before its cleanup) is removed, else it would send the name to an old address."""
+    marker = f"# mlflow-stack e2e {os.getpid()} {_process_start(os.getpid())} {uuid.uuid4().hex}"
+    with _hosts_file(hosts_path) as hosts:
+        kept = [line for line in hosts.read_text().splitlines(keepends=True) if not _left_by_a_gone_process(line)]
+        hosts.write_text("".join(kept) + f"{address} {name} {marker}\n")
     try:
         yield name
     finally:
-        with _hosts_file() as hosts:
+        with _hosts_file(hosts_path) as hosts:
             hosts.write_text("".join(line for line in hosts.read_text().splitlines(keepends=True)
                                      if marker not in line))
 
 
+def _process_start(pid: int) -> str:
+    """The process's start time (field 22 of /proc/PID/stat): a reused pid has another one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "gone"
+
+
+def _left_by_a_gone_process(line: str) -> bool:
+    parts = line.split("# mlflow-stack e2e ", 1)
+    if len(parts) < 2:
+        return False
+    fields = parts[1].split()
+    if len(fields) < 3 or not fields[0].isdigit():
+        return True  # the older format, without its writer: left by an earlier run
+    return _process_start(int(fields[0])) != fields[1]
+
+
 @contextlib.contextmanager
-def _hosts_file():
+def _hosts_file(path: Path = Path("/etc/hosts")):
     with open("/run/lock/mlflow-stack-e2e-hosts.lock" if Path("/run/lock").is_dir()
               else "/tmp/mlflow-stack-e2e-hosts.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield Path("/etc/hosts")
+        yield path
 
 
 def s3_client(endpoint: str, secrets: dict, verify: str | None = None):
