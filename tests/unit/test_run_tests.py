@@ -22,7 +22,13 @@ def test_the_queue_holds_every_end_to_end_module_but_the_vms_longest_first():
     assert seconds == sorted(seconds, reverse=True)
     assert run_tests.VM_MODULE in run_tests.LANE_FIRST["vm"]
     assert run_tests.LANE_FIRST["vm"][run_tests.LANE_FIRST["vm"].index("-m") + 1] == "vm"
-    assert {"tests/unit", "tests/harness", "tests/standins"} <= set(run_tests.LANE_FIRST["main"])
+    main_first, beside = run_tests.LANE_FIRST["main"], run_tests.LANE_BESIDE["main"]
+    assert {"tests/unit", "tests/standins"} <= set(main_first) and "tests/harness" in beside
+    # What runs beside is left out of the first pytest (each test once), and no VM test runs there.
+    for path in beside:
+        if path.startswith("tests/unit/"):
+            assert f"--ignore={path}" in main_first
+    assert "tests/harness" not in main_first and beside[:2] == ["-m", "not vm"]
 
 
 def run_with_fake_pytest(monkeypatch, tmp_path, seconds: dict[str, float], failing: str = "") -> tuple[int, list]:
@@ -57,7 +63,21 @@ def test_the_vm_lane_takes_modules_once_its_guest_is_done(monkeypatch, tmp_path)
 
 def test_one_failed_pytest_fails_the_run(monkeypatch, tmp_path):
     code, results = run_with_fake_pytest(monkeypatch, tmp_path, {}, failing="b.py")
-    assert code == 1 and len(results) == 5
+    assert code == 1 and len(results) == 6
+
+
+def test_the_main_lane_takes_modules_when_its_first_pytest_and_the_one_beside_it_are_done(monkeypatch, tmp_path):
+    main_first, beside = (run_tests.describe(run_tests.LANE_FIRST["main"]),
+                          run_tests.describe(run_tests.LANE_BESIDE["main"]))
+    vm_first = run_tests.describe(run_tests.LANE_FIRST["vm"])
+    code, results = run_with_fake_pytest(monkeypatch, tmp_path, {main_first: 0.05, beside: 0.6, vm_first: 0.3,
+                                                                        "a.py": 1.0})
+    assert code == 0
+    order = [what for _, what, _, _ in results]
+    by_lane = {what: lane for lane, what, _, _ in results}
+    # Main waited for the pytest beside it (0.6 s): the VM lane, free after 0.3 s, took a.py.
+    assert by_lane["a.py"] == "vm" and by_lane[beside] == "main"
+    assert order.index(beside) < order.index("b.py") and by_lane["b.py"] == "main"
 
 
 # --- the builds that start during `make setup` (tools/prewarm.py) -------------------------------

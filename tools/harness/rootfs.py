@@ -191,6 +191,10 @@ def _configure(root: Path, kind: str, pubkey: str, with_security: bool, vm_net: 
         _write(root / "etc/network/interfaces.d/eth0", vm_net or "")
         # No console login prompt needed; serial output goes to the console log.
         _write(root / "etc/resolv.conf", f"nameserver {host_nameserver()}\n")
+        # root's user manager stays (`loginctl enable-linger root`): the tests' SSH logins come
+        # every 15 s or more, logind stopped it 10 s after each and the next login started it
+        # again, seconds of emulated CPU each time.
+        _write(root / "var/lib/systemd/linger/root", "")
 
 
 def _install_docker(root: Path) -> None:
