@@ -265,6 +265,7 @@ def cleanup_state(state: dict) -> None:
 
 _live: dict[str, "Target"] = {}
 _live_lock = threading.Lock()
+_atexit_registered = False
 _handlers_installed = False
 
 
@@ -294,15 +295,19 @@ _prev_handlers: dict[int, object] = {}
 
 
 def _register(target: "Target") -> None:
-    global _handlers_installed
+    global _atexit_registered, _handlers_installed
     with _live_lock:
         _live[target.name] = target
-        if not _handlers_installed:
+        if not _atexit_registered:
             atexit.register(_stop_all)
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    _prev_handlers[sig] = signal.getsignal(sig)
-                    signal.signal(sig, _on_signal)
+            _atexit_registered = True
+        # Only the main thread may set signal handlers: a first target started by a background
+        # build (the loader of docker_data_with_images) must not leave the later ones without
+        # them (a SIGTERM to `make test`'s VM lane left its VM running).
+        if not _handlers_installed and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                _prev_handlers[sig] = signal.getsignal(sig)
+                signal.signal(sig, _on_signal)
             _handlers_installed = True
 
 
