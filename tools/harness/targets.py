@@ -29,10 +29,10 @@ from .rootfs import log
 
 STATE_DIR = Path("/run/mlflow-stack-tests")
 VM_MEM_MB = 4096
-# One vCPU: under load (the other lane of `make test` on the same two cores) a second vCPU thread
-# is descheduled while the first waits for it (TLB shootdowns, IPIs: no paravirtual help under
-# TCG), and the emulated guest was over half the machine's CPU (docs/dev/measured.md).
-VM_SMP = 1
+# Two vCPUs: with one (tried in the CI rehearsal of 8d4c152) qemu took less of the machine's CPU
+# but the VM test took ~4 min longer (reboot to healthy 367 s against 270), and the VM lane with
+# it (docs/dev/measured.md).
+VM_SMP = 2
 # See tools/harness/README.md, "VM guest double fault". The guest kernel must not execute
 # cmpxchg16b (faulted under multi-threaded TCG on this host's QEMU 7.2), but user space must
 # keep CX16: it is part of x86-64-v2, and NumPy 2 (MLflow) refuses to import without it
