@@ -6,7 +6,8 @@ library only (and the venv's pip for one wheel), so they can start as soon as th
 Each is cached by its inputs under a lock (tools/harness/cache.py, tools/standins/build.py): a
 test that needs one waits for this build, or builds it again itself if this one failed.
 
-Run by the Makefile in the background: `python -m tools.prewarm LOG`; its output goes to LOG.
+Run by `make test` in the background (`python -m tools.prewarm`), its output in prewarm.log
+beside the lanes' logs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> int:
         try:
             build()
             print(f"[prewarm] {name}: ready after {time.monotonic() - started:.0f} s", flush=True)
-        except BaseException:
+        except Exception:
             failed.append(name)
             print(f"[prewarm] {name} failed (the tests build it again):\n{traceback.format_exc()}", flush=True)
 

@@ -103,8 +103,7 @@ class Lanes:
     def lane(self, name: str) -> None:
         beside = None
         if name in LANE_BESIDE:
-            args = LANE_BESIDE[name]
-            beside = threading.Thread(target=self._beside, args=(name, args))
+            beside = threading.Thread(target=self._beside, args=(name, LANE_BESIDE[name]))
             beside.start()
         with open(LOG_DIR / f"{name}.log", "wb") as log:
             self.pytest(name, describe(LANE_FIRST[name]), LANE_FIRST[name], log, show=name == "main")

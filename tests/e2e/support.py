@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mlflow_stack.facts.host import ComposeServices
 from mlflow_stack.services import active_services, stack_is_healthy
+from tools.harness.targets import _proc_start_time
 
 REPO = Path(__file__).resolve().parents[2]
 # Authentication is on by default: the suite gives the admin password (a user may, like any
@@ -209,7 +210,7 @@ def control_machine_hosts_entry(name: str, address: str, hosts_path: Path = Path
     The file is rewritten under a lock: `make test` runs end-to-end modules side by side.
     Each line names the process that wrote it: a line left by a process that is gone (a run
     killed before its cleanup) is removed, else it would send the name to an old address."""
-    marker = f"# mlflow-stack e2e {os.getpid()} {_process_start(os.getpid())} {uuid.uuid4().hex}"
+    marker = f"# mlflow-stack e2e {os.getpid()} {_proc_start_time(os.getpid())} {uuid.uuid4().hex}"
     with _hosts_file(hosts_path) as hosts:
         kept = [line for line in hosts.read_text().splitlines(keepends=True) if not _left_by_a_gone_process(line)]
         hosts.write_text("".join(kept) + f"{address} {name} {marker}\n")
@@ -221,14 +222,6 @@ def control_machine_hosts_entry(name: str, address: str, hosts_path: Path = Path
                                      if marker not in line))
 
 
-def _process_start(pid: int) -> str:
-    """The process's start time (field 22 of /proc/PID/stat): a reused pid has another one."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "gone"
-
-
 def _left_by_a_gone_process(line: str) -> bool:
     parts = line.split("# mlflow-stack e2e ", 1)
     if len(parts) < 2:
@@ -236,7 +229,7 @@ def _left_by_a_gone_process(line: str) -> bool:
     fields = parts[1].split()
     if len(fields) < 3 or not fields[0].isdigit():
         return True  # the older format, without its writer: left by an earlier run
-    return _process_start(int(fields[0])) != fields[1]
+    return str(_proc_start_time(int(fields[0]))) != fields[1]  # gone, or its pid reused
 
 
 @contextlib.contextmanager

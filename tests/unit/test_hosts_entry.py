@@ -4,15 +4,16 @@ line left by a killed run must not send a name to an old target's address."""
 import os
 import subprocess
 
-from tests.e2e.support import _process_start, control_machine_hosts_entry
+from tests.e2e.support import control_machine_hosts_entry
+from tools.harness.targets import _proc_start_time
 
 
 def test_lines_of_gone_processes_are_removed_and_the_own_line_is_removed_afterwards(tmp_path):
     ended = subprocess.Popen(["true"])
-    ended_start = _process_start(ended.pid)
+    ended_start = _proc_start_time(ended.pid)
     ended.wait()
     hosts = tmp_path / "hosts"
-    live = f"10.99.7.2 live.lab.test # mlflow-stack e2e {os.getpid()} {_process_start(os.getpid())} aa\n"
+    live = f"10.99.7.2 live.lab.test # mlflow-stack e2e {os.getpid()} {_proc_start_time(os.getpid())} aa\n"
     hosts.write_text("127.0.0.1 localhost\n"
                      "10.99.14.2 mlflow.cluster.test # mlflow-stack e2e 176245542eeb461c897214ce2a20a8c7\n"
                      f"10.99.9.2 killed.lab.test # mlflow-stack e2e {ended.pid} {ended_start} bb\n" + live)

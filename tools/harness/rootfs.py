@@ -21,25 +21,6 @@ BASE_PACKAGES = [
 # The VM boots its own kernel (qemu -kernel/-initrd taken from the rootfs /boot).
 VM_PACKAGES = ["linux-image-amd64", "initramfs-tools"]
 
-
-def docker_packages() -> list[str]:
-    """Debian's Docker, the packages `docker_source = "distro"` installs (with their recommended
-    packages, like the deploy's apt): preinstalled in the VM and in the container targets of the
-    modules that do not test the install itself (a lab server that already runs Docker). The
-    install from apt on plain Debian is tested by tests/e2e/test_container.py, `make demo` and
-    `make bench`. In the VM it took 103-112 s of emulated CPU per run, on a path the container
-    targets prove. (Imported here, not at the top: the debootstraps run before the venv has
-    pyinfra, tools/prewarm.py.)"""
-    from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES
-
-    return list(DISTRO_PACKAGES[("debian", 13)])
-
-
-def stack_ca_dir() -> str:
-    """Where the deploy keeps the CA files of `extra_ca_certificates`."""
-    from mlflow_stack.steps.stack_files import HOST_CA_DIR
-
-    return HOST_CA_DIR
 SUDO_USER = "labadmin"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 
@@ -63,6 +44,26 @@ ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def docker_packages() -> list[str]:
+    """Debian's Docker, the packages `docker_source = "distro"` installs (with their recommended
+    packages, like the deploy's apt): preinstalled in the VM and in the container targets of the
+    modules that do not test the install itself (a lab server that already runs Docker). The
+    install from apt on plain Debian is tested by tests/e2e/test_container.py, `make demo` and
+    `make bench`. In the VM it took 103-112 s of emulated CPU per run, on a path the container
+    targets prove. (Imported here, not at the top: the debootstraps run before the venv has
+    pyinfra, tools/prewarm.py.)"""
+    from mlflow_stack.steps.docker_engine import DISTRO_PACKAGES
+
+    return list(DISTRO_PACKAGES[("debian", 13)])
+
+
+def stack_ca_dir() -> str:
+    """Where the deploy keeps the CA files of `extra_ca_certificates`."""
+    from mlflow_stack.steps.stack_files import HOST_CA_DIR
+
+    return HOST_CA_DIR
 
 
 def log(msg: str) -> None:
@@ -173,7 +174,7 @@ def _configure(root: Path, kind: str, pubkey: str, with_security: bool, vm_net: 
     # The VM trusts them where the deploy puts its `extra_ca_certificates` (a server set up so
     # before): the deploy's `update-ca-certificates` took 56 s of emulated CPU there, on a path
     # every container target's first run proves.
-    ca_dir = root / ("usr/local/share/ca-certificates" if kind == "container" else stack_ca_dir().lstrip("/"))
+    ca_dir = root / str(HOST_CA_DIR if kind == "container" else stack_ca_dir()).lstrip("/")
     ca_dir.mkdir(parents=True, exist_ok=True)
     for crt in host_ca_certs():
         shutil.copy(crt, ca_dir / crt.name)
