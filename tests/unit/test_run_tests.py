@@ -83,23 +83,31 @@ def test_the_main_lane_takes_modules_when_its_first_pytest_and_the_one_beside_it
 # --- the builds that start during `make setup` (tools/prewarm.py) -------------------------------
 
 
-def make_dry_run(goal: str) -> list[str]:
+def make_dry_run(goal: str, changed: str = "requirements-test.txt") -> list[str]:
     """The commands `make GOAL` would run with the venv's requirements just changed."""
-    proc = subprocess.run(["make", "-n", "-W", "requirements-test.txt", goal], cwd=run_tests.REPO,
+    proc = subprocess.run(["make", "-n", "-W", changed, goal], cwd=run_tests.REPO,
                           capture_output=True, text=True, check=True)
     return proc.stdout.splitlines()
 
 
-def test_make_test_starts_the_first_builds_between_the_venv_and_pip_install():
+def test_make_test_starts_the_first_builds_between_the_venv_and_the_install():
     commands = make_dry_run("test")
     venv = next(i for i, line in enumerate(commands) if "-m venv" in line)
     prewarm = next(i for i, line in enumerate(commands) if "-m tools.prewarm" in line)
-    pip = next(i for i, line in enumerate(commands) if "pip install" in line)
-    assert venv < prewarm < pip
-    assert commands[prewarm].rstrip().endswith("&)"), "it must not hold up pip"
+    install = next(i for i, line in enumerate(commands) if "pip install" in line)
+    assert venv < prewarm < install
+    assert commands[prewarm].rstrip().endswith("&)"), "it must not hold up the install"
     assert "prewarm.log" in commands[prewarm]
     # `make setup` alone (or the demo's) leaves nothing running behind it.
     assert not [line for line in make_dry_run("setup") if "prewarm" in line]
+
+
+def test_the_venv_is_installed_by_uv_and_by_pip_if_uv_fails():
+    for goal, requirements in (("test", "requirements-test.txt"), ("demo", "requirements.txt")):
+        install = next(line for line in make_dry_run(goal, requirements) if "pip install" in line)
+        with_uv, with_pip = install.split(" || ")
+        assert f"/uv pip install -q --system-certs --python .venv/bin/python -r {requirements}" in with_uv
+        assert with_pip.strip() == f".venv/bin/python -m pip install -q -r {requirements}"
 
 
 def test_the_prewarmed_builds_need_only_the_standard_library():
