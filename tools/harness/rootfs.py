@@ -1,6 +1,7 @@
 """Debian 13 (trixie) root filesystems for the test targets, built with debootstrap and cached."""
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import shutil
@@ -75,19 +76,26 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def ssh_keypair() -> Path:
-    """Private key (ed25519, 0600) shared by all targets; generated once into the cache."""
+    """Private key (ed25519, 0600) shared by all targets; generated once into the cache, by one
+    process: `make test`'s lanes and builds ask for it at the same moment, and two keys made side
+    by side gave root filesystems that took the other key, targets no one could log in to."""
     key_dir = cache_root() / "ssh"
     key = key_dir / "id_ed25519"
     if key.exists() and key.with_suffix(".pub").exists():
         return key
-    key_dir.mkdir(mode=0o700, exist_ok=True)
-    tmp = key_dir / f"tmp-{os.getpid()}"
-    for p in (tmp, tmp.with_suffix(".pub")):
-        p.unlink(missing_ok=True)
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mlflow-stack-tests", "-f", str(tmp)])
-    os.chmod(tmp, 0o600)
-    os.rename(tmp.with_suffix(".pub"), key.with_suffix(".pub"))
-    os.rename(tmp, key)
+    key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(key_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if key.exists() and key.with_suffix(".pub").exists():
+            return key  # made by the process that held the lock before
+        tmp = key_dir / f"tmp-{os.getpid()}"
+        for p in (tmp, tmp.with_suffix(".pub")):
+            p.unlink(missing_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mlflow-stack-tests", "-f", str(tmp)])
+        os.chmod(tmp, 0o600)
+        # The public half first: a key with both files in place is complete.
+        os.rename(tmp.with_suffix(".pub"), key.with_suffix(".pub"))
+        os.rename(tmp, key)
     return key
 
 

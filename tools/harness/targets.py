@@ -636,12 +636,6 @@ def _finish(target: Target, keep: bool) -> Target:
 
 # ---------------------------------------------------------------- container targets
 
-# A container boots to SSH in ~4 s on an idle machine, but took over 120 s while the suite's
-# first builds (debootstrap, the kernel's install, image builds) and the unit tier kept both
-# cores at 100 % (CI rehearsal of 2026-12-07, 19:00): a bound for a hang, not a speed check.
-CONTAINER_SSH_TIMEOUT = 300
-
-
 def start_container_target(index: int = 1, name: str | None = None, *, keep: bool = False,
                            docker: bool = False, images: tuple[Path, ...] = ()) -> Target:
     """Boot a systemd-nspawn container at 10.99.<index>.2 and wait until SSH answers.
@@ -684,7 +678,7 @@ def start_container_target(index: int = 1, name: str | None = None, *, keep: boo
                 raise RuntimeError(f"nspawn for {name} did not create {veth}; see {tdir}/console.log")
             time.sleep(0.1)
         _setup_routing(state, veth)
-        target.wait_ssh(timeout=CONTAINER_SSH_TIMEOUT)
+        target.wait_ssh(timeout=120)
         log(f"container target {name} up at {target.address} in {time.monotonic() - t0:.1f}s")
     except BaseException:
         cleanup_state(state)
