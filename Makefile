@@ -46,10 +46,9 @@ unit: setup
 # and stand-in tests, then both take end-to-end modules from one queue; each lane's log is kept
 # under /tmp/mlflow-stack-test-logs/. All must pass.
 # From an empty cache the first builds (debootstrap, stand-in images) start while uv installs
-# the venv (tools/prewarm.py; its log beside the lanes' logs), first on the CPU as the VM lane's
-# first pytest (tools/run_tests.py): they are what the VM waits for.
+# the venv (tools/prewarm.py; its log beside the lanes' logs).
 TEST_LOGS := $(or $(MLFLOW_STACK_TEST_LOGS),/tmp/mlflow-stack-test-logs)
-test: PREWARM = mkdir -p $(TEST_LOGS) && (nice -n -5 $(PY) -m tools.prewarm > $(TEST_LOGS)/prewarm.log 2>&1 &)
+test: PREWARM = mkdir -p $(TEST_LOGS) && ($(PY) -m tools.prewarm > $(TEST_LOGS)/prewarm.log 2>&1 &)
 test: setup
 	$(PY) tools/run_tests.py
 

@@ -60,14 +60,6 @@ LANE_BESIDE = {
 }
 
 
-# The VM lane's first pytest is the one block of the suite that cannot be split (the VM's image,
-# then its deploy, reboot and rerun under software emulation), while the main lane's work is
-# many modules the queue can move: it runs first on the CPU (nice -5, and so do its guest and
-# its image builds). In the CI rehearsal of 2026-12-07, 19:00, at equal priority it took 1858 s
-# on a machine kept at 95 % busy, the VM's reboot to healthy 525 s (220 s on an idle machine).
-LANE_FIRST_NICE = {"vm": -5}
-
-
 def e2e_queue() -> list[str]:
     """Every end-to-end module but the VM's, the longest (by the last measurement) first."""
     modules = [str(path.relative_to(REPO)) for path in (REPO / "tests/e2e").glob("test_*.py")]
@@ -91,10 +83,10 @@ class Lanes:
         with self.lock:
             return None if self.stopping or not self.queue else self.queue.pop(0)
 
-    def pytest(self, lane: str, what: str, args: list[str], log, show: bool, nice: int = 0) -> None:
+    def pytest(self, lane: str, what: str, args: list[str], log, show: bool) -> None:
         started = time.monotonic()
         process = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=REPO, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                   stderr=subprocess.STDOUT)
         with self.lock:
             self.running.add(process)
         for line in process.stdout:
@@ -114,8 +106,7 @@ class Lanes:
             beside = threading.Thread(target=self._beside, args=(name, LANE_BESIDE[name]))
             beside.start()
         with open(LOG_DIR / f"{name}.log", "wb") as log:
-            self.pytest(name, describe(LANE_FIRST[name]), LANE_FIRST[name], log, show=name == "main",
-                        nice=LANE_FIRST_NICE.get(name, 0))
+            self.pytest(name, describe(LANE_FIRST[name]), LANE_FIRST[name], log, show=name == "main")
             if beside:
                 beside.join()
             while (module := self.next_module()) is not None:

@@ -1,7 +1,6 @@
 """`make test`'s lanes (tools/run_tests.py): every end-to-end module runs exactly once, the VM
 lane joins the shared queue when its guest is done, and one failed pytest fails the run."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -32,21 +31,16 @@ def test_the_queue_holds_every_end_to_end_module_but_the_vms_longest_first():
     assert "tests/harness" not in main_first and beside[:2] == ["-m", "not vm"]
 
 
-niceness: dict[str, int] = {}  # what -> the nice the fake pytest was given
-
-
 def run_with_fake_pytest(monkeypatch, tmp_path, seconds: dict[str, float], failing: str = "") -> tuple[int, list]:
     """run() with each pytest replaced by a sleep of `seconds[what]`; returns (exit, results)."""
     monkeypatch.setattr(run_tests, "LOG_DIR", tmp_path)
     monkeypatch.setattr(run_tests, "e2e_queue", lambda: ["a.py", "b.py", "c.py"])
     lanes_seen = []
-    niceness.clear()
 
-    def fake(self, lane, what, args, log, show, nice=0):
+    def fake(self, lane, what, args, log, show):
         time.sleep(seconds.get(what, 0.05))
         with self.lock:
             self.results.append((lane, what, 1 if what == failing else 0, 0.0))
-            niceness[what] = nice
         lanes_seen.append(self)
 
     monkeypatch.setattr(run_tests.Lanes, "pytest", fake)
@@ -65,19 +59,6 @@ def test_the_vm_lane_takes_modules_once_its_guest_is_done(monkeypatch, tmp_path)
         "a.py", "b.py", "c.py"]  # each once
     # main started a.py at once; the VM lane, free after 0.3 s, took b.py while a.py ran.
     assert by_lane["a.py"] == "main" and by_lane["b.py"] == "vm"
-    # Only the VM lane's first pytest runs first on the CPU; the modules it takes after do not.
-    assert niceness[vm_first] < 0 and niceness["b.py"] == 0 and niceness[main_first] == 0
-
-
-def test_a_pytest_runs_at_the_nice_it_is_given(tmp_path):
-    out = tmp_path / "nice.txt"
-    (tmp_path / "test_probe.py").write_text(f"import os\ndef test_probe():\n    open({str(out)!r}, 'w').write(str(os.nice(0)))\n")
-    lanes = run_tests.Lanes()
-    with open(tmp_path / "log", "wb") as log:
-        lanes.pytest("vm", "probe", ["-q", "-p", "no:cacheprovider", str(tmp_path / "test_probe.py")], log, show=False,
-                     nice=run_tests.LANE_FIRST_NICE["vm"])
-    assert lanes.results[0][2] == 0, (tmp_path / "log").read_text()
-    assert int(out.read_text()) == os.nice(0) + run_tests.LANE_FIRST_NICE["vm"]
 
 
 def test_one_failed_pytest_fails_the_run(monkeypatch, tmp_path):
@@ -117,7 +98,6 @@ def test_make_test_starts_the_first_builds_between_the_venv_and_the_install():
     assert venv < prewarm < install
     assert commands[prewarm].rstrip().endswith("&)"), "it must not hold up the install"
     assert "prewarm.log" in commands[prewarm]
-    assert "(nice -n -5 " in commands[prewarm], "what the VM waits for runs first on the CPU"
     # `make setup` alone (or the demo's) leaves nothing running behind it.
     assert not [line for line in make_dry_run("setup") if "prewarm" in line]
 
