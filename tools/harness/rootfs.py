@@ -213,7 +213,7 @@ def _apt_install(root: Path, packages: list[str], recommends: bool) -> None:
     try:
         run(["chroot", str(root), "apt-get", "update", "-q"], stdout=subprocess.DEVNULL, env=env)
         # No fsync per file (dpkg's unsafe-io): a half-built tree is thrown away anyway, and the
-        # syncs stall every other disk user while the suite's first builds run side by side.
+        # suite's first builds share the disk (the kernel's install: 38 -> 35 s, idle machine).
         run(["chroot", str(root), "apt-get", "install", "-y", "-q", "-o", "Dpkg::Options::=--force-unsafe-io",
              *([] if recommends else ["--no-install-recommends"]), *packages], stdout=subprocess.DEVNULL, env=env)
         run(["chroot", str(root), "apt-get", "clean"], env=env)
@@ -240,8 +240,8 @@ def vm_netconfig(index: int) -> str:
 def debootstrap(kind: str) -> Path:
     """The cached debootstrap a root filesystem of `kind` is made from. The VM's is the
     containers' with its kernel added (as debootstrap's --include would: no recommended
-    packages; the same package list): 33 s of work where a second debootstrap ran 232 s beside
-    the first (docs/dev/measured.md)."""
+    packages; the same package list): 35-38 s of work where a second debootstrap ran 232 s
+    beside the first (docs/dev/measured.md)."""
     base = _debootstrap(BASE_PACKAGES)
     if kind != "vm":
         return base
