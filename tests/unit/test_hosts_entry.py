@@ -9,9 +9,12 @@ from tools.harness.targets import _proc_start_time
 
 
 def test_lines_of_gone_processes_are_removed_and_the_own_line_is_removed_afterwards(tmp_path):
-    ended = subprocess.Popen(["true"])
+    # Alive while its start time is read (a `true` could be gone already: CI of 09d8beb).
+    ended = subprocess.Popen(["sleep", "60"])
     ended_start = _proc_start_time(ended.pid)
+    ended.kill()
     ended.wait()
+    assert ended_start is not None
     hosts = tmp_path / "hosts"
     live = f"10.99.7.2 live.lab.test # mlflow-stack e2e {os.getpid()} {_proc_start_time(os.getpid())} aa\n"
     hosts.write_text("127.0.0.1 localhost\n"
