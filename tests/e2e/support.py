@@ -146,6 +146,23 @@ def assert_stack_healthy(target, services=None, tls: str = "off") -> None:
     assert stack_is_healthy(status, services or active_services(tls)), status
 
 
+def wait_until_healthy(target, timeout: float, tls: str = "off", every: float = 15) -> None:
+    """After a reboot: the stack healthy within `timeout`, brought back by Docker alone. Every
+    step is bounded: each ssh aborts within seconds if the target dies (TargetDied, with the
+    console's last lines for a VM), and the loop checks the target's liveness."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assert_stack_healthy(target, tls=tls)
+            return
+        except (AssertionError, KeyError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            target.assert_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stack not healthy {timeout:.0f} s after the reboot: "
+                                     f"{compose_status(target)}") from None
+            time.sleep(every)
+
+
 def read_secrets(target) -> dict[str, str]:
     text = target.ssh("cat /srv/mlflow/.env").stdout
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

@@ -27,7 +27,7 @@ import pytest
 from mlflow_stack.services import stack_is_healthy, stack_services
 
 from .support import (Deployer, assert_stack_healthy, compose_status, control_machine_hosts_entry, read_secrets,
-                      run_client)
+                      run_client, wait_until_healthy)
 
 pytestmark = pytest.mark.e2e
 
@@ -204,6 +204,35 @@ def test_users_log_and_load_a_model_and_a_read_user_cannot_write(server):
 
 def test_rerun_changes_nothing(server):
     with control_machine_hosts_entry(server["uri"].split("/")[2].split(":")[0], server["target"].address):
+        again = server["deployer"].run().check()
+    assert again.changed == [], again.changed
+
+
+def started_services(target) -> dict[str, str]:
+    """When each running container of the stack started, by its name."""
+    out = target.ssh("docker inspect -f '{{.Name}} {{.State.StartedAt}}' $(docker ps -q)").stdout
+    return dict(line.lstrip("/").split() for line in out.splitlines() if line.startswith("/mlflow-"))
+
+
+def test_the_default_stack_comes_back_by_itself_after_a_reboot(server, record):
+    """A lab server's power cut or kernel update: systemd starts Docker and the timers, Docker
+    every service (their restart policies), TLS and the users as they were; no rerun is needed,
+    and a rerun then changes nothing. A container target's reboot boots its systemd as a
+    machine's does; the VM test proves the deploy on a real kernel."""
+    target, uri = server["target"], server["uri"]
+    before = started_services(target)
+    started = time.monotonic()
+    target.reboot()
+    wait_until_healthy(target, timeout=300, tls="self-signed", every=3)
+    record("container_reboot_to_healthy_seconds", round(time.monotonic() - started, 1))
+    after = started_services(target)
+    assert set(after) == set(before) and all(after[name] != before[name] for name in before), (before, after)
+    assert "mlflow-backup.timer" in target.ssh("systemctl list-timers --no-legend mlflow-backup.timer").stdout
+    admin = ("admin", read_secrets(target)["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    logged = f"{uri}/api/2.0/mlflow/runs/get?run_id={server['run_id']}"
+    with control_machine_hosts_entry(server["name"], target.address):
+        assert status(logged, ca_file=server["ca"]) == 401
+        assert status(logged, admin, ca_file=server["ca"]) == 200
         again = server["deployer"].run().check()
     assert again.changed == [], again.changed
 
