@@ -31,7 +31,8 @@ STATE_DIR = Path("/run/mlflow-stack-tests")
 VM_MEM_MB = 4096
 # Two vCPUs: with one (tried in the CI rehearsal of 8d4c152) qemu took less of the machine's CPU
 # but the VM test took ~4 min longer (reboot to healthy 367 s against 270), and the VM lane with
-# it (docs/dev/measured.md).
+# it. Without the reboot, tried again alone on an idle machine (2026-12-07): one vCPU took more
+# of both, first run 394.9 s against 244.8 and qemu 442 CPU-s against 340 (docs/dev/measured.md).
 VM_SMP = 2
 # See tools/harness/README.md, "VM guest double fault". The guest kernel must not execute
 # cmpxchg16b (faulted under multi-threaded TCG on this host's QEMU 7.2), but user space must
