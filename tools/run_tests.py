@@ -13,7 +13,8 @@ series on two cores). Sharing the queue keeps two things running at any time, ne
 47 min in the CI rehearsal of 2026-12-07, both lanes ending within a minute of each other;
 43 min after the probes, the status module's merge and the VM lane's image builds moved ahead;
 42 min with Docker preinstalled where the install is not what is tested (2b96289), 36 min
-(lanes) with fewer probes and looks in the VM (b53f73f).
+(lanes) with fewer probes and looks in the VM (b53f73f); on a later, slower machine 36 min, and
+32 min once the VM's reboot moved to a container target (2026-12-07, rehearsals A and B).
 
 Targets, cache artifacts, /etc/hosts entries and the measurements file are safe to share
 (free target indexes, flock). Each lane's log goes to LOG_DIR/<lane>.log; the main lane's is
