@@ -8,6 +8,7 @@ run; listing this machine lets it in; another role removes unit, files and rules
 
 from __future__ import annotations
 
+import hashlib
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ import pytest
 
 from tests.e2e.support import Deployer
 from tools.harness.rootfs import SUDO_USER
+from tools.harness.targets import docker_data_with_images
 from tools.standins.build import STANDIN_IMAGES
 
 STEP = "Restrict the data host's published ports"
@@ -163,3 +165,18 @@ def test_another_role_removes_unit_files_and_rules(data_host, deploy_firewall):
     leftovers = data_host.ssh("iptables -w -S; ip6tables -w -S; ls /etc/systemd/system /srv/mlflow").stdout
     assert "MLFLOW-DATA" not in leftovers and "data-firewall" not in leftovers
     assert deploy_firewall(role="standalone", sources=()).changed == []
+
+
+def test_a_container_s_write_leaves_the_cached_image_layers_alone(data_host, preloaded_images):
+    """The harness gives each target the images' layers as hard links to its cache
+    (tools/harness/targets._put_docker_data): a container that changes a file of its image must
+    change its own copy only, never the file every later target links to."""
+    layers = docker_data_with_images(preloaded_images) / "overlay2"
+    cached = [path for path in layers.glob("*/diff/etc/debian_version") if path.is_file() and not path.is_symlink()]
+    assert cached, "no layer holds /etc/debian_version"
+    before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in cached}
+    assert all(path.stat().st_nlink >= 2 for path in cached), "the target's layers are not links to the cache"
+    written = data_host.ssh(f"docker run --rm {STANDIN_IMAGES['python']} "
+                            "sh -c 'echo changed-by-a-container >> /etc/debian_version && tail -n1 /etc/debian_version'")
+    assert written.stdout.strip() == "changed-by-a-container"
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in cached} == before
