@@ -146,7 +146,7 @@ def assert_stack_healthy(target, services=None, tls: str = "off") -> None:
     assert stack_is_healthy(status, services or active_services(tls)), status
 
 
-def wait_until_healthy(target, timeout: float, tls: str = "off", every: float = 15) -> None:
+def wait_until_healthy(target, timeout: float, tls: str = "off", every: float = 3) -> None:
     """After a reboot: the stack healthy within `timeout`, brought back by Docker alone. Every
     step is bounded: each ssh aborts within seconds if the target dies (TargetDied, with the
     console's last lines for a VM), and the loop checks the target's liveness."""

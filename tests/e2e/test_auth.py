@@ -223,7 +223,7 @@ def test_the_default_stack_comes_back_by_itself_after_a_reboot(server, record):
     before = started_services(target)
     started = time.monotonic()
     target.reboot()
-    wait_until_healthy(target, timeout=300, tls="self-signed", every=3)
+    wait_until_healthy(target, timeout=300, tls="self-signed")
     record("container_reboot_to_healthy_seconds", round(time.monotonic() - started, 1))
     after = started_services(target)
     assert set(after) == set(before) and all(after[name] != before[name] for name in before), (before, after)
