@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tools.harness.cache import trash_dir
+from tools.harness.rootfs import build_rootfs
 from tools.harness.targets import TargetDied, start_container_target, start_vm_target
 
 pytestmark = pytest.mark.e2e
@@ -41,13 +42,22 @@ def test_container_target():
         assert data["_sudo"] is True and data["ssh_user"] == "labadmin"
         assert "_sudo" not in t.inventory_data()
         assert _host_state(9, "ve-selftest")[0]
+        # The root is an overlay on the cached root filesystem (no copy per target): a write
+        # stays in the target, outlives its reboot and never reaches the cache; Docker's data
+        # is on a real filesystem, where its overlay2 driver works.
+        assert t.ssh("stat -f -c %T /").stdout.strip() == "overlayfs"
+        assert t.ssh("stat -f -c %T /var/lib/docker").stdout.strip() not in ("overlayfs", "tmpfs")
+        t.ssh("echo written-in-the-target > /etc/harness-probe")
         boot_before = t.ssh("cat /proc/sys/kernel/random/boot_id").stdout
         t.reboot()
         assert t.ssh("cat /proc/sys/kernel/random/boot_id").stdout != boot_before
+        assert t.ssh("cat /etc/harness-probe").stdout.strip() == "written-in-the-target"
+        assert not (build_rootfs("container") / "etc/harness-probe").exists()
         t.ssh("curl -sSf -m 30 -o /dev/null http://deb.debian.org/debian/dists/trixie/InRelease")
     finally:
         t.stop()
     t.stop()  # idempotent
+    assert t.state["dir"] not in Path("/proc/mounts").read_text(), "the root's overlay is still mounted"
     link, rules = _host_state(9, "ve-selftest")
     assert not link, "veth left behind"
     assert rules == "", f"iptables rules left behind:\n{rules}"

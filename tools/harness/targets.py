@@ -661,10 +661,12 @@ def start_container_target(index: int = 1, name: str | None = None, *, keep: boo
         _save_state(state)
         discard_tree(tdir)
         tdir.mkdir(parents=True)
-        root = tdir / "rootfs"
-        subprocess.run(["cp", "-a", "--reflink=auto", str(root_src), str(root)], check=True)
+        root = _mount_root(root_src, tdir)
+        docker_dir = tdir / "docker"
         if docker_data:
-            _put_docker_data(docker_data, root)
+            _put_docker_data(docker_data, docker_dir)
+        else:  # the root filesystems have none: Docker is started only in a target
+            docker_dir.mkdir(mode=0o710)
         (root / "etc/network/interfaces.d/host0").write_text(rootfs_mod.container_netconfig(index))
         resolv = root / "etc/resolv.conf"
         if resolv.is_symlink() or resolv.exists():
@@ -685,6 +687,23 @@ def start_container_target(index: int = 1, name: str | None = None, *, keep: boo
         cleanup_state(state)
         raise
     return _finish(target, keep)
+
+
+def _mount_root(root_src: Path, tdir: Path) -> Path:
+    """The target's root filesystem: an overlay of the cached one (read-only, shared by every
+    target) and a directory of its own for what it changes, mounted at <tdir>/rootfs.
+
+    Why not a copy: 874 MB / 17,664 files per target, and on this host's ext4 (no journal) each
+    new inode is looked for past the inodes deleted in the last minute, which every stopped
+    target's background delete provides: a copy took 1-4 s idle but 13-20 s and as many
+    CPU-seconds of kernel time during the suite (docs/dev/measured.md). Removed with the
+    target's directory (discard_tree unmounts what is below it)."""
+    for part in ("upper", "work", "rootfs"):
+        (tdir / part).mkdir(exist_ok=True)  # the upper one may have files already
+    root = tdir / "rootfs"
+    _run(["mount", "-t", "overlay", "overlay", "-o",
+          f"lowerdir={root_src},upperdir={tdir / 'upper'},workdir={tdir / 'work'}", str(root)])
+    return root
 
 
 CGROUP_PARENT = "mlflow-stack-tests"
@@ -757,7 +776,10 @@ def _spawn_nspawn(state: dict, name: str, root: Path, tdir: Path) -> None:
     env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="yes")
     cmd = ["systemd-nspawn", "-b", "-D", str(root), "-M", name, "--network-veth",
            "--register=no", "--keep-unit", "--capability=all",
-           "--system-call-filter=add_key keyctl bpf", "--console=pipe", "--resolv-conf=off"]
+           "--system-call-filter=add_key keyctl bpf", "--console=pipe", "--resolv-conf=off",
+           # Docker's data on a real filesystem, as on a server: its overlay2 driver does not
+           # work on the overlayfs root (_mount_root).
+           f"--bind={tdir / 'docker'}:/var/lib/docker"]
     cgroups = _own_cgroups(state, name)
     # Join the target's own cgroups, then exec nspawn (same pid), so its payload is private.
     enter = "".join(f'echo $$ > "{cg}/cgroup.procs" || exit 125; ' for cg in cgroups)
@@ -796,13 +818,14 @@ def docker_data_with_images(archives: tuple[Path, ...]) -> Path:
             except IndexInUseError:
                 pass  # another process claimed it between the check and the start
         try:
-            root = Path(loader.state["dir"]) / "rootfs"
+            tdir = Path(loader.state["dir"])
+            root = tdir / "rootfs"
             for archive in archives:
                 shutil.copyfile(archive, root / "root" / archive.name)
                 loader.ssh(f"docker load --quiet --input /root/{archive.name} && rm /root/{archive.name}",
                            timeout=900)
             loader.ssh("systemctl stop docker.socket docker.service containerd.service && sync", timeout=120)
-            subprocess.run(["cp", "-a", "--reflink=auto", str(root / "var/lib/docker"), str(tmp)], check=True)
+            subprocess.run(["cp", "-a", "--reflink=auto", str(tdir / "docker"), str(tmp)], check=True)
         finally:
             loader.stop()
         log(f"Docker data with {len(archives)} image archive(s) loaded in {time.monotonic() - t0:.0f}s")
@@ -810,17 +833,15 @@ def docker_data_with_images(archives: tuple[Path, ...]) -> Path:
     return build_cached("docker-data", inputs, build)
 
 
-def _put_docker_data(docker_data: Path, root: Path) -> None:
-    """Replace the root filesystem's (empty) Docker data directory with a loaded one.
+def _put_docker_data(docker_data: Path, target: Path) -> None:
+    """Make `target` (the directory the target gets as /var/lib/docker) a loaded Docker data
+    directory.
 
     The image layers (`overlay2/`, 1.2 GB of the suite's images) are hard links to the cache's
     files, not copies (ext4 has no reflinks): Docker never writes a layer's files once it has
     extracted them (a container writes to a layer of its own, overlayfs copies a file up before
     changing it, and removing an image unlinks). The rest, Docker's databases that it writes in
     place, is copied."""
-    target = root / "var/lib/docker"
-    if target.exists():
-        shutil.rmtree(target)
     target.mkdir()
     shutil.copystat(docker_data, target)
     for entry in docker_data.iterdir():
@@ -909,12 +930,21 @@ def build_vm_image(index: int = 200, images: tuple[Path, ...] = ()) -> Path:
         log("creating VM disk image")
         source = rootfs
         if docker_data:
-            source = tmp / "rootfs"
-            _run(["cp", "-a", "--reflink=auto", str(rootfs), str(source)])
-            _put_docker_data(docker_data, source)
-        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(source), str(tmp / "base.raw"), "16G"])
-        if docker_data:
-            shutil.rmtree(source)
+            # The root filesystem and the Docker data in one view, without a copy: the overlay
+            # root, and the data bind-mounted on it (in the overlay's upper layer, the image
+            # layers' whiteouts would be taken for the overlay's own and hidden).
+            (tmp / "upper/var/lib/docker").mkdir(parents=True)
+            _put_docker_data(docker_data, tmp / "docker")
+            source = _mount_root(rootfs, tmp)
+            _run(["mount", "--bind", str(tmp / "docker"), str(source / "var/lib/docker")])
+        try:
+            _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(source), str(tmp / "base.raw"), "16G"])
+        finally:
+            if docker_data:
+                _run(["umount", str(source / "var/lib/docker")])
+                _run(["umount", str(source)])
+                for part in ("rootfs", "upper", "work", "docker"):
+                    shutil.rmtree(tmp / part)
         _run(["qemu-img", "convert", "-O", "qcow2", str(tmp / "base.raw"), str(tmp / "base.qcow2")])
         (tmp / "base.raw").unlink()
         for attempt in range(1, COLD_BOOT_ATTEMPTS + 1):
