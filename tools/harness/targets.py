@@ -694,8 +694,8 @@ def _mount_root(root_src: Path, tdir: Path) -> Path:
     target) and a directory of its own for what it changes, mounted at <tdir>/rootfs.
 
     Why not a copy: 874 MB / 17,664 files per target, and on this host's ext4 (no journal) each
-    new inode is looked for past the inodes deleted in the last minute, which every stopped
-    target's background delete provides: a copy took 1-4 s idle but 13-20 s and as many
+    new inode is looked for past the recently deleted ones, which every stopped target's
+    background delete provides: a copy took 1-4 s idle but 13-20 s and as many
     CPU-seconds of kernel time during the suite (docs/dev/measured.md). Removed with the
     target's directory (discard_tree unmounts what is below it)."""
     for part in ("upper", "work", "rootfs"):
