@@ -431,7 +431,10 @@ def test_server_known_to_clients_by_a_dns_name_only(container_target_factory, se
         big.unlink()
         record("dns_name_528mib_upload_mib_s", {"through_mlflow": through_mlflow, "boto3_direct": direct,
                                               "ratio": round(through_mlflow / direct, 2)})
-        assert through_mlflow >= 0.8 * direct, (through_mlflow, direct)
+        # A generous bound: the two ways ran 1.2-1.7x apart in MLflow's favour, once 0.79x under the
+        # other lane's load (rehearsal of 2026-12-08); an upload proxied through the server instead
+        # of presigned ran at ~0.3x (37 against 117 MB/s through the TLS proxy, docs/dev/measured.md).
+        assert through_mlflow >= 0.6 * direct, (through_mlflow, direct)
 
         # A smoke test that cannot reach the server fails with one clear line, no traceback.
         broken = deployer.run(env=env, overrides={"mlflow_public_host": "unresolvable.invalid"})
